@@ -1,0 +1,389 @@
+//! `Tokenizer`: a `tokenizers` pipeline plus what transformers keeps beside it (named
+//! special tokens, chat templates, padding and truncation sides, generation eos ids).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use tokenizers::{PostProcessor, TruncationDirection};
+
+use crate::chat_template::{self, ChatMessage, ChatTemplateOptions};
+use crate::error::{Result, TokenizerError};
+use crate::stream::DecodeStream;
+
+/// Which end of a sequence padding or truncation applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Side {
+    Left,
+    #[default]
+    Right,
+}
+
+impl Side {
+    pub(crate) fn parse(field: &'static str, s: &str) -> Result<Self> {
+        match s {
+            "left" => Ok(Side::Left),
+            "right" => Ok(Side::Right),
+            other => Err(TokenizerError::InvalidArgument {
+                param: field,
+                msg: format!("expected \"left\" or \"right\", got {other:?}"),
+            }),
+        }
+    }
+}
+
+/// The tokens transformers names (`bos_token`, `eos_token`, ...), as text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecialTokens {
+    pub bos: Option<String>,
+    pub eos: Option<String>,
+    pub unk: Option<String>,
+    pub pad: Option<String>,
+    pub sep: Option<String>,
+    pub cls: Option<String>,
+    pub mask: Option<String>,
+    pub additional: Vec<String>,
+}
+
+impl SpecialTokens {
+    /// `(name, token)` pairs as transformers' `special_tokens_map` has them.
+    pub fn named(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("bos_token", &self.bos),
+            ("eos_token", &self.eos),
+            ("unk_token", &self.unk),
+            ("sep_token", &self.sep),
+            ("pad_token", &self.pad),
+            ("cls_token", &self.cls),
+            ("mask_token", &self.mask),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// Chat templates of a model: an optional default and named ones (`tool_use`, `rag`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct ChatTemplates {
+    pub default: Option<String>,
+    pub named: BTreeMap<String, String>,
+}
+
+/// How to pad a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// No padding: rows keep their lengths.
+    #[default]
+    None,
+    /// Pad to the longest row of the batch.
+    Longest,
+    /// Pad every row to this length (rows already longer are left as they are).
+    MaxLength(usize),
+}
+
+/// Options of `encode_batch`, as transformers' `__call__` arguments.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    pub add_special_tokens: bool,
+    pub padding: Padding,
+    /// Cut each row (special tokens included) to this many tokens.
+    pub truncation: Option<usize>,
+    /// Overrides the tokenizer's `padding_side`.
+    pub padding_side: Option<Side>,
+    /// Overrides the tokenizer's `truncation_side`.
+    pub truncation_side: Option<Side>,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self { add_special_tokens: true, padding: Padding::None, truncation: None, padding_side: None, truncation_side: None }
+    }
+}
+
+/// One encoded text. Offsets are character offsets into the input, as transformers
+/// returns them with `return_offsets_mapping=True`; special tokens get `(0, 0)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+    pub tokens: Vec<String>,
+}
+
+impl Encoding {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A batch of encodings, padded as asked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchEncoding {
+    pub input_ids: Vec<Vec<u32>>,
+    pub attention_mask: Vec<Vec<u32>>,
+    pub offsets: Vec<Vec<(usize, usize)>>,
+}
+
+/// A tokenizer as transformers' `AutoTokenizer` returns it.
+#[derive(Clone)]
+pub struct Tokenizer {
+    pub(crate) inner: tokenizers::Tokenizer,
+    /// The model this came from, for messages.
+    pub(crate) name: String,
+    pub special_tokens: SpecialTokens,
+    pub chat_templates: ChatTemplates,
+    /// The longest input the model takes, when known.
+    pub model_max_length: Option<usize>,
+    pub padding_side: Side,
+    pub truncation_side: Side,
+    /// transformers' `clean_up_tokenization_spaces` (" ." → "." etc. after decoding).
+    pub clean_up_tokenization_spaces: bool,
+    /// Token ids that end generation (generation_config.json's `eos_token_id`, else the eos token).
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("name", &self.name)
+            .field("vocab_size", &self.vocab_size())
+            .field("special_tokens", &self.special_tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// The underlying `tokenizers` pipeline.
+    pub fn backend(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Where this tokenizer came from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Vocabulary size including added tokens (transformers' `len(tokenizer)`).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.special_tokens.bos.as_deref().and_then(|t| self.token_to_id(t))
+    }
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.special_tokens.eos.as_deref().and_then(|t| self.token_to_id(t))
+    }
+    pub fn pad_token_id(&self) -> Option<u32> {
+        self.special_tokens.pad.as_deref().and_then(|t| self.token_to_id(t))
+    }
+    pub fn unk_token_id(&self) -> Option<u32> {
+        self.special_tokens.unk.as_deref().and_then(|t| self.token_to_id(t))
+    }
+
+    /// Ids of every special token (added tokens marked special).
+    pub fn all_special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> =
+            self.inner.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Encodes one text. `add_special_tokens` adds what the model's post-processor adds
+    /// (BOS for Gemma and Llama, [CLS]/[SEP] for BERT, nothing for Qwen).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Encoding> {
+        self.encode_with(text, add_special_tokens, None, self.truncation_side)
+    }
+
+    fn encode_with(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        truncation: Option<usize>,
+        side: Side,
+    ) -> Result<Encoding> {
+        let enc = match truncation {
+            None => self
+                .inner
+                .encode_char_offsets(text, add_special_tokens)
+                .map_err(|e| TokenizerError::backend("encode", e))?,
+            Some(max) => {
+                // Truncate the text's tokens so that, with the special tokens the
+                // post-processor adds, the row holds at most `max` tokens.
+                let mut enc =
+                    self.inner.encode_char_offsets(text, false).map_err(|e| TokenizerError::backend("encode", e))?;
+                let specials = if add_special_tokens {
+                    self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false))
+                } else {
+                    0
+                };
+                let direction = match side {
+                    Side::Left => TruncationDirection::Left,
+                    Side::Right => TruncationDirection::Right,
+                };
+                enc.truncate(max.saturating_sub(specials), 0, direction);
+                self.inner
+                    .post_process(enc, None, add_special_tokens)
+                    .map_err(|e| TokenizerError::backend("encode", e))?
+            }
+        };
+        Ok(Encoding {
+            ids: enc.get_ids().to_vec(),
+            attention_mask: enc.get_attention_mask().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+            tokens: enc.get_tokens().to_vec(),
+        })
+    }
+
+    /// Encodes several texts, truncated and padded as `opts` says.
+    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S], opts: &EncodeOptions) -> Result<BatchEncoding> {
+        if opts.truncation == Some(0) {
+            return Err(TokenizerError::InvalidArgument { param: "truncation", msg: "max_length must be > 0".into() });
+        }
+        let side = opts.truncation_side.unwrap_or(self.truncation_side);
+        let encs = texts
+            .iter()
+            .map(|t| self.encode_with(t.as_ref(), opts.add_special_tokens, opts.truncation, side))
+            .collect::<Result<Vec<_>>>()?;
+        let target = match opts.padding {
+            Padding::None => None,
+            Padding::Longest => Some(encs.iter().map(Encoding::len).max().unwrap_or(0)),
+            Padding::MaxLength(n) => Some(n),
+        };
+        let pad_id = match target {
+            Some(_) => Some(self.pad_token_id().ok_or_else(|| TokenizerError::InvalidArgument {
+                param: "padding",
+                msg: format!("the tokenizer of `{}` has no pad token; set one before padding", self.name),
+            })?),
+            None => None,
+        };
+        let padding_side = opts.padding_side.unwrap_or(self.padding_side);
+        let mut out = BatchEncoding::default();
+        for mut e in encs {
+            if let (Some(target), Some(pad)) = (target, pad_id) {
+                let n = target.saturating_sub(e.len());
+                let at = if padding_side == Side::Left { 0 } else { e.len() };
+                e.ids.splice(at..at, std::iter::repeat_n(pad, n));
+                e.attention_mask.splice(at..at, std::iter::repeat_n(0, n));
+                e.offsets.splice(at..at, std::iter::repeat_n((0, 0), n));
+            }
+            out.input_ids.push(e.ids);
+            out.attention_mask.push(e.attention_mask);
+            out.offsets.push(e.offsets);
+        }
+        Ok(out)
+    }
+
+    /// Checks every id against the vocabulary.
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let vocab_size = self.vocab_size();
+        match ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
+            Some(&id) => Err(TokenizerError::IdOutOfVocab { id, vocab_size }),
+            None => Ok(()),
+        }
+    }
+
+    /// Turns ids back into text, as transformers' `decode`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.check_ids(ids)?;
+        let text = self.inner.decode(ids, skip_special_tokens).map_err(|e| TokenizerError::backend("decode", e))?;
+        Ok(if self.clean_up_tokenization_spaces { clean_up_tokenization(&text) } else { text })
+    }
+
+    /// Decodes each row of a batch.
+    pub fn decode_batch(&self, rows: &[Vec<u32>], skip_special_tokens: bool) -> Result<Vec<String>> {
+        rows.iter().map(|r| self.decode(r, skip_special_tokens)).collect()
+    }
+
+    /// An incremental decoder for streaming generated ids as text.
+    pub fn decode_stream(&self, skip_special_tokens: bool) -> DecodeStream<'_> {
+        DecodeStream::new(self, skip_special_tokens)
+    }
+
+    /// The template `apply_chat_template` would use: the override given in `opts` (a
+    /// template text, or the name of one of the model's templates), else `tool_use` when
+    /// tools are given and the model has it, else the default.
+    pub fn chat_template(&self, opts: &ChatTemplateOptions) -> Result<(String, String)> {
+        if let Some(t) = &opts.chat_template {
+            return Ok(match self.chat_templates.named.get(t) {
+                Some(named) => (t.clone(), named.clone()),
+                None => ("custom".to_string(), t.clone()),
+            });
+        }
+        if opts.tools.is_some() {
+            if let Some(t) = self.chat_templates.named.get("tool_use") {
+                return Ok(("tool_use".into(), t.clone()));
+            }
+        }
+        if let Some(t) = &self.chat_templates.default {
+            return Ok(("default".into(), t.clone()));
+        }
+        if let Some(t) = self.chat_templates.named.get("default") {
+            return Ok(("default".into(), t.clone()));
+        }
+        Err(TokenizerError::NoChatTemplate { model: self.name.clone() })
+    }
+
+    /// Renders a conversation to the prompt text (transformers' `tokenize=False`).
+    pub fn render_chat(&self, messages: &[Value], opts: &ChatTemplateOptions) -> Result<String> {
+        let (name, source) = self.chat_template(opts)?;
+        let mut tokens = Map::new();
+        for (k, v) in self.special_tokens.named() {
+            tokens.insert(k.into(), Value::String(v.into()));
+        }
+        if !self.special_tokens.additional.is_empty() {
+            tokens.insert(
+                "additional_special_tokens".into(),
+                Value::Array(self.special_tokens.additional.iter().cloned().map(Value::String).collect()),
+            );
+        }
+        chat_template::render(&name, &source, messages, opts, &tokens)
+    }
+
+    /// Renders the conversation and tokenizes it, as transformers' `apply_chat_template`.
+    /// The template writes the special tokens itself, so none are added.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], opts: &ChatTemplateOptions) -> Result<Vec<u32>> {
+        let values = messages
+            .iter()
+            .map(|m| serde_json::to_value(m).map_err(|e| TokenizerError::Messages(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let text = self.render_chat(&values, opts)?;
+        Ok(self.encode(&text, false)?.ids)
+    }
+}
+
+/// transformers' `clean_up_tokenization`: removes the spaces the old word-level
+/// tokenizers put before punctuation and contractions.
+pub fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_up_matches_transformers() {
+        assert_eq!(clean_up_tokenization("hello , world . isn 't it ? i 'm ok !"), "hello, world. isn't it? i'm ok!");
+    }
+}
