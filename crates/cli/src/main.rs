@@ -1,1 +1,46 @@
-fn main() {}
+//! `ferro`: the ferroformers command line. Thin: parsing and printing only; the work is
+//! done by the libraries.
+
+mod commands;
+mod model_args;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferro", version, about = "Hugging Face transformers, in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(commands::tokenize::Args),
+    /// Print the text of a JSON array of token ids.
+    Detokenize(commands::detokenize::Args),
+    /// Render a conversation with the model's chat template.
+    Template(commands::template::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("FERRO_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Detokenize(a) => commands::detokenize::run(a),
+        Command::Template(a) => commands::template::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,8 +18,11 @@ pub enum PackagedModel {
 }
 
 impl PackagedModel {
-    pub const ALL: [PackagedModel; 3] =
-        [PackagedModel::Qwen25Coder05BInstruct, PackagedModel::Gemma3_270M, PackagedModel::AllMiniLmL6V2];
+    pub const ALL: [PackagedModel; 3] = [
+        PackagedModel::Qwen25Coder05BInstruct,
+        PackagedModel::Gemma3_270M,
+        PackagedModel::AllMiniLmL6V2,
+    ];
 
     /// The `--only` name of the fetch script.
     pub fn fetch_name(self) -> &'static str {
@@ -70,6 +73,8 @@ pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FERRO_MODELS_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("ferroformers").join("models")
 }

@@ -83,12 +83,16 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
         None => {}
     }
     if let Some(p) = source.optional_file("chat_template.json")? {
-        if let Some(t) = read_json_value(&p)?.get("chat_template").and_then(|v| v.as_str()) {
+        if let Some(t) = read_json_value(&p)?
+            .get("chat_template")
+            .and_then(|v| v.as_str())
+        {
             templates.default = Some(t.to_string());
         }
     }
     if let Some(p) = source.optional_file("chat_template.jinja")? {
-        let t = std::fs::read_to_string(&p).map_err(|e| TokenizerError::file(&p, format!("cannot read: {e}")))?;
+        let t = std::fs::read_to_string(&p)
+            .map_err(|e| TokenizerError::file(&p, format!("cannot read: {e}")))?;
         templates.default = Some(t);
     }
 
@@ -100,7 +104,11 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
         sep: config.sep_token.as_ref().map(|t| t.content().to_string()),
         cls: config.cls_token.as_ref().map(|t| t.content().to_string()),
         mask: config.mask_token.as_ref().map(|t| t.content().to_string()),
-        additional: config.additional_special_tokens.iter().map(|t| t.content().to_string()).collect(),
+        additional: config
+            .additional_special_tokens
+            .iter()
+            .map(|t| t.content().to_string())
+            .collect(),
     };
     // Entries of added_tokens_decoder missing from tokenizer.json are added, as transformers does.
     let mut extra: Vec<(u32, AddedToken)> = config
@@ -108,15 +116,28 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
         .iter()
         .filter_map(|(id, t)| id.parse::<u32>().ok().map(|id| (id, t)))
         .filter(|(_, t)| inner.token_to_id(&t.content).is_none())
-        .map(|(id, t)| (id, AddedToken::from(t.content.clone(), t.special).normalized(!t.special)))
+        .map(|(id, t)| {
+            (
+                id,
+                AddedToken::from(t.content.clone(), t.special).normalized(!t.special),
+            )
+        })
         .collect();
     extra.sort_by_key(|(id, _)| *id);
     let extra: Vec<AddedToken> = extra.into_iter().map(|(_, t)| t).collect();
     inner.add_tokens(&extra);
 
     let explicit_bos_eos = config.add_bos_token.is_some() || config.add_eos_token.is_some();
-    let padding_side = config.padding_side.as_deref().map(|s| Side::parse("padding_side", s)).transpose()?;
-    let truncation_side = config.truncation_side.as_deref().map(|s| Side::parse("truncation_side", s)).transpose()?;
+    let padding_side = config
+        .padding_side
+        .as_deref()
+        .map(|s| Side::parse("padding_side", s))
+        .transpose()?;
+    let truncation_side = config
+        .truncation_side
+        .as_deref()
+        .map(|s| Side::parse("truncation_side", s))
+        .transpose()?;
     let model_max_length = config
         .model_max_length
         .filter(|&n| n.is_finite() && n > 0.0 && n < 1e18)
@@ -149,14 +170,25 @@ fn from_gguf(path: &Path) -> Result<Tokenizer> {
         mask: cfg.mask_token,
         ..SpecialTokens::default()
     };
-    let templates = ChatTemplates { default: cfg.chat_template, named: cfg.named_chat_templates.into_iter().collect() };
+    let templates = ChatTemplates {
+        default: cfg.chat_template,
+        named: cfg.named_chat_templates.into_iter().collect(),
+    };
     finish(
         inner,
         path.display().to_string(),
         special,
         templates,
-        BosEos { add_bos: cfg.add_bos_token, add_eos: cfg.add_eos_token, rebuild: true },
-        if cfg.padding_side_left { Side::Left } else { Side::Right },
+        BosEos {
+            add_bos: cfg.add_bos_token,
+            add_eos: cfg.add_eos_token,
+            rebuild: true,
+        },
+        if cfg.padding_side_left {
+            Side::Left
+        } else {
+            Side::Right
+        },
         Side::Right,
         None,
         false,
@@ -192,8 +224,11 @@ fn finish(
         .map_err(|e| TokenizerError::backend("loading the tokenizer", e))?;
 
     // Named special tokens missing from the added vocabulary become special added tokens.
-    let added: std::collections::HashSet<String> =
-        inner.get_added_tokens_decoder().values().map(|t| t.content.clone()).collect();
+    let added: std::collections::HashSet<String> = inner
+        .get_added_tokens_decoder()
+        .values()
+        .map(|t| t.content.clone())
+        .collect();
     let missing: Vec<AddedToken> = special
         .named()
         .into_iter()
@@ -211,18 +246,29 @@ fn finish(
         };
         let bos = with_id(&special.bos, bos_eos.add_bos);
         let eos = with_id(&special.eos, bos_eos.add_eos);
-        let pp = bos_eos_post_processor(bos.as_ref().map(|(t, i)| (t.as_str(), *i)), eos.as_ref().map(|(t, i)| (t.as_str(), *i)))?;
+        let pp = bos_eos_post_processor(
+            bos.as_ref().map(|(t, i)| (t.as_str(), *i)),
+            eos.as_ref().map(|(t, i)| (t.as_str(), *i)),
+        )?;
         inner.with_post_processor(Some(pp));
     }
 
     // transformers skips the clean-up for BPE models: it would delete real spaces.
-    let clean_up_tokenization_spaces = clean_up && !matches!(inner.get_model(), ModelWrapper::BPE(_));
+    let clean_up_tokenization_spaces =
+        clean_up && !matches!(inner.get_model(), ModelWrapper::BPE(_));
     let eos_token_ids = if generation_eos.is_empty() {
-        special.eos.as_deref().and_then(|t| inner.token_to_id(t)).into_iter().collect()
+        special
+            .eos
+            .as_deref()
+            .and_then(|t| inner.token_to_id(t))
+            .into_iter()
+            .collect()
     } else {
         generation_eos
     };
+    let vocab_size = inner.get_vocab_size(true);
     Ok(Tokenizer {
+        vocab_size,
         inner,
         name,
         special_tokens: special,

@@ -27,7 +27,11 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: Value::String(content.into()), extra: Map::new() }
+        Self {
+            role: role.into(),
+            content: Value::String(content.into()),
+            extra: Map::new(),
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new("system", content)
@@ -47,7 +51,11 @@ impl ChatMessage {
     pub fn assistant_tool_calls(content: Option<String>, tool_calls: Vec<Value>) -> Self {
         let mut extra = Map::new();
         extra.insert("tool_calls".into(), Value::Array(tool_calls));
-        Self { role: "assistant".into(), content: content.map_or(Value::Null, Value::String), extra }
+        Self {
+            role: "assistant".into(),
+            content: content.map_or(Value::Null, Value::String),
+            extra,
+        }
     }
 }
 
@@ -71,11 +79,15 @@ pub struct ChatTemplateOptions {
 impl ChatTemplateOptions {
     /// The usual options for prompting a model: add the generation prompt.
     pub fn generation_prompt() -> Self {
-        Self { add_generation_prompt: true, ..Self::default() }
+        Self {
+            add_generation_prompt: true,
+            ..Self::default()
+        }
     }
 }
 
-/// Checks the shape of `messages` and names the first field at fault.
+/// Checks the shape of `messages` and names the first field at fault. Content may be
+/// anything a template reads (a string, a list of parts, a mapping).
 pub fn validate_messages(messages: &[Value]) -> Result<()> {
     for (i, m) in messages.iter().enumerate() {
         let obj = m
@@ -83,20 +95,22 @@ pub fn validate_messages(messages: &[Value]) -> Result<()> {
             .ok_or_else(|| TokenizerError::Messages(format!("messages[{i}] is not an object")))?;
         match obj.get("role") {
             Some(Value::String(_)) => {}
-            Some(_) => return Err(TokenizerError::Messages(format!("messages[{i}].role is not a string"))),
-            None => return Err(TokenizerError::Messages(format!("messages[{i}] has no `role`"))),
-        }
-        match obj.get("content") {
-            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
             Some(_) => {
                 return Err(TokenizerError::Messages(format!(
-                    "messages[{i}].content must be a string, a list of parts or null"
+                    "messages[{i}].role is not a string"
+                )))
+            }
+            None => {
+                return Err(TokenizerError::Messages(format!(
+                    "messages[{i}] has no `role`"
                 )))
             }
         }
         if let Some(calls) = obj.get("tool_calls") {
             if !calls.is_array() && !calls.is_null() {
-                return Err(TokenizerError::Messages(format!("messages[{i}].tool_calls is not a list")));
+                return Err(TokenizerError::Messages(format!(
+                    "messages[{i}].tool_calls is not a list"
+                )));
             }
         }
     }
@@ -120,7 +134,9 @@ pub fn render(
 ) -> Result<String> {
     validate_messages(messages)?;
     if messages.is_empty() {
-        return Err(TokenizerError::Messages("the conversation is empty; give at least one message".into()));
+        return Err(TokenizerError::Messages(
+            "the conversation is empty; give at least one message".into(),
+        ));
     }
     if opts.continue_final_message && opts.add_generation_prompt {
         return Err(TokenizerError::InvalidArgument {
@@ -131,20 +147,35 @@ pub fn render(
         });
     }
     let mut chat = normalize_messages(messages);
-    let final_text = if opts.continue_final_message { Some(tag_final_message(&mut chat, source)?) } else { None };
+    let final_text = if opts.continue_final_message {
+        Some(tag_final_message(&mut chat, source)?)
+    } else {
+        None
+    };
 
     let env = environment();
     let source = rewrite_generation_tags(source);
-    let tmpl = env.template_from_named_str(name, &source).map_err(|e| template_error(name, &e))?;
+    let tmpl = env
+        .template_from_named_str(name, &source)
+        .map_err(|e| template_error(name, &e))?;
 
     let mut ctx = special_tokens.clone();
     for (k, v) in &opts.extra_context {
         ctx.insert(k.clone(), v.clone());
     }
     ctx.insert("messages".into(), Value::Array(chat));
-    ctx.insert("tools".into(), opts.tools.clone().map_or(Value::Null, Value::Array));
-    ctx.insert("documents".into(), opts.documents.clone().map_or(Value::Null, Value::Array));
-    ctx.insert("add_generation_prompt".into(), Value::Bool(opts.add_generation_prompt));
+    ctx.insert(
+        "tools".into(),
+        opts.tools.clone().map_or(Value::Null, Value::Array),
+    );
+    ctx.insert(
+        "documents".into(),
+        opts.documents.clone().map_or(Value::Null, Value::Array),
+    );
+    ctx.insert(
+        "add_generation_prompt".into(),
+        Value::Bool(opts.add_generation_prompt),
+    );
     let rendered = tmpl
         .render(JinjaValue::from_serialize(&ctx))
         .map_err(|e| template_error(name, &e))?;
@@ -160,8 +191,14 @@ fn normalize_messages(messages: &[Value]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| {
-            let Some(obj) = m.as_object() else { return m.clone() };
-            let mut out: Map<String, Value> = obj.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let Some(obj) = m.as_object() else {
+                return m.clone();
+            };
+            let mut out: Map<String, Value> = obj
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             if let Some(reasoning) = REASONING_FIELDS.iter().find_map(|k| out.get(*k).cloned()) {
                 let mut aliased = Map::new();
                 aliased.insert("thinking".into(), reasoning.clone());
@@ -176,11 +213,20 @@ fn normalize_messages(messages: &[Value]) -> Vec<Value> {
 
 /// Marks the end of the final message's text with `CONTINUE_TAG`; returns the text.
 fn tag_final_message(chat: &mut [Value], source: &str) -> Result<String> {
-    let bad = |msg: &str| TokenizerError::InvalidArgument { param: "continue_final_message", msg: msg.into() };
-    let last = chat.last_mut().ok_or_else(|| bad("the conversation is empty"))?;
-    let content = last.get_mut("content").ok_or_else(|| bad("the final message has no content to continue"))?;
+    let bad = |msg: &str| TokenizerError::InvalidArgument {
+        param: "continue_final_message",
+        msg: msg.into(),
+    };
+    let last = chat
+        .last_mut()
+        .ok_or_else(|| bad("the conversation is empty"))?;
+    let content = last
+        .get_mut("content")
+        .ok_or_else(|| bad("the final message has no content to continue"))?;
     if !source.contains("content") {
-        return Err(bad("the chat template does not read `content`, so there is nothing to continue"));
+        return Err(bad(
+            "the chat template does not read `content`, so there is nothing to continue",
+        ));
     }
     let text = match content {
         Value::String(s) => s,
@@ -208,7 +254,9 @@ fn cut_at_continue_tag(rendered: String, final_text: &str) -> Result<String> {
     let (Some(loc), true) = (rendered.rfind(tag), rendered.contains(stripped)) else {
         return Err(TokenizerError::InvalidArgument {
             param: "continue_final_message",
-            msg: "the final message does not appear in the rendered prompt; the template changes it".into(),
+            msg:
+                "the final message does not appear in the rendered prompt; the template changes it"
+                    .into(),
         });
     };
     let kept_spacing = rendered[loc..].starts_with(CONTINUE_TAG);
@@ -269,7 +317,11 @@ fn template_error(name: &str, e: &JinjaError) -> TokenizerError {
         Some(d) => format!("{}: {d}", e.kind()),
         None => e.kind().to_string(),
     };
-    TokenizerError::Template { template: name.to_string(), line: e.line(), msg }
+    TokenizerError::Template {
+        template: name.to_string(),
+        line: e.line(),
+        msg,
+    }
 }
 
 fn environment() -> Environment<'static> {
@@ -302,7 +354,11 @@ fn strftime_now(format: String) -> std::result::Result<JinjaValue, JinjaError> {
             format!("strftime_now: invalid format string {format:?}"),
         ));
     }
-    Ok(JinjaValue::from(chrono::Local::now().format_with_items(items.into_iter()).to_string()))
+    Ok(JinjaValue::from(
+        chrono::Local::now()
+            .format_with_items(items.into_iter())
+            .to_string(),
+    ))
 }
 
 /// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent,
@@ -314,7 +370,11 @@ fn tojson(value: JinjaValue, kwargs: Kwargs) -> std::result::Result<JinjaValue, 
         Some(v) if v.is_none() => None,
         Some(v) => match v.as_i64() {
             Some(n) if v.kind() == ValueKind::Number => Some(" ".repeat(n.max(0) as usize)),
-            _ => Some(v.as_str().ok_or_else(|| bad("tojson: indent must be an int or a string".into()))?.to_string()),
+            _ => Some(
+                v.as_str()
+                    .ok_or_else(|| bad("tojson: indent must be an int or a string".into()))?
+                    .to_string(),
+            ),
         },
     };
     let mut opts = DumpOptions::new(indent);
@@ -325,8 +385,9 @@ fn tojson(value: JinjaValue, kwargs: Kwargs) -> std::result::Result<JinjaValue, 
         opts.sort_keys = s;
     }
     if let Some(seps) = kwargs.get::<Option<Vec<String>>>("separators")? {
-        let [item, key]: [String; 2] =
-            seps.try_into().map_err(|_| bad("tojson: separators must be a pair of strings".into()))?;
+        let [item, key]: [String; 2] = seps
+            .try_into()
+            .map_err(|_| bad("tojson: separators must be a pair of strings".into()))?;
         opts.item_separator = item;
         opts.key_separator = key;
     }
@@ -358,7 +419,12 @@ fn py_repr(value: &JinjaValue) -> String {
         },
         ValueKind::String => py_quote(value.as_str().unwrap_or_default()),
         ValueKind::Seq | ValueKind::Iterable => {
-            let items: Vec<String> = value.try_iter().into_iter().flatten().map(|v| py_repr(&v)).collect();
+            let items: Vec<String> = value
+                .try_iter()
+                .into_iter()
+                .flatten()
+                .map(|v| py_repr(&v))
+                .collect();
             format!("[{}]", items.join(", "))
         }
         ValueKind::Map => {
@@ -380,7 +446,11 @@ fn py_repr(value: &JinjaValue) -> String {
 /// Python's quoting of a string in `repr`: single quotes unless the text has a single
 /// quote and no double quote.
 fn py_quote(s: &str) -> String {
-    let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(q);
     for c in s.chars() {
@@ -408,14 +478,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Renders with `messages`, or one placeholder message when given none.
     fn render_simple(src: &str, messages: Value) -> Result<String> {
-        let msgs = messages.as_array().cloned().unwrap_or_default();
-        render("test", src, &msgs, &ChatTemplateOptions::default(), &Map::new())
+        let mut msgs = messages.as_array().cloned().unwrap_or_default();
+        if msgs.is_empty() {
+            msgs.push(json!({"role": "user", "content": ""}));
+        }
+        render(
+            "test",
+            src,
+            &msgs,
+            &ChatTemplateOptions::default(),
+            &Map::new(),
+        )
     }
 
     #[test]
     fn python_printing_and_tojson() {
-        let src = "{{ messages[0].x }}|{{ messages[0].y }}|{{ messages[0].z }}|{{ messages[0].l }}|{{ messages[0].f }}|{{ messages[0].d | tojson }}|{{ messages[0].d | tojson(indent=2) }}";
+        let src = "{{ none }}{{ messages[0].x }}|{{ messages[0].y }}|{{ messages[0].z }}|{{ messages[0].l }}|{{ messages[0].f }}|{{ messages[0].d | tojson }}|{{ messages[0].d | tojson(indent=2) }}";
         let out = render_simple(
             src,
             json!([{"role": "user", "x": null, "y": true, "z": false, "l": ["a", 1, 2.5, null], "f": 2.0,
@@ -431,7 +511,11 @@ mod tests {
     #[test]
     fn trim_and_lstrip_blocks_and_trailing_newline() {
         let src = "{% for m in messages %}\n    {% if m.role == 'user' %}\nU:{{ m.content }}\n    {% endif %}\n{% endfor %}\n";
-        let out = render_simple(src, json!([{"role": "user", "content": "hi"}, {"role": "x"}])).unwrap();
+        let out = render_simple(
+            src,
+            json!([{"role": "user", "content": "hi"}, {"role": "x"}]),
+        )
+        .unwrap();
         assert_eq!(out, "U:hi\n");
     }
 
@@ -440,35 +524,60 @@ mod tests {
         let src = "ok\n{{ raise_exception('Roles must alternate') }}";
         let e = render_simple(src, json!([])).unwrap_err().to_string();
         assert_eq!(e, "chat template `test` line 2: Roles must alternate");
-        let e = render_simple("{% for %}", json!([])).unwrap_err().to_string();
-        assert!(e.starts_with("chat template `test` line 1: syntax error"), "{e}");
+        let e = render_simple("{% for %}", json!([]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("chat template `test` line 1: syntax error"),
+            "{e}"
+        );
     }
 
     #[test]
     fn generation_tags_are_transparent() {
-        let src = "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}";
-        assert_eq!(render_simple(src, json!([{"role": "a", "content": "x"}])).unwrap(), "x");
-        assert_eq!(rewrite_generation_tags("{%- generation -%}"), "{%- if true -%}");
+        let src =
+            "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% endfor %}";
+        assert_eq!(
+            render_simple(src, json!([{"role": "a", "content": "x"}])).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            rewrite_generation_tags("{%- generation -%}"),
+            "{%- if true -%}"
+        );
     }
 
     #[test]
     fn continue_final_message_cuts_after_content() {
         let src = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>\n{% endfor %}";
-        let msgs = vec![json!({"role": "user", "content": "q"}), json!({"role": "assistant", "content": "The answer is "})];
-        let opts = ChatTemplateOptions { continue_final_message: true, ..Default::default() };
+        let msgs = vec![
+            json!({"role": "user", "content": "q"}),
+            json!({"role": "assistant", "content": "The answer is "}),
+        ];
+        let opts = ChatTemplateOptions {
+            continue_final_message: true,
+            ..Default::default()
+        };
         let out = render("t", src, &msgs, &opts, &Map::new()).unwrap();
         assert_eq!(out, "<user>q</s>\n<assistant>The answer is ");
-        let trimming = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</s>{% endfor %}";
+        let trimming =
+            "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</s>{% endfor %}";
         let out = render("t", trimming, &msgs, &opts, &Map::new()).unwrap();
         assert_eq!(out, "<user>q</s><assistant>The answer is");
-        let both = ChatTemplateOptions { add_generation_prompt: true, ..opts };
+        let both = ChatTemplateOptions {
+            add_generation_prompt: true,
+            ..opts
+        };
         assert!(render("t", src, &msgs, &both, &Map::new()).is_err());
     }
 
     #[test]
     fn strftime_now_formats_and_rejects_bad_formats() {
         let year = chrono::Local::now().format("%Y").to_string();
-        assert_eq!(render_simple("{{ strftime_now('%Y') }}", json!([])).unwrap(), year);
+        assert_eq!(
+            render_simple("{{ strftime_now('%Y') }}", json!([])).unwrap(),
+            year
+        );
         assert!(render_simple("{{ strftime_now('%Q') }}", json!([])).is_err());
     }
 
@@ -477,8 +586,14 @@ mod tests {
         for (bad, want) in [
             (json!([1]), "messages[0] is not an object"),
             (json!([{"content": "x"}]), "messages[0] has no `role`"),
-            (json!([{"role": "user", "content": 3}]), "messages[0].content must be"),
-            (json!([{"role": "user"}, {"role": 2}]), "messages[1].role is not a string"),
+            (
+                json!([{"role": "user", "tool_calls": 3}]),
+                "messages[0].tool_calls is not a list",
+            ),
+            (
+                json!([{"role": "user"}, {"role": 2}]),
+                "messages[1].role is not a string",
+            ),
         ] {
             let e = render_simple("x", bad).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

@@ -132,7 +132,8 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Ve
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| TokenizerError::file(path, format!("cannot read: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| TokenizerError::file(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| TokenizerError::file(path, format!("invalid JSON: {e}")))
 }
 
 /// Reads a JSON file into a generic value (for fields read by hand).

@@ -42,7 +42,11 @@ pub enum TokenizerError {
 
     /// A chat template failed to compile or raised while rendering.
     #[error("chat template `{template}`{}: {msg}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
-    Template { template: String, line: Option<usize>, msg: String },
+    Template {
+        template: String,
+        line: Option<usize>,
+        msg: String,
+    },
 
     /// The messages given to a chat template are malformed.
     #[error("invalid messages: {0}")]
@@ -51,10 +55,16 @@ pub enum TokenizerError {
 
 impl TokenizerError {
     pub(crate) fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        TokenizerError::File { path: path.into(), msg: msg.into() }
+        TokenizerError::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 
     pub(crate) fn backend(op: &'static str, e: impl std::fmt::Display) -> Self {
-        TokenizerError::Backend { op, msg: e.to_string() }
+        TokenizerError::Backend {
+            op,
+            msg: e.to_string(),
+        }
     }
 }

@@ -11,7 +11,9 @@ use std::path::Path;
 use ferro_core::GgufFile;
 use serde_json::json;
 use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+};
 
 use crate::error::{Result, TokenizerError};
 
@@ -51,8 +53,8 @@ const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\
 /// The split regex for a `tokenizer.ggml.pre` value, as transformers maps them.
 fn split_regex(pre: &str) -> Option<&'static str> {
     Some(match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
         "tekken" => TEKKEN_SPLIT,
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
         "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
@@ -73,16 +75,25 @@ struct Meta<'a> {
 }
 
 fn gguf_err(path: &Path, msg: impl Into<String>) -> TokenizerError {
-    TokenizerError::Gguf { path: path.to_path_buf(), msg: msg.into() }
+    TokenizerError::Gguf {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 /// Builds the tokenizer a GGUF file describes.
 pub fn tokenizer_from_gguf(path: &Path) -> Result<(tokenizers::Tokenizer, GgufTokenizerConfig)> {
+    let start = std::time::Instant::now();
     let gguf = GgufFile::open(path)?;
-    from_metadata(&gguf)
+    tracing::debug!(elapsed = ?start.elapsed(), "read GGUF metadata");
+    let out = from_metadata(&gguf);
+    tracing::debug!(elapsed = ?start.elapsed(), "built tokenizer from GGUF");
+    out
 }
 
-pub(crate) fn from_metadata(gguf: &GgufFile) -> Result<(tokenizers::Tokenizer, GgufTokenizerConfig)> {
+pub(crate) fn from_metadata(
+    gguf: &GgufFile,
+) -> Result<(tokenizers::Tokenizer, GgufTokenizerConfig)> {
     let path = gguf.path.as_path();
     let model = gguf.get_str("tokenizer.ggml.model")?.ok_or_else(|| {
         gguf_err(path, "no `tokenizer.ggml.model` key: this file carries no tokenizer; use the model's tokenizer.json")
@@ -94,29 +105,42 @@ pub(crate) fn from_metadata(gguf: &GgufFile) -> Result<(tokenizers::Tokenizer, G
     if tokens.is_empty() {
         return Err(gguf_err(path, "`tokenizer.ggml.tokens` is empty"));
     }
-    let token_types = gguf.get_i64_array("tokenizer.ggml.token_type")?.unwrap_or_default();
+    let token_types = gguf
+        .get_i64_array("tokenizer.ggml.token_type")?
+        .unwrap_or_default();
     if !token_types.is_empty() && token_types.len() != tokens.len() {
         return Err(gguf_err(
             path,
-            format!("`tokenizer.ggml.token_type` has {} entries for {} tokens", token_types.len(), tokens.len()),
+            format!(
+                "`tokenizer.ggml.token_type` has {} entries for {} tokens",
+                token_types.len(),
+                tokens.len()
+            ),
         ));
     }
     let scores = gguf.get_f64_array("tokenizer.ggml.scores")?;
     let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
-    let meta = Meta { path, tokens, token_types, scores, merges };
-
-    let family = match (model, architecture) {
-        ("llama", "gemma" | "gemma2" | "gemma3") | ("gemma4", _) => Family::Gemma,
-        ("llama", "phi3") => Family::Phi3,
-        ("llama", _) => Family::Llama,
-        ("gpt2", _) => Family::ByteLevel,
-        (other, _) => {
-            return Err(gguf_err(
-                path,
-                format!("tokenizer model `{other}` is not supported (supported: gpt2, llama, gemma4)"),
-            ))
-        }
+    let meta = Meta {
+        path,
+        tokens,
+        token_types,
+        scores,
+        merges,
     };
+
+    let family =
+        match (model, architecture) {
+            ("llama", "gemma" | "gemma2" | "gemma3") | ("gemma4", _) => Family::Gemma,
+            ("llama", "phi3") => Family::Phi3,
+            ("llama", _) => Family::Llama,
+            ("gpt2", _) => Family::ByteLevel,
+            (other, _) => return Err(gguf_err(
+                path,
+                format!(
+                    "tokenizer model `{other}` is not supported (supported: gpt2, llama, gemma4)"
+                ),
+            )),
+        };
 
     let token_id = |key: &str| -> Result<Option<String>> {
         match gguf.get_i64(key)? {
@@ -139,9 +163,12 @@ pub(crate) fn from_metadata(gguf: &GgufFile) -> Result<(tokenizers::Tokenizer, G
         add_bos_token: if model == "gemma4" {
             false
         } else {
-            gguf.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default)
+            gguf.get_bool("tokenizer.ggml.add_bos_token")?
+                .unwrap_or(add_bos_default)
         },
-        add_eos_token: gguf.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+        add_eos_token: gguf
+            .get_bool("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(false),
         chat_template: gguf.get_str("tokenizer.chat_template")?.map(str::to_string),
         named_chat_templates: Vec::new(),
         padding_side_left: family == Family::Gemma,
@@ -149,7 +176,9 @@ pub(crate) fn from_metadata(gguf: &GgufFile) -> Result<(tokenizers::Tokenizer, G
     for key in gguf.metadata.keys() {
         if let Some(name) = key.strip_prefix("tokenizer.chat_template.") {
             if let Some(t) = gguf.get_str(key)? {
-                config.named_chat_templates.push((name.to_string(), t.to_string()));
+                config
+                    .named_chat_templates
+                    .push((name.to_string(), t.to_string()));
             }
         }
     }
@@ -222,7 +251,12 @@ fn bpe(
 ) -> Result<BPE> {
     configure(BPE::builder().vocab_and_merges(vocab, merges))
         .build()
-        .map_err(|e| gguf_err(meta.path, format!("the vocabulary and merges do not form a BPE model: {e}")))
+        .map_err(|e| {
+            gguf_err(
+                meta.path,
+                format!("the vocabulary and merges do not form a BPE model: {e}"),
+            )
+        })
 }
 
 fn byte_level(meta: &Meta) -> Result<tokenizers::Tokenizer> {
@@ -230,12 +264,18 @@ fn byte_level(meta: &Meta) -> Result<tokenizers::Tokenizer> {
     let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
     let mut vocab = Vocab::default();
     for (i, t) in meta.tokens.iter().enumerate() {
-        let spelled =
-            if t.chars().all(|c| alphabet.contains(&c)) { (*t).to_string() } else { t.bytes().map(|b| table[b as usize]).collect() };
+        let spelled = if t.chars().all(|c| alphabet.contains(&c)) {
+            (*t).to_string()
+        } else {
+            t.bytes().map(|b| table[b as usize]).collect()
+        };
         vocab.insert(spelled, i as u32);
     }
     let merges = file_merges(meta)?.unwrap_or_default();
-    let model = bpe(meta, vocab, merges, |b| b.continuing_subword_prefix(String::new()).end_of_word_suffix(String::new()))?;
+    let model = bpe(meta, vocab, merges, |b| {
+        b.continuing_subword_prefix(String::new())
+            .end_of_word_suffix(String::new())
+    })?;
     let mut tok = tokenizers::Tokenizer::new(model);
     tok.with_pre_tokenizer(Some::<PreTokenizerWrapper>(component(
         json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
@@ -248,20 +288,32 @@ fn byte_level(meta: &Meta) -> Result<tokenizers::Tokenizer> {
 
 /// Merges as the file lists them (`"a b"`), if it does.
 fn file_merges(meta: &Meta) -> Result<Option<Vec<(String, String)>>> {
-    let Some(merges) = &meta.merges else { return Ok(None) };
+    let Some(merges) = &meta.merges else {
+        return Ok(None);
+    };
     merges
         .iter()
         .enumerate()
         .map(|(i, m)| {
             m.split_once(' ')
                 .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| gguf_err(meta.path, format!("`tokenizer.ggml.merges[{i}]` = {m:?} is not two tokens")))
+                .ok_or_else(|| {
+                    gguf_err(
+                        meta.path,
+                        format!("`tokenizer.ggml.merges[{i}]` = {m:?} is not two tokens"),
+                    )
+                })
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
 
-fn sentencepiece(meta: &Meta, family: Family, order_scores: Option<&[f64]>, tokens: &[&str]) -> Result<tokenizers::Tokenizer> {
+fn sentencepiece(
+    meta: &Meta,
+    family: Family,
+    order_scores: Option<&[f64]>,
+    tokens: &[&str],
+) -> Result<tokenizers::Tokenizer> {
     let mut vocab = Vocab::default();
     for (i, t) in tokens.iter().enumerate() {
         vocab.insert((*t).to_string(), i as u32);
@@ -277,15 +329,25 @@ fn sentencepiece(meta: &Meta, family: Family, order_scores: Option<&[f64]>, toke
                     .ok_or_else(|| gguf_err(meta.path, "no `tokenizer.ggml.merges` and no `tokenizer.ggml.scores` to derive them from"))?,
             };
             if scores.len() != tokens.len() {
-                return Err(gguf_err(meta.path, format!("{} scores for {} tokens", scores.len(), tokens.len())));
+                return Err(gguf_err(
+                    meta.path,
+                    format!("{} scores for {} tokens", scores.len(), tokens.len()),
+                ));
             }
-            generate_merges(tokens, &vocab, &scores)
+            let start = std::time::Instant::now();
+            let merges = generate_merges(tokens, &vocab, &scores);
+            tracing::debug!(elapsed = ?start.elapsed(), count = merges.len(), "derived merges from the vocabulary");
+            merges
         }
     };
     let mut tok;
     match family {
         Family::Gemma => {
-            let model = bpe(meta, vocab, merges, |b| b.fuse_unk(true).byte_fallback(true).unk_token("<unk>".into()))?;
+            let model = bpe(meta, vocab, merges, |b| {
+                b.fuse_unk(true)
+                    .byte_fallback(true)
+                    .unk_token("<unk>".into())
+            })?;
             tok = tokenizers::Tokenizer::new(model);
             tok.with_normalizer(Some::<NormalizerWrapper>(component(
                 json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
@@ -293,32 +355,43 @@ fn sentencepiece(meta: &Meta, family: Family, order_scores: Option<&[f64]>, toke
             tok.with_pre_tokenizer(Some::<PreTokenizerWrapper>(component(
                 json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}),
             )?));
-            tok.with_decoder(Some::<DecoderWrapper>(component(json!({"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"}
-            ]}))?));
+            tok.with_decoder(Some::<DecoderWrapper>(component(
+                json!({"type": "Sequence", "decoders": [
+                    {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                    {"type": "ByteFallback"}, {"type": "Fuse"}
+                ]}),
+            )?));
         }
         Family::Llama | Family::Phi3 => {
-            let model = bpe(meta, vocab, merges, |b| b.fuse_unk(true).byte_fallback(true))?;
+            let model = bpe(meta, vocab, merges, |b| {
+                b.fuse_unk(true).byte_fallback(true)
+            })?;
             tok = tokenizers::Tokenizer::new(model);
             if family == Family::Phi3 {
-                tok.with_normalizer(Some::<NormalizerWrapper>(component(json!({"type": "Sequence", "normalizers": [
-                    {"type": "Prepend", "prepend": "\u{2581}"},
-                    {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}
-                ]}))?));
+                tok.with_normalizer(Some::<NormalizerWrapper>(component(
+                    json!({"type": "Sequence", "normalizers": [
+                        {"type": "Prepend", "prepend": "\u{2581}"},
+                        {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}
+                    ]}),
+                )?));
             } else {
                 tok.with_pre_tokenizer(Some::<PreTokenizerWrapper>(component(
                     json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false}),
                 )?));
             }
-            tok.with_decoder(Some::<DecoderWrapper>(component(json!({"type": "Sequence", "decoders": [
-                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
-                {"type": "ByteFallback"}, {"type": "Fuse"},
-                {"type": "Strip", "content": " ", "start": 1, "stop": 0}
-            ]}))?));
+            tok.with_decoder(Some::<DecoderWrapper>(component(
+                json!({"type": "Sequence", "decoders": [
+                    {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                    {"type": "ByteFallback"}, {"type": "Fuse"},
+                    {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+                ]}),
+            )?));
         }
         Family::ByteLevel => {
-            return Err(gguf_err(meta.path, "a byte-level vocabulary is not SentencePiece"));
+            return Err(gguf_err(
+                meta.path,
+                "a byte-level vocabulary is not SentencePiece",
+            ));
         }
     }
     Ok(tok)
@@ -335,31 +408,40 @@ fn generate_merges(tokens: &[&str], vocab: &Vocab, scores: &[f64]) -> Vec<(Strin
         last_score.insert(t, *s);
     }
     let mut seen = std::collections::HashSet::with_capacity(tokens.len());
-    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
-    let mut local: Vec<(&str, &str, u32, u32)> = Vec::new();
+    // (left, right, score, left chars, right chars)
+    let mut merges: Vec<(&str, &str, f64, usize, usize)> = Vec::new();
+    let mut local: Vec<(&str, &str, u32, u32, usize)> = Vec::new();
     for t in tokens {
         if !seen.insert(*t) {
             continue;
         }
         let score = last_score[t];
         local.clear();
-        for (i, _) in t.char_indices().skip(1) {
+        for (n, (i, _)) in t.char_indices().enumerate().skip(1) {
             let (l, r) = t.split_at(i);
             if let (Some(&il), Some(&ir)) = (vocab.get(l), vocab.get(r)) {
-                local.push((l, r, il, ir));
+                local.push((l, r, il, ir, n));
             }
         }
-        local.sort_by_key(|&(_, _, il, ir)| (il, ir));
-        merges.extend(local.iter().map(|&(l, r, _, _)| (l, r, score)));
+        local.sort_by_key(|&(_, _, il, ir, _)| (il, ir));
+        let total = t.chars().count();
+        merges.extend(
+            local
+                .iter()
+                .map(|&(l, r, _, _, n)| (l, r, score, n, total - n)),
+        );
     }
     // Python's sorted(reverse=True) is stable: equal keys keep their order.
     merges.sort_by(|a, b| {
         b.2.partial_cmp(&a.2)
             .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| b.0.chars().count().cmp(&a.0.chars().count()))
-            .then_with(|| b.1.chars().count().cmp(&a.1.chars().count()))
+            .then(b.3.cmp(&a.3))
+            .then(b.4.cmp(&a.4))
     });
-    merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
+    merges
+        .into_iter()
+        .map(|(l, r, ..)| (l.to_string(), r.to_string()))
+        .collect()
 }
 
 /// Control tokens become special added tokens, user-defined ones plain added tokens
@@ -371,7 +453,9 @@ fn add_gguf_added_tokens(tok: &mut tokenizers::Tokenizer, meta: &Meta, byte_leve
         .tokens
         .iter()
         .zip(&meta.token_types)
-        .filter(|(t, ty)| **ty == TOKEN_TYPE_CONTROL && (!byte_level || t.chars().all(|c| alphabet.contains(&c))))
+        .filter(|(t, ty)| {
+            **ty == TOKEN_TYPE_CONTROL && (!byte_level || t.chars().all(|c| alphabet.contains(&c)))
+        })
         .map(|(t, _)| AddedToken::from(*t, true).normalized(false))
         .collect();
     tok.add_special_tokens(&control);
@@ -412,7 +496,9 @@ pub(crate) fn bos_eos_post_processor(
     if let Some((t, _)) = eos {
         pair.push(piece(t, 1));
     }
-    component(json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special}))
+    component(
+        json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special}),
+    )
 }
 
 #[cfg(test)]

@@ -15,4 +15,6 @@ pub use auto::{AutoTokenizer, TokenizerLoadOptions};
 pub use chat_template::{ChatMessage, ChatTemplateOptions};
 pub use error::{Result, TokenizerError};
 pub use stream::DecodeStream;
-pub use tokenizer::{BatchEncoding, ChatTemplates, EncodeOptions, Encoding, Padding, Side, SpecialTokens, Tokenizer};
+pub use tokenizer::{
+    BatchEncoding, ChatTemplates, EncodeOptions, Encoding, Padding, Side, SpecialTokens, Tokenizer,
+};

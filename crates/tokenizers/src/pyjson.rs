@@ -20,7 +20,13 @@ impl DumpOptions {
     /// `","` with it.
     pub fn new(indent: Option<String>) -> Self {
         let item_separator = if indent.is_some() { "," } else { ", " }.to_string();
-        Self { ensure_ascii: false, indent, item_separator, key_separator: ": ".into(), sort_keys: false }
+        Self {
+            ensure_ascii: false,
+            indent,
+            item_separator,
+            key_separator: ": ".into(),
+            sort_keys: false,
+        }
     }
 }
 
@@ -140,12 +146,24 @@ pub fn float_repr(f: f64, json: bool) -> String {
         } else if point as usize >= digits.len() {
             format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
-            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
         };
         format!("{sign}{s}")
     } else {
-        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits };
-        format!("{sign}{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     }
 }
 
@@ -194,6 +212,9 @@ mod tests {
         let mut ascii = DumpOptions::new(None);
         ascii.ensure_ascii = true;
         ascii.sort_keys = true;
-        assert_eq!(dumps(&json!({"z": "é😀", "a": 1}), &ascii), r#"{"a": 1, "z": "\u00e9\ud83d\ude00"}"#);
+        assert_eq!(
+            dumps(&json!({"z": "é😀", "a": 1}), &ascii),
+            r#"{"a": 1, "z": "\u00e9\ud83d\ude00"}"#
+        );
     }
 }

@@ -18,7 +18,13 @@ pub struct DecodeStream<'a> {
 
 impl<'a> DecodeStream<'a> {
     pub(crate) fn new(tokenizer: &'a Tokenizer, skip_special_tokens: bool) -> Self {
-        Self { tokenizer, skip_special_tokens, ids: Vec::new(), prefix_offset: 0, read_offset: 0 }
+        Self {
+            tokenizer,
+            skip_special_tokens,
+            ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
+        }
     }
 
     /// Adds one id; returns the text it completes, if any.
@@ -43,8 +49,13 @@ impl<'a> DecodeStream<'a> {
         if self.read_offset == self.ids.len() {
             return Ok(None);
         }
-        let prefix = self.tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special_tokens)?;
-        let full = self.tokenizer.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let prefix = self.tokenizer.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special_tokens,
+        )?;
+        let full = self
+            .tokenizer
+            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
         if !flush && (full.ends_with('\u{FFFD}') || full.len() <= prefix.len()) {
             // Mid-character, or the token printed nothing yet (a lone space marker, a
             // skipped special token): wait for more.

@@ -96,7 +96,13 @@ pub struct EncodeOptions {
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        Self { add_special_tokens: true, padding: Padding::None, truncation: None, padding_side: None, truncation_side: None }
+        Self {
+            add_special_tokens: true,
+            padding: Padding::None,
+            truncation: None,
+            padding_side: None,
+            truncation_side: None,
+        }
     }
 }
 
@@ -143,6 +149,8 @@ pub struct Tokenizer {
     pub clean_up_tokenization_spaces: bool,
     /// Token ids that end generation (generation_config.json's `eos_token_id`, else the eos token).
     pub eos_token_ids: Vec<u32>,
+    /// Computed once: the backend recounts its whole vocabulary on every query.
+    pub(crate) vocab_size: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -168,7 +176,7 @@ impl Tokenizer {
 
     /// Vocabulary size including added tokens (transformers' `len(tokenizer)`).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -180,22 +188,39 @@ impl Tokenizer {
     }
 
     pub fn bos_token_id(&self) -> Option<u32> {
-        self.special_tokens.bos.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .bos
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
     pub fn eos_token_id(&self) -> Option<u32> {
-        self.special_tokens.eos.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .eos
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
     pub fn pad_token_id(&self) -> Option<u32> {
-        self.special_tokens.pad.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .pad
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
     pub fn unk_token_id(&self) -> Option<u32> {
-        self.special_tokens.unk.as_deref().and_then(|t| self.token_to_id(t))
+        self.special_tokens
+            .unk
+            .as_deref()
+            .and_then(|t| self.token_to_id(t))
     }
 
     /// Ids of every special token (added tokens marked special).
     pub fn all_special_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> =
-            self.inner.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -221,10 +246,14 @@ impl Tokenizer {
             Some(max) => {
                 // Truncate the text's tokens so that, with the special tokens the
                 // post-processor adds, the row holds at most `max` tokens.
-                let mut enc =
-                    self.inner.encode_char_offsets(text, false).map_err(|e| TokenizerError::backend("encode", e))?;
+                let mut enc = self
+                    .inner
+                    .encode_char_offsets(text, false)
+                    .map_err(|e| TokenizerError::backend("encode", e))?;
                 let specials = if add_special_tokens {
-                    self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false))
+                    self.inner
+                        .get_post_processor()
+                        .map_or(0, |p| p.added_tokens(false))
                 } else {
                     0
                 };
@@ -247,9 +276,16 @@ impl Tokenizer {
     }
 
     /// Encodes several texts, truncated and padded as `opts` says.
-    pub fn encode_batch<S: AsRef<str>>(&self, texts: &[S], opts: &EncodeOptions) -> Result<BatchEncoding> {
+    pub fn encode_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        opts: &EncodeOptions,
+    ) -> Result<BatchEncoding> {
         if opts.truncation == Some(0) {
-            return Err(TokenizerError::InvalidArgument { param: "truncation", msg: "max_length must be > 0".into() });
+            return Err(TokenizerError::InvalidArgument {
+                param: "truncation",
+                msg: "max_length must be > 0".into(),
+            });
         }
         let side = opts.truncation_side.unwrap_or(self.truncation_side);
         let encs = texts
@@ -261,19 +297,29 @@ impl Tokenizer {
             Padding::Longest => Some(encs.iter().map(Encoding::len).max().unwrap_or(0)),
             Padding::MaxLength(n) => Some(n),
         };
-        let pad_id = match target {
-            Some(_) => Some(self.pad_token_id().ok_or_else(|| TokenizerError::InvalidArgument {
-                param: "padding",
-                msg: format!("the tokenizer of `{}` has no pad token; set one before padding", self.name),
-            })?),
-            None => None,
-        };
+        let pad_id =
+            match target {
+                Some(_) => Some(self.pad_token_id().ok_or_else(|| {
+                    TokenizerError::InvalidArgument {
+                        param: "padding",
+                        msg: format!(
+                            "the tokenizer of `{}` has no pad token; set one before padding",
+                            self.name
+                        ),
+                    }
+                })?),
+                None => None,
+            };
         let padding_side = opts.padding_side.unwrap_or(self.padding_side);
         let mut out = BatchEncoding::default();
         for mut e in encs {
             if let (Some(target), Some(pad)) = (target, pad_id) {
                 let n = target.saturating_sub(e.len());
-                let at = if padding_side == Side::Left { 0 } else { e.len() };
+                let at = if padding_side == Side::Left {
+                    0
+                } else {
+                    e.len()
+                };
                 e.ids.splice(at..at, std::iter::repeat_n(pad, n));
                 e.attention_mask.splice(at..at, std::iter::repeat_n(0, n));
                 e.offsets.splice(at..at, std::iter::repeat_n((0, 0), n));
@@ -287,9 +333,11 @@ impl Tokenizer {
 
     /// Checks every id against the vocabulary.
     pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        let vocab_size = self.vocab_size();
         match ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
-            Some(&id) => Err(TokenizerError::IdOutOfVocab { id, vocab_size }),
+            Some(&id) => Err(TokenizerError::IdOutOfVocab {
+                id,
+                vocab_size: self.vocab_size,
+            }),
             None => Ok(()),
         }
     }
@@ -297,13 +345,26 @@ impl Tokenizer {
     /// Turns ids back into text, as transformers' `decode`.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.check_ids(ids)?;
-        let text = self.inner.decode(ids, skip_special_tokens).map_err(|e| TokenizerError::backend("decode", e))?;
-        Ok(if self.clean_up_tokenization_spaces { clean_up_tokenization(&text) } else { text })
+        let text = self
+            .inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| TokenizerError::backend("decode", e))?;
+        Ok(if self.clean_up_tokenization_spaces {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
     }
 
     /// Decodes each row of a batch.
-    pub fn decode_batch(&self, rows: &[Vec<u32>], skip_special_tokens: bool) -> Result<Vec<String>> {
-        rows.iter().map(|r| self.decode(r, skip_special_tokens)).collect()
+    pub fn decode_batch(
+        &self,
+        rows: &[Vec<u32>],
+        skip_special_tokens: bool,
+    ) -> Result<Vec<String>> {
+        rows.iter()
+            .map(|r| self.decode(r, skip_special_tokens))
+            .collect()
     }
 
     /// An incremental decoder for streaming generated ids as text.
@@ -332,7 +393,9 @@ impl Tokenizer {
         if let Some(t) = self.chat_templates.named.get("default") {
             return Ok(("default".into(), t.clone()));
         }
-        Err(TokenizerError::NoChatTemplate { model: self.name.clone() })
+        Err(TokenizerError::NoChatTemplate {
+            model: self.name.clone(),
+        })
     }
 
     /// Renders a conversation to the prompt text (transformers' `tokenize=False`).
@@ -345,7 +408,14 @@ impl Tokenizer {
         if !self.special_tokens.additional.is_empty() {
             tokens.insert(
                 "additional_special_tokens".into(),
-                Value::Array(self.special_tokens.additional.iter().cloned().map(Value::String).collect()),
+                Value::Array(
+                    self.special_tokens
+                        .additional
+                        .iter()
+                        .cloned()
+                        .map(Value::String)
+                        .collect(),
+                ),
             );
         }
         chat_template::render(&name, &source, messages, opts, &tokens)
@@ -353,7 +423,11 @@ impl Tokenizer {
 
     /// Renders the conversation and tokenizes it, as transformers' `apply_chat_template`.
     /// The template writes the special tokens itself, so none are added.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], opts: &ChatTemplateOptions) -> Result<Vec<u32>> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        opts: &ChatTemplateOptions,
+    ) -> Result<Vec<u32>> {
         let values = messages
             .iter()
             .map(|m| serde_json::to_value(m).map_err(|e| TokenizerError::Messages(e.to_string())))
@@ -384,6 +458,9 @@ mod tests {
 
     #[test]
     fn clean_up_matches_transformers() {
-        assert_eq!(clean_up_tokenization("hello , world . isn 't it ? i 'm ok !"), "hello, world. isn't it? i'm ok!");
+        assert_eq!(
+            clean_up_tokenization("hello , world . is n't it ? i 'm ok !"),
+            "hello, world. isn't it? i'm ok!"
+        );
     }
 }

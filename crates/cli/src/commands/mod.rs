@@ -1,0 +1,23 @@
+pub mod detokenize;
+pub mod template;
+pub mod tokenize;
+
+use std::io::Write;
+
+/// Writes `text` to stdout exactly (no newline added) and flushes.
+pub fn print_exact(text: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads a file, naming it on failure.
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Parses JSON from `text`, naming where it came from on failure.
+pub fn parse_json(what: &str, text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{what}: invalid JSON: {e}"))
+}
