@@ -128,19 +128,20 @@ pub(crate) fn from_metadata(
         merges,
     };
 
-    let family =
-        match (model, architecture) {
-            ("llama", "gemma" | "gemma2" | "gemma3") | ("gemma4", _) => Family::Gemma,
-            ("llama", "phi3") => Family::Phi3,
-            ("llama", _) => Family::Llama,
-            ("gpt2", _) => Family::ByteLevel,
-            (other, _) => return Err(gguf_err(
+    let family = match (model, architecture) {
+        ("llama", "gemma" | "gemma2" | "gemma3") | ("gemma4", _) => Family::Gemma,
+        ("llama", "phi3") => Family::Phi3,
+        ("llama", _) => Family::Llama,
+        ("gpt2", _) => Family::ByteLevel,
+        (other, _) => {
+            return Err(gguf_err(
                 path,
                 format!(
                     "tokenizer model `{other}` is not supported (supported: gpt2, llama, gemma4)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
 
     let token_id = |key: &str| -> Result<Option<String>> {
         match gguf.get_i64(key)? {

@@ -56,28 +56,25 @@ impl<'a> DecodeStream<'a> {
         let full = self
             .tokenizer
             .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
-        if !flush && (full.ends_with('\u{FFFD}') || full.len() <= prefix.len()) {
-            // Mid-character, or the token printed nothing yet (a lone space marker, a
-            // skipped special token): wait for more.
-            if full.len() < prefix.len() || !full.starts_with(&prefix) {
-                return Ok(None);
-            }
-            if !full.ends_with('\u{FFFD}') && full.len() == prefix.len() {
-                self.advance();
-            }
+        if !flush && full.ends_with('\u{FFFD}') {
+            // Mid-character: wait for the rest of its bytes.
             return Ok(None);
         }
+        if full.len() <= prefix.len() {
+            // The token printed nothing (a skipped special token, a lone word marker):
+            // consume it but keep the context, so the next token is decoded after the
+            // last visible one (and gets its separating space).
+            self.read_offset = self.ids.len();
+            return Ok(None);
+        }
+        // Normally `full` extends `prefix`; if the new token rewrote the context (clean-up
+        // rules), emit what follows the common part.
         let delta = match full.strip_prefix(prefix.as_str()) {
             Some(d) => d.to_string(),
-            // The new token rewrote the context (clean-up rules): emit the part after the
-            // common prefix.
-            None => {
-                let common = common_prefix_len(&prefix, &full);
-                full[common..].to_string()
-            }
+            None => full[common_prefix_len(&prefix, &full)..].to_string(),
         };
         self.advance();
-        Ok((!delta.is_empty()).then_some(delta))
+        Ok(Some(delta))
     }
 
     /// The tokens just emitted become the context of the next window. The window then

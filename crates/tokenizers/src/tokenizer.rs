@@ -297,19 +297,21 @@ impl Tokenizer {
             Padding::Longest => Some(encs.iter().map(Encoding::len).max().unwrap_or(0)),
             Padding::MaxLength(n) => Some(n),
         };
-        let pad_id =
-            match target {
-                Some(_) => Some(self.pad_token_id().ok_or_else(|| {
-                    TokenizerError::InvalidArgument {
-                        param: "padding",
-                        msg: format!(
-                            "the tokenizer of `{}` has no pad token; set one before padding",
-                            self.name
-                        ),
-                    }
-                })?),
-                None => None,
-            };
+        let pad_id = match target {
+            Some(_) => {
+                Some(
+                    self.pad_token_id()
+                        .ok_or_else(|| TokenizerError::InvalidArgument {
+                            param: "padding",
+                            msg: format!(
+                                "the tokenizer of `{}` has no pad token; set one before padding",
+                                self.name
+                            ),
+                        })?,
+                )
+            }
+            None => None,
+        };
         let padding_side = opts.padding_side.unwrap_or(self.padding_side);
         let mut out = BatchEncoding::default();
         for mut e in encs {
