@@ -33,7 +33,8 @@ pub enum Error {
         "model `{repo_id}` (revision `{revision}`) is not in the Hugging Face cache{why}.\n\
          Looked in:\n{searched}\n\
          To get it: run once with network access (it is downloaded into the cache), or \
-         `huggingface-cli download {repo_id}` on a machine that has it and copy the cache folder, \
+         `hf download {repo_id} --revision {revision}` on a machine that has network access and copy its \
+         cache folder here, \
          or pass a local directory or .gguf file as the model"
     )]
     NotCached {

@@ -225,7 +225,7 @@ fn offline_and_not_cached_explains_where_it_looked_and_how_to_get_it() {
     assert!(msg.contains("HF_HUB_OFFLINE"), "{msg}");
     assert!(msg.contains(&folder.display().to_string()), "{msg}");
     assert!(msg.contains("network access"), "{msg}");
-    assert!(msg.contains("huggingface-cli download"), "{msg}");
+    assert!(msg.contains("hf download"), "{msg}");
 
     // A ref whose snapshot is gone: the message says which commit it expected.
     let folder = cache.join("models--acme--half-model");

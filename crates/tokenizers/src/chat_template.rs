@@ -72,6 +72,8 @@ pub struct ChatTemplateOptions {
     pub documents: Option<Vec<Value>>,
     /// A template text to use instead of the model's, or the name of one of its named templates.
     pub chat_template: Option<String>,
+    /// What errors call an override template (its file name, say); default "custom".
+    pub chat_template_name: Option<String>,
     /// More variables for the template.
     pub extra_context: Map<String, Value>,
 }

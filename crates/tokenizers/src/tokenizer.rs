@@ -381,7 +381,12 @@ impl Tokenizer {
         if let Some(t) = &opts.chat_template {
             return Ok(match self.chat_templates.named.get(t) {
                 Some(named) => (t.clone(), named.clone()),
-                None => ("custom".to_string(), t.clone()),
+                None => (
+                    opts.chat_template_name
+                        .clone()
+                        .unwrap_or_else(|| "custom".into()),
+                    t.clone(),
+                ),
             });
         }
         if opts.tools.is_some() {

@@ -1,6 +1,8 @@
 //! Rendered prompts byte-identical to transformers 5.24's `apply_chat_template(...,
 //! tokenize=False)` (reference data: scripts/make_chat_template_refs.py).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use ferro_core::PackagedModel;

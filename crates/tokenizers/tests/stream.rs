@@ -1,6 +1,8 @@
 //! Incremental decoding: the streamed pieces add up to the full decode for every corpus
 //! string, and no piece carries a broken character or a stray leading space.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use ferro_core::PackagedModel;

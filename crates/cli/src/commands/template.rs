@@ -36,7 +36,7 @@ pub struct Args {
     tokenize: bool,
 }
 
-fn json_list(path: &PathBuf, what: &str) -> Result<Vec<Value>> {
+fn json_list(path: &std::path::Path, what: &str) -> Result<Vec<Value>> {
     let name = format!("{what} file {}", path.display());
     match parse_json(&name, &read_file(path)?)? {
         Value::Array(items) => Ok(items),
@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
             .as_ref()
             .map(|p| read_file(p))
             .transpose()?,
+        chat_template_name: args.chat_template.as_ref().map(|p| p.display().to_string()),
         ..ChatTemplateOptions::default()
     };
     let tok = args.model.tokenizer()?;
