@@ -9,7 +9,7 @@ use tokenizers::AddedToken;
 
 use crate::config::{read_json_value, ChatTemplateField, GenerationTokens, TokenizerConfig};
 use crate::error::{Result, TokenizerError};
-use crate::gguf::{bos_eos_post_processor, tokenizer_from_gguf, GgufTokenizerConfig};
+use crate::gguf::{bos_eos_post_processor, tokenizer_from_gguf};
 use crate::tokenizer::{ChatTemplates, Side, SpecialTokens, Tokenizer};
 
 /// Options of `AutoTokenizer::from_pretrained_with`.
@@ -161,34 +161,18 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
 }
 
 fn from_gguf(path: &Path) -> Result<Tokenizer> {
-    let (inner, cfg): (tokenizers::Tokenizer, GgufTokenizerConfig) = tokenizer_from_gguf(path)?;
-    let special = SpecialTokens {
-        bos: cfg.bos_token,
-        eos: cfg.eos_token,
-        unk: cfg.unk_token,
-        pad: cfg.pad_token,
-        mask: cfg.mask_token,
-        ..SpecialTokens::default()
-    };
-    let templates = ChatTemplates {
-        default: cfg.chat_template,
-        named: cfg.named_chat_templates.into_iter().collect(),
-    };
+    let (inner, cfg) = tokenizer_from_gguf(path)?;
     finish(
         inner,
         path.display().to_string(),
-        special,
-        templates,
+        cfg.special_tokens,
+        cfg.chat_templates,
         BosEos {
             add_bos: cfg.add_bos_token,
             add_eos: cfg.add_eos_token,
             rebuild: true,
         },
-        if cfg.padding_side_left {
-            Side::Left
-        } else {
-            Side::Right
-        },
+        cfg.padding_side,
         Side::Right,
         None,
         false,

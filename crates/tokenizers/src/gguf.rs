@@ -16,20 +16,16 @@ use tokenizers::{
 };
 
 use crate::error::{Result, TokenizerError};
+use crate::tokenizer::{ChatTemplates, Side, SpecialTokens};
 
 /// What the GGUF says besides the pipeline: the fields transformers puts in tokenizer_config.
 #[derive(Debug, Clone, Default)]
 pub struct GgufTokenizerConfig {
-    pub bos_token: Option<String>,
-    pub eos_token: Option<String>,
-    pub unk_token: Option<String>,
-    pub pad_token: Option<String>,
-    pub mask_token: Option<String>,
+    pub special_tokens: SpecialTokens,
     pub add_bos_token: bool,
     pub add_eos_token: bool,
-    pub chat_template: Option<String>,
-    pub named_chat_templates: Vec<(String, String)>,
-    pub padding_side_left: bool,
+    pub chat_templates: ChatTemplates,
+    pub padding_side: Side,
 }
 
 /// The transformers tokenizer class a GGUF vocabulary is handed to.
@@ -156,11 +152,15 @@ pub(crate) fn from_metadata(
     // transformers: llama vocabularies add BOS unless the file says otherwise; gemma4 never does.
     let add_bos_default = model == "llama";
     let mut config = GgufTokenizerConfig {
-        bos_token: token_id("tokenizer.ggml.bos_token_id")?,
-        eos_token: token_id("tokenizer.ggml.eos_token_id")?,
-        unk_token: token_id("tokenizer.ggml.unknown_token_id")?,
-        pad_token: token_id("tokenizer.ggml.padding_token_id")?,
-        mask_token: (family == Family::Gemma).then(|| "<mask>".to_string()),
+        special_tokens: SpecialTokens {
+            bos: token_id("tokenizer.ggml.bos_token_id")?,
+            eos: token_id("tokenizer.ggml.eos_token_id")?,
+            unk: token_id("tokenizer.ggml.unknown_token_id")?,
+            pad: token_id("tokenizer.ggml.padding_token_id")?,
+            // GemmaTokenizer's default, which no GGUF key overrides.
+            mask: (family == Family::Gemma).then(|| "<mask>".to_string()),
+            ..SpecialTokens::default()
+        },
         add_bos_token: if model == "gemma4" {
             false
         } else {
@@ -170,16 +170,25 @@ pub(crate) fn from_metadata(
         add_eos_token: gguf
             .get_bool("tokenizer.ggml.add_eos_token")?
             .unwrap_or(false),
-        chat_template: gguf.get_str("tokenizer.chat_template")?.map(str::to_string),
-        named_chat_templates: Vec::new(),
-        padding_side_left: family == Family::Gemma,
+        chat_templates: ChatTemplates {
+            default: gguf.get_str("tokenizer.chat_template")?.map(str::to_string),
+            named: Default::default(),
+        },
+        // A class attribute of GemmaTokenizer.
+        padding_side: if family == Family::Gemma {
+            Side::Left
+        } else {
+            Side::Right
+        },
     };
+    // llama.cpp stores named templates as `tokenizer.chat_template.<name>`.
     for key in gguf.metadata.keys() {
         if let Some(name) = key.strip_prefix("tokenizer.chat_template.") {
             if let Some(t) = gguf.get_str(key)? {
                 config
-                    .named_chat_templates
-                    .push((name.to_string(), t.to_string()));
+                    .chat_templates
+                    .named
+                    .insert(name.to_string(), t.to_string());
             }
         }
     }

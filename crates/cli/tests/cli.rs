@@ -1,0 +1,1125 @@
+//! End-to-end tests of the `ferro` binary: `tokenize`, `detokenize` and `template` on the
+//! packaged models (fetched by `scripts/fetch_models.sh`; a missing one fails the test with
+//! the fetch hint), and the error messages bad input must give.
+//!
+//! Every run has its stdin given (null or piped), HF_HUB_OFFLINE=1 and a Hugging Face cache
+//! in a temporary folder, so nothing can hang or reach the network.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ferroformers::core::gguf::writer::metadata_only;
+use ferroformers::core::{GgufValue, PackagedModel};
+use serde_json::Value;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------------------
+// Running the binary
+// ---------------------------------------------------------------------------------------
+
+/// Variables that would change how the binary resolves models or what it prints.
+const CLEARED_ENV: [&str; 9] = [
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_ENDPOINT",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_OFFLINE",
+    "XDG_CACHE_HOME",
+    "FERRO_LOG",
+    "RUST_LOG",
+];
+
+/// One invocation of `ferro`, with its own empty Hugging Face cache.
+struct Ferro {
+    args: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    hf_home: TempDir,
+    hub_cache: Option<PathBuf>,
+    use_hf_home_only: bool,
+}
+
+fn ferro<I, S>(args: I) -> Ferro
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Ferro {
+        args: args.into_iter().map(|a| a.as_ref().to_owned()).collect(),
+        stdin: None,
+        hf_home: tempfile::tempdir().expect("temp HF_HOME"),
+        hub_cache: None,
+        use_hf_home_only: false,
+    }
+}
+
+impl Ferro {
+    /// Pipes `bytes` to stdin (without it, stdin is null).
+    fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Points HF_HUB_CACHE at `dir` instead of the empty temporary cache.
+    fn hub_cache(mut self, dir: &Path) -> Self {
+        self.hub_cache = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Sets only HF_HOME (to `dir`), leaving HF_HUB_CACHE unset so `HF_HOME/hub` is used.
+    fn hf_home_only(mut self, dir: &Path) -> Self {
+        self.hub_cache = Some(dir.to_path_buf());
+        self.use_hf_home_only = true;
+        self
+    }
+
+    fn run(self) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferro"));
+        cmd.args(&self.args);
+        for k in CLEARED_ENV {
+            cmd.env_remove(k);
+        }
+        cmd.env("HF_HUB_OFFLINE", "1");
+        if self.use_hf_home_only {
+            let home = self.hub_cache.as_deref().expect("hf_home_only sets it");
+            cmd.env("HF_HOME", home).env_remove("HF_HUB_CACHE");
+        } else {
+            let home = self.hf_home.path();
+            cmd.env("HF_HOME", home).env(
+                "HF_HUB_CACHE",
+                self.hub_cache.clone().unwrap_or_else(|| home.join("hub")),
+            );
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().expect("spawn ferro");
+        // Write stdin from a thread so a large input cannot deadlock against a full pipe.
+        let writer = match (self.stdin, child.stdin.take()) {
+            (Some(bytes), Some(mut pipe)) => Some(std::thread::spawn(move || {
+                // The binary may exit (on an error) before reading everything.
+                let _ = pipe.write_all(&bytes);
+            })),
+            _ => None,
+        };
+        let out = child.wait_with_output().expect("wait for ferro");
+        if let Some(w) = writer {
+            w.join().expect("stdin writer thread");
+        }
+        Output {
+            args: self
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+struct Output {
+    args: Vec<String>,
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Output {
+    fn what(&self) -> String {
+        format!(
+            "ferro {:?}\n  exit: {:?}\n  stdout: {:?}\n  stderr: {}",
+            self.args,
+            self.code,
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        )
+    }
+
+    /// Asserts success with nothing on stderr, and returns stdout.
+    fn ok(&self) -> &[u8] {
+        assert_eq!(self.code, Some(0), "expected success: {}", self.what());
+        assert!(self.stderr.is_empty(), "unexpected stderr: {}", self.what());
+        &self.stdout
+    }
+
+    /// Asserts success and returns stdout as text.
+    fn text(&self) -> String {
+        String::from_utf8(self.ok().to_vec()).expect("stdout is UTF-8")
+    }
+
+    /// Asserts success and parses stdout as one JSON id array followed by one newline.
+    fn ids(&self) -> Vec<u32> {
+        let text = self.text();
+        let line = text
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("ids must end with a newline: {}", self.what()));
+        assert!(!line.contains('\n'), "one line expected: {}", self.what());
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", self.what()))
+    }
+
+    /// Asserts a clean failure: exit status 1 (not a panic's 101 or clap's 2), stderr that
+    /// starts with `error:`, names everything in `needles` and never mentions a panic.
+    fn fails(&self, needles: &[&str]) {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit status 1: {}",
+            self.what()
+        );
+        assert!(
+            self.stderr.starts_with("error: "),
+            "stderr must start with `error: `: {}",
+            self.what()
+        );
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.what());
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "stderr should mention {n:?}: {}",
+                self.what()
+            );
+        }
+    }
+
+    /// Like `fails`, and nothing at all was printed on stdout.
+    fn fails_silently(&self, needles: &[&str]) {
+        self.fails(needles);
+        assert!(self.stdout.is_empty(), "stdout not empty: {}", self.what());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Models and fixtures
+// ---------------------------------------------------------------------------------------
+
+/// The path of a packaged model; a missing one fails with the fetch hint.
+fn model(m: PackagedModel) -> String {
+    let p = m.require().unwrap_or_else(|e| panic!("{e}"));
+    p.to_str().expect("UTF-8 model path").to_owned()
+}
+
+fn qwen() -> String {
+    model(PackagedModel::Qwen25Coder05BInstruct)
+}
+
+fn gemma() -> String {
+    model(PackagedModel::Gemma3_270M)
+}
+
+fn minilm() -> String {
+    model(PackagedModel::AllMiniLmL6V2)
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/chat_templates")
+}
+
+fn fixture_path(name: &str) -> String {
+    fixtures()
+        .join(name)
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned()
+}
+
+fn fixture_cases(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture file");
+    let v: Value = serde_json::from_str(&text).expect("fixture JSON");
+    v["cases"].as_array().expect("fixture cases").clone()
+}
+
+fn fixture_case(file: &str, name: &str) -> Value {
+    fixture_cases(file)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{file} has no case {name}"))
+}
+
+/// Writes `contents` to `dir/name` and returns the path as a string.
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write temp file");
+    p.to_str().expect("UTF-8 temp path").to_owned()
+}
+
+fn write_json(dir: &Path, name: &str, v: &Value) -> String {
+    write(dir, name, serde_json::to_vec(v).expect("JSON"))
+}
+
+fn tmp() -> TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Ids of `text` (given on stdin, byte for byte) on the default model or `--model`.
+fn tokenize(model: Option<&str>, text: &[u8], extra: &[&str]) -> Vec<u32> {
+    let mut args = vec!["tokenize"];
+    if let Some(m) = model {
+        args.extend(["--model", m]);
+    }
+    args.extend(extra);
+    ferro(args).stdin(text).run().ids()
+}
+
+fn ids_json(ids: &[u32]) -> String {
+    serde_json::to_string(ids).expect("ids JSON")
+}
+
+// ---------------------------------------------------------------------------------------
+// tokenize
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn tokenize_default_model_prints_one_json_line() {
+    let out = ferro(["tokenize", "Hello world"]).run();
+    assert_eq!(out.ok(), b"[9707,1879]\n", "{}", out.what());
+}
+
+#[test]
+fn tokenize_reads_stdin_byte_for_byte() {
+    // (stdin, ids on the default Qwen model): nothing stripped, CR LF kept as it is.
+    let cases: [(&[u8], &[u32]); 5] = [
+        (b"a", &[64]),
+        (b"a\n", &[64, 198]),
+        (b"a\r\n", &[64, 319]),
+        (b"Hello world", &[9707, 1879]),
+        (b"", &[]),
+    ];
+    for (input, want) in cases {
+        let got = tokenize(None, input, &[]);
+        assert_eq!(got, want, "stdin {:?}", String::from_utf8_lossy(input));
+        // The same text given as an argument gives the same ids.
+        let text = std::str::from_utf8(input).expect("UTF-8 case");
+        assert_eq!(
+            ferro(["tokenize", text]).run().ids(),
+            want,
+            "argument {text:?}"
+        );
+    }
+    let empty = ferro(["tokenize"]).stdin("").run();
+    assert_eq!(empty.ok(), b"[]\n");
+    // Null stdin reads as empty, without waiting.
+    assert_eq!(ferro(["tokenize"]).run().ok(), b"[]\n");
+}
+
+#[test]
+fn tokenize_special_tokens_per_model() {
+    let (qwen, gemma, minilm) = (qwen(), gemma(), minilm());
+    // (model, text, ids with special tokens, ids without)
+    let cases: [(&str, &str, &[u32], &[u32]); 4] = [
+        // Qwen adds nothing.
+        (&qwen, "Hello world", &[9707, 1879], &[9707, 1879]),
+        // Gemma adds <bos> = 2.
+        (&gemma, "Hello", &[2, 9259], &[9259]),
+        // MiniLM (BERT) adds [CLS] = 101 and [SEP] = 102 and lowercases.
+        (&minilm, "Hello", &[101, 7592, 102], &[7592]),
+        (
+            &minilm,
+            "HELLO world",
+            &[101, 7592, 2088, 102],
+            &[7592, 2088],
+        ),
+    ];
+    for (m, text, with, without) in cases {
+        let got = ferro(["tokenize", "--model", m, text]).run().ids();
+        assert_eq!(got, with, "{m} {text:?}");
+        let got = ferro(["tokenize", "--model", m, "--no-special", text])
+            .run()
+            .ids();
+        assert_eq!(got, without, "{m} {text:?} --no-special");
+    }
+    // Gemma: --no-special is exactly the ids without the leading bos, for any text.
+    for text in ["Hello world", "  spaced\n", "emoji 😀"] {
+        let with = tokenize(Some(&gemma), text.as_bytes(), &[]);
+        let without = tokenize(Some(&gemma), text.as_bytes(), &["--no-special"]);
+        assert_eq!(with.first(), Some(&2), "{text:?}");
+        assert_eq!(&with[1..], &without[..], "{text:?}");
+    }
+}
+
+#[test]
+fn tokenize_jsonl_gives_one_line_per_input_line() {
+    let texts = [
+        "Hello world",
+        "line one\nline two\r\n",
+        "emoji 😀 👨‍👩‍👧 🇫🇷 end",
+    ];
+    let stdin: String = texts
+        .iter()
+        .map(|t| serde_json::to_string(t).expect("JSON string") + "\n")
+        .collect();
+    assert!(stdin.contains("\\n"), "the newline is escaped in the line");
+    for m in [qwen(), gemma(), minilm()] {
+        for extra in [&[][..], &["--no-special"][..]] {
+            let mut args = vec!["tokenize", "--model", &m, "--jsonl"];
+            args.extend(extra);
+            let out = ferro(&args).stdin(stdin.clone()).run();
+            let text = out.text();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "{}", out.what());
+            assert!(text.ends_with('\n'));
+            for (line, t) in lines.iter().zip(texts) {
+                let single = tokenize(Some(&m), t.as_bytes(), extra);
+                assert_eq!(*line, ids_json(&single), "{m} {extra:?} {t:?}");
+            }
+        }
+    }
+    // No final newline, CR LF line ends, and an empty batch.
+    let out = ferro(["tokenize", "--jsonl"]).stdin("\"a\"\r\n\"b\"").run();
+    assert_eq!(out.text(), "[64]\n[65]\n", "{}", out.what());
+    assert_eq!(ferro(["tokenize", "--jsonl"]).stdin("").run().ok(), b"");
+}
+
+#[test]
+fn tokenize_jsonl_bad_line_names_the_line() {
+    // (stdin, the line at fault)
+    let cases = [
+        ("\"ok\"\n5\n\"never\"\n", "line 2"),
+        ("\"ok\"\n\"ok\"\nnot json\n", "line 3"),
+        ("{\"text\": \"a\"}\n", "line 1"),
+        ("[\"a\"]\n", "line 1"),
+        ("\"unterminated\n", "line 1"),
+        ("\"ok\"\n\n", "line 2"),
+    ];
+    for (stdin, line) in cases {
+        let out = ferro(["tokenize", "--jsonl"]).stdin(stdin).run();
+        out.fails(&["stdin", line, "JSON string"]);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("never"),
+            "{}",
+            out.what()
+        );
+    }
+}
+
+#[test]
+fn tokenize_invalid_utf8_on_stdin_is_an_error() {
+    let cases: [(&[u8], &str); 3] = [
+        (b"\xff\xfe", "offset 0"),
+        (b"ab\xc3(", "offset 2"),
+        (b"ok \xe2\x82", "offset 3"),
+    ];
+    for (input, at) in cases {
+        ferro(["tokenize"])
+            .stdin(input)
+            .run()
+            .fails_silently(&["stdin", "UTF-8", at]);
+    }
+    ferro(["tokenize", "--jsonl"])
+        .stdin(&b"\"a\"\n\"\xff\"\n"[..])
+        .run()
+        .fails(&["stdin line 2", "UTF-8"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// detokenize
+// ---------------------------------------------------------------------------------------
+
+const TRICKY: [&str; 10] = [
+    "Hello world",
+    "a\n",
+    "\n\nstarts with newlines",
+    "  leading and trailing  ",
+    "\ttabs\r\nCRLF\r\n",
+    "multiple   inner    spaces",
+    "emoji 👨‍👩‍👧‍👦 🇫🇷 ☀️",
+    "你好！こんにちは 안녕 مرحبا שלום",
+    "code: fn main() { println!(\"{x:?}\"); }",
+    "",
+];
+
+#[test]
+fn tokenize_then_detokenize_is_byte_exact() {
+    for m in [qwen(), gemma()] {
+        for text in TRICKY {
+            // Without special tokens the text comes back as it was, no newline added.
+            let ids = tokenize(Some(&m), text.as_bytes(), &["--no-special"]);
+            let out = ferro(["detokenize", "--model", &m, &ids_json(&ids)]).run();
+            assert_eq!(out.ok(), text.as_bytes(), "{m} {text:?}: {}", out.what());
+            // With them, --skip-special drops what tokenize added.
+            let ids = tokenize(Some(&m), text.as_bytes(), &[]);
+            let out = ferro([
+                "detokenize",
+                "--model",
+                &m,
+                "--skip-special",
+                &ids_json(&ids),
+            ])
+            .run();
+            assert_eq!(out.ok(), text.as_bytes(), "{m} {text:?}: {}", out.what());
+        }
+    }
+}
+
+#[test]
+fn detokenize_skip_special() {
+    let gemma = gemma();
+    // (model, ids, text, text with --skip-special)
+    let cases: [(Option<&str>, &str, &str, &str); 4] = [
+        (None, "[151644, 9707]", "<|im_start|>Hello", "Hello"),
+        (
+            None,
+            "[151644,872,198,9707,151645]",
+            "<|im_start|>user\nHello<|im_end|>",
+            "user\nHello",
+        ),
+        (None, "[]", "", ""),
+        (Some(&gemma), "[2, 9259]", "<bos>Hello", "Hello"),
+    ];
+    for (m, ids, text, skipped) in cases {
+        let mut args = vec!["detokenize"];
+        if let Some(m) = m {
+            args.extend(["--model", m]);
+        }
+        args.push(ids);
+        let out = ferro(&args).run();
+        assert_eq!(out.ok(), text.as_bytes(), "{}", out.what());
+        args.insert(1, "--skip-special");
+        let out = ferro(&args).run();
+        assert_eq!(out.ok(), skipped.as_bytes(), "{}", out.what());
+    }
+}
+
+#[test]
+fn detokenize_bad_ids_json() {
+    // (IDS_JSON, what the message must say)
+    let cases: [(&str, &[&str]); 8] = [
+        ("[1,", &["IDS_JSON", "invalid JSON"]),
+        ("", &["IDS_JSON", "invalid JSON"]),
+        ("[-1]", &["IDS_JSON", "non-negative", "-1"]),
+        ("{}", &["IDS_JSON", "array"]),
+        ("9707", &["IDS_JSON", "array"]),
+        ("\"[9707]\"", &["IDS_JSON", "array"]),
+        ("[1.5]", &["IDS_JSON", "1.5"]),
+        ("[4294967296]", &["IDS_JSON", "4294967296"]),
+    ];
+    for (ids, needles) in cases {
+        ferro(["detokenize", ids]).run().fails_silently(needles);
+    }
+}
+
+#[test]
+fn detokenize_id_out_of_vocabulary() {
+    let (qwen, gemma, minilm) = (qwen(), gemma(), minilm());
+    // (model, vocabulary size)
+    for (m, size) in [(&qwen, 151_936u32), (&gemma, 262_144), (&minilm, 30_522)] {
+        for bad in [size, 999_999_999, u32::MAX] {
+            let ids = format!("[1, {bad}, 2]");
+            ferro(["detokenize", "--model", m, &ids])
+                .run()
+                .fails_silently(&[
+                    &format!("token id {bad} "),
+                    "out of the vocabulary",
+                    &format!("size {size}"),
+                ]);
+        }
+        // The last id of the vocabulary is fine.
+        let last = format!("[{}]", size - 1);
+        ferro(["detokenize", "--model", m, &last]).run().ok();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// template
+// ---------------------------------------------------------------------------------------
+
+/// The `ferro template` arguments that reproduce a fixture case; its files go in `dir`.
+fn case_args(case: &Value, dir: &Path, model: &str, template: Option<&str>) -> Vec<String> {
+    let name = case["name"].as_str().expect("case name");
+    let mut args: Vec<String> = vec!["template".into(), "--model".into(), model.into()];
+    args.push("--messages".into());
+    args.push(write_json(
+        dir,
+        &format!("{name}.messages.json"),
+        &case["messages"],
+    ));
+    for field in ["tools", "documents"] {
+        if !case[field].is_null() {
+            args.push(format!("--{field}"));
+            args.push(write_json(
+                dir,
+                &format!("{name}.{field}.json"),
+                &case[field],
+            ));
+        }
+    }
+    if case["continue_final_message"] == true {
+        args.push("--continue-final-message".into());
+    } else if case["add_generation_prompt"] == false {
+        args.push("--no-generation-prompt".into());
+    }
+    if let Some(t) = template {
+        args.push("--chat-template".into());
+        args.push(fixture_path(t));
+    }
+    args
+}
+
+/// Runs every case of a fixture through the CLI: the rendered text byte for byte, or the
+/// error the template raises.
+fn check_fixture(file: &str, model: &str, template: Option<&str>) -> usize {
+    let dir = tmp();
+    let cases = fixture_cases(file);
+    let outputs: Vec<(Value, Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|case| {
+                let args = case_args(case, dir.path(), model, template);
+                s.spawn(move || (case.clone(), ferro(args).run()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("fixture thread"))
+            .collect()
+    });
+    for (case, out) in &outputs {
+        let name = &case["name"];
+        match (case["rendered"].as_str(), case["error"].as_str()) {
+            (Some(rendered), _) => {
+                let got = String::from_utf8_lossy(out.ok()).into_owned();
+                assert_eq!(got, rendered, "{file} case {name}: {}", out.what());
+            }
+            (None, Some(error)) => out.fails_silently(&["chat template", "line", error]),
+            (None, None) => panic!("{file} case {name} has neither rendered nor error"),
+        }
+    }
+    outputs.len()
+}
+
+#[test]
+fn template_qwen_fixture_with_the_models_own_template() {
+    let n = check_fixture("qwen2.5.json", &qwen(), None);
+    assert!(n >= 15, "{n} cases");
+}
+
+#[test]
+fn template_qwen_fixture_with_chat_template_file() {
+    check_fixture("qwen2.5.json", &qwen(), Some("qwen2.5.jinja"));
+}
+
+#[test]
+fn template_gemma_fixture_with_chat_template_file() {
+    check_fixture("gemma3.json", &gemma(), Some("gemma3.jinja"));
+}
+
+#[test]
+fn template_features_fixture() {
+    check_fixture("features.json", &qwen(), Some("features.jinja"));
+}
+
+#[test]
+fn template_default_model_and_flags() {
+    let dir = tmp();
+    // The first case, with no --model: the packaged Qwen is the default.
+    let case = fixture_case("qwen2.5.json", "single_turn");
+    let messages = write_json(dir.path(), "m.json", &case["messages"]);
+    let out = ferro(["template", "--messages", &messages]).run();
+    assert_eq!(out.text(), case["rendered"].as_str().expect("rendered"));
+
+    // A tools case, with --tools.
+    let case = fixture_case("qwen2.5.json", "tools_given");
+    let messages = write_json(dir.path(), "tm.json", &case["messages"]);
+    let tools = write_json(dir.path(), "tools.json", &case["tools"]);
+    let out = ferro(["template", "--messages", &messages, "--tools", &tools]).run();
+    assert_eq!(out.text(), case["rendered"].as_str().expect("rendered"));
+    assert!(out.text().contains("# Tools"));
+
+    // --no-generation-prompt.
+    let case = fixture_case("qwen2.5.json", "multi_turn_no_generation_prompt");
+    let messages = write_json(dir.path(), "nm.json", &case["messages"]);
+    let out = ferro([
+        "template",
+        "--messages",
+        &messages,
+        "--no-generation-prompt",
+    ])
+    .run();
+    assert_eq!(out.text(), case["rendered"].as_str().expect("rendered"));
+    assert!(!out.text().ends_with("<|im_start|>assistant\n"));
+
+    // --continue-final-message (which implies --no-generation-prompt).
+    let case = fixture_case("qwen2.5.json", "continue_final_message");
+    let messages = write_json(dir.path(), "cm.json", &case["messages"]);
+    let want = case["rendered"].as_str().expect("rendered");
+    for extra in [&[][..], &["--no-generation-prompt"][..]] {
+        let mut args = vec![
+            "template",
+            "--messages",
+            &messages,
+            "--continue-final-message",
+        ];
+        args.extend(extra);
+        let out = ferro(&args).run();
+        assert_eq!(out.text(), want);
+        assert!(out.text().ends_with("Autumn moonlight—"));
+    }
+}
+
+#[test]
+fn template_messages_as_object() {
+    let dir = tmp();
+    let case = fixture_case("qwen2.5.json", "system_message");
+    let obj = serde_json::json!({ "messages": case["messages"], "other": 1 });
+    let messages = write_json(dir.path(), "obj.json", &obj);
+    let out = ferro(["template", "--messages", &messages]).run();
+    assert_eq!(out.text(), case["rendered"].as_str().expect("rendered"));
+}
+
+#[test]
+fn template_tokenize_equals_tokenize_of_the_rendered_text() {
+    let dir = tmp();
+    let (qwen, gemma) = (qwen(), gemma());
+    // (fixture, case, model, template file)
+    let cases = [
+        ("qwen2.5.json", "single_turn", &qwen, None),
+        ("qwen2.5.json", "special_tokens_in_content", &qwen, None),
+        ("qwen2.5.json", "tools_given", &qwen, None),
+        ("qwen2.5.json", "whitespace_content", &qwen, None),
+        ("gemma3.json", "single_user", &gemma, Some("gemma3.jinja")),
+        (
+            "gemma3.json",
+            "system_prefix_multi_turn",
+            &gemma,
+            Some("gemma3.jinja"),
+        ),
+    ];
+    for (file, name, m, template) in cases {
+        let case = fixture_case(file, name);
+        let mut args = case_args(&case, dir.path(), m, template);
+        let rendered = ferro(&args).run().ok().to_vec();
+        assert_eq!(
+            String::from_utf8_lossy(&rendered),
+            case["rendered"].as_str().expect("rendered")
+        );
+        args.push("--tokenize".into());
+        let ids = ferro(&args).run().ids();
+        assert_eq!(
+            ids,
+            tokenize(Some(m), &rendered, &["--no-special"]),
+            "{file} {name}"
+        );
+        // And the ids decode back to the rendered text.
+        let out = ferro(["detokenize", "--model", m, &ids_json(&ids)]).run();
+        assert_eq!(out.ok(), &rendered[..], "{file} {name}");
+    }
+    // The gemma prompt starts with <bos> written by the template, tokenized as id 2.
+    let case = fixture_case("gemma3.json", "single_user");
+    let mut args = case_args(&case, dir.path(), &gemma, Some("gemma3.jinja"));
+    args.push("--tokenize".into());
+    assert_eq!(ferro(&args).run().ids().first(), Some(&2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input: each a clean error naming the file, field or cause
+// ---------------------------------------------------------------------------------------
+
+/// Copies MiniLM's tokenizer.json into a fresh folder, with `side` files written next to it.
+fn minilm_with(side: &[(&str, &str)]) -> TempDir {
+    let dir = tmp();
+    std::fs::copy(
+        Path::new(&minilm()).join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .expect("copy tokenizer.json");
+    for (name, contents) in side {
+        write(dir.path(), name, contents);
+    }
+    dir
+}
+
+fn dir_str(dir: &TempDir) -> &str {
+    dir.path().to_str().expect("UTF-8 temp path")
+}
+
+#[test]
+fn error_folder_without_tokenizer_files() {
+    let dir = tmp();
+    write(dir.path(), "config.json", "{\"model_type\": \"llama\"}");
+    write(dir.path(), "vocab.txt", "[PAD]\n");
+    for cmd in [
+        vec!["tokenize", "--model", dir_str(&dir), "hi"],
+        vec!["detokenize", "--model", dir_str(&dir), "[1]"],
+    ] {
+        ferro(cmd).run().fails_silently(&[
+            dir_str(&dir),
+            "no tokenizer found",
+            "tokenizer.json",
+            "no .gguf",
+        ]);
+    }
+}
+
+#[test]
+fn error_corrupt_tokenizer_json() {
+    let garbage: Vec<u8> = (0u8..=255).rev().cycle().take(1000).collect();
+    // (tokenizer.json contents, what the message must say besides the file)
+    let cases: [(&[u8], &str); 6] = [
+        (&garbage, "not a valid tokenizer.json"),
+        (b"", "not a valid tokenizer.json"),
+        (b"{\"model\": ", "not a valid tokenizer.json"),
+        (b"{}", "not a valid tokenizer.json"),
+        (b"[1, 2]", "not a valid tokenizer.json"),
+        (b"{\"model\": 5}", "not a valid tokenizer.json"),
+    ];
+    for (contents, cause) in cases {
+        let dir = tmp();
+        let file = write(dir.path(), "tokenizer.json", contents);
+        ferro(["tokenize", "--model", dir_str(&dir), "hi"])
+            .run()
+            .fails_silently(&[&file, cause]);
+    }
+}
+
+#[test]
+fn error_corrupt_side_files_next_to_a_valid_tokenizer_json() {
+    // (file, contents, what the message must say besides the file)
+    let cases = [
+        (
+            "tokenizer_config.json",
+            "{\"add_bos_token\": ",
+            "invalid JSON",
+        ),
+        ("tokenizer_config.json", "not json", "invalid JSON"),
+        ("tokenizer_config.json", "\u{0}\u{1}garbage", ""),
+        ("tokenizer_config.json", "[1]", ""),
+        ("tokenizer_config.json", "{\"bos_token\": 5}", ""),
+        ("tokenizer_config.json", "{\"add_bos_token\": \"yes\"}", ""),
+        ("tokenizer_config.json", "{\"chat_template\": 5}", ""),
+        (
+            "tokenizer_config.json",
+            "{\"model_max_length\": \"big\"}",
+            "",
+        ),
+        ("special_tokens_map.json", "nope", "invalid JSON"),
+        ("special_tokens_map.json", "{\"eos_token\": [1]}", ""),
+        ("generation_config.json", "{\"eos_token_id\": \"x\"}", ""),
+        ("generation_config.json", "{", "invalid JSON"),
+    ];
+    for (file, contents, cause) in cases {
+        let dir = minilm_with(&[(file, contents)]);
+        let path = dir.path().join(file);
+        ferro(["tokenize", "--model", dir_str(&dir), "hi"])
+            .run()
+            .fails_silently(&[path.to_str().expect("UTF-8"), cause]);
+    }
+    // A bad value of a known field names the field.
+    let dir = minilm_with(&[("tokenizer_config.json", "{\"padding_side\": \"middle\"}")]);
+    ferro(["tokenize", "--model", dir_str(&dir), "hi"])
+        .run()
+        .fails_silently(&["padding_side", "middle", "left", "right"]);
+    // A valid config next to the copied tokenizer.json still works.
+    let dir = minilm_with(&[("tokenizer_config.json", "{\"do_lower_case\": true}")]);
+    let out = ferro([
+        "tokenize",
+        "--model",
+        dir_str(&dir),
+        "--no-special",
+        "Hello",
+    ])
+    .run();
+    assert_eq!(out.ids(), [7592]);
+}
+
+/// Writes a GGUF with `metadata` and no tensors.
+fn gguf(dir: &Path, name: &str, metadata: &[(&str, GgufValue)]) -> String {
+    write(dir, name, metadata_only(metadata))
+}
+
+fn arch() -> (&'static str, GgufValue) {
+    ("general.architecture", GgufValue::String("llama".into()))
+}
+
+#[test]
+fn error_gguf_without_tokenizer_metadata() {
+    let dir = tmp();
+    let file = gguf(dir.path(), "bare.gguf", &[arch()]);
+    for cmd in [
+        vec!["tokenize", "--model", &file, "hi"],
+        vec!["detokenize", "--model", &file, "[1]"],
+    ] {
+        ferro(cmd).run().fails_silently(&[&file, "tokenizer"]);
+    }
+    // The same file as the only .gguf of a folder.
+    ferro(["tokenize", "--model", dir_str(&dir), "hi"])
+        .run()
+        .fails_silently(&["bare.gguf", "tokenizer"]);
+}
+
+#[test]
+fn error_corrupt_gguf_files() {
+    let dir = tmp();
+    let mut head = Vec::new();
+    std::fs::File::open(gemma())
+        .expect("open gemma")
+        .take(65_536)
+        .read_to_end(&mut head)
+        .expect("read gemma head");
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let mut huge_array = metadata_only(&[
+        arch(),
+        (
+            "tokenizer.ggml.tokens",
+            GgufValue::Array(vec![GgufValue::String("a".into())]),
+        ),
+    ]);
+    // After the key: its value type (4 bytes), the element type (4), then the count (8).
+    let key = b"tokenizer.ggml.tokens";
+    let at = huge_array
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("key in file")
+        + key.len()
+        + 8;
+    huge_array[at..at + 8].copy_from_slice(&(u64::MAX / 4).to_le_bytes());
+    let mut huge_string = metadata_only(&[arch()]);
+    // The length of the first key, right after the 24-byte header.
+    huge_string[24..32].copy_from_slice(&(1u64 << 62).to_le_bytes());
+
+    // (file name, contents, what the message must say besides the file)
+    let cases: [(&str, &[u8], &str); 7] = [
+        ("empty.gguf", b"", "file ends"),
+        ("garbage.gguf", &garbage, "not a GGUF file"),
+        ("magic-only.gguf", b"GGUF", "version"),
+        ("truncated.gguf", &head, "tokenizer.ggml.tokens"),
+        (
+            "huge-array.gguf",
+            &huge_array,
+            "length of `tokenizer.ggml.tokens`",
+        ),
+        ("huge-string.gguf", &huge_string, "metadata key #0"),
+        ("v9.gguf", b"GGUF\x09\0\0\0", "unsupported GGUF version 9"),
+    ];
+    for (name, contents, cause) in cases {
+        let file = write(dir.path(), name, contents);
+        ferro(["tokenize", "--model", &file, "hi"])
+            .run()
+            .fails_silently(&[&file, cause]);
+    }
+    // A file that is not a .gguf and not a folder.
+    let file = write(dir.path(), "model.bin", b"GGUF");
+    ferro(["tokenize", "--model", &file, "hi"])
+        .run()
+        .fails_silently(&[&file, "not a .gguf"]);
+}
+
+#[test]
+fn error_template_raises() {
+    let dir = tmp();
+    let two_users = serde_json::json!([
+        {"role": "user", "content": "one"},
+        {"role": "user", "content": "two"}
+    ]);
+    let messages = write_json(dir.path(), "two.json", &two_users);
+    let template = fixture_path("gemma3.jinja");
+    ferro([
+        "template",
+        "--model",
+        &gemma(),
+        "--chat-template",
+        &template,
+        "--messages",
+        &messages,
+    ])
+    .run()
+    .fails_silently(&["Conversation roles must alternate", "line"]);
+
+    // A template that does not compile names the line.
+    let bad = write(dir.path(), "bad.jinja", "ok\n{% if %}\n");
+    ferro(["template", "--chat-template", &bad, "--messages", &messages])
+        .run()
+        .fails_silently(&["chat template", "line 2", "syntax error"]);
+    // raise_exception from a template.
+    let raises = write(
+        dir.path(),
+        "raises.jinja",
+        "{{ raise_exception('custom failure: ' ~ messages[0].role) }}",
+    );
+    ferro([
+        "template",
+        "--chat-template",
+        &raises,
+        "--messages",
+        &messages,
+    ])
+    .run()
+    .fails_silently(&["custom failure: user", "line 1"]);
+}
+
+#[test]
+fn error_invalid_messages() {
+    let dir = tmp();
+    let d = dir.path();
+    // (messages file contents, what the message must say)
+    let cases: [(&str, &[&str]); 8] = [
+        ("[{\"role\": \"user\",", &["messages file", "invalid JSON"]),
+        ("", &["messages file", "invalid JSON"]),
+        ("[{\"content\": \"hi\"}]", &["messages[0]", "role"]),
+        (
+            "[{\"role\": \"user\", \"content\": \"a\"}, {\"content\": \"b\"}]",
+            &["messages[1]", "role"],
+        ),
+        (
+            "[{\"role\": 5, \"content\": \"hi\"}]",
+            &["messages[0].role", "string"],
+        ),
+        ("[\"hello\"]", &["messages[0]", "not an object"]),
+        ("[]", &["empty"]),
+        ("{\"msgs\": []}", &["messages file", "`messages`"]),
+    ];
+    for (i, (contents, needles)) in cases.iter().enumerate() {
+        let file = write(d, &format!("m{i}.json"), contents);
+        let out = ferro(["template", "--messages", &file]).run();
+        out.fails_silently(needles);
+        if needles.contains(&"messages file") {
+            out.fails(&[&file]);
+        }
+    }
+    // Missing files: messages, tools, documents, template.
+    let ok = write_json(
+        d,
+        "ok.json",
+        &serde_json::json!([{"role": "user", "content": "hi"}]),
+    );
+    let missing = d.join("missing.json");
+    let missing = missing.to_str().expect("UTF-8");
+    for flag in ["--messages", "--tools", "--documents", "--chat-template"] {
+        let mut args = vec!["template", "--messages", &ok];
+        if flag == "--messages" {
+            args[2] = missing;
+        } else {
+            args.extend([flag, missing]);
+        }
+        ferro(args).run().fails_silently(&[missing, "No such file"]);
+    }
+    // Tools and documents must be arrays.
+    let obj = write(d, "obj.json", "{\"type\": \"function\"}");
+    for flag in ["--tools", "--documents"] {
+        ferro(["template", "--messages", &ok, flag, &obj])
+            .run()
+            .fails_silently(&[&obj, "expected a JSON array"]);
+    }
+}
+
+#[test]
+fn error_gguf_without_chat_template() {
+    let dir = tmp();
+    let messages = write_json(
+        dir.path(),
+        "m.json",
+        &serde_json::json!([{"role": "user", "content": "hi"}]),
+    );
+    let gemma = gemma();
+    ferro(["template", "--model", &gemma, "--messages", &messages])
+        .run()
+        .fails_silently(&[&gemma, "has no chat template", "--chat-template"]);
+    // MiniLM (a folder) has none either.
+    ferro(["template", "--model", &minilm(), "--messages", &messages])
+        .run()
+        .fails_silently(&["has no chat template", "--chat-template"]);
+}
+
+#[test]
+fn error_model_not_found() {
+    let dir = tmp();
+    let nowhere = dir.path().join("no-such-model");
+    let nowhere = nowhere.to_str().expect("UTF-8");
+    let gguf = dir.path().join("nope.gguf");
+    let gguf = gguf.to_str().expect("UTF-8");
+    for spec in [nowhere, gguf, "./relative/no/such/dir", "not a model"] {
+        ferro(["tokenize", "--model", spec, "hi"])
+            .run()
+            .fails_silently(&[spec, "not found", "no such file or folder"]);
+    }
+    for spec in ["org/name@", "org/name@a@b"] {
+        ferro(["tokenize", "--model", spec, "hi"])
+            .run()
+            .fails_silently(&[spec, "revision"]);
+    }
+}
+
+#[test]
+fn error_hub_id_offline_not_cached() {
+    let out = ferro(["tokenize", "--model", "Qwen/Qwen2.5-7B-Instruct", "hi"]).run();
+    out.fails_silently(&[
+        "Qwen/Qwen2.5-7B-Instruct",
+        "not in the Hugging Face cache",
+        "HF_HUB_OFFLINE",
+        "models--Qwen--Qwen2.5-7B-Instruct",
+    ]);
+    // The revision is named, from `@` or from --revision.
+    for args in [
+        vec!["detokenize", "--model", "acme/tiny@v2", "[1]"],
+        vec![
+            "detokenize",
+            "--model",
+            "acme/tiny",
+            "--revision",
+            "v2",
+            "[1]",
+        ],
+    ] {
+        ferro(args)
+            .run()
+            .fails_silently(&["acme/tiny", "`v2`", "not in the Hugging Face cache"]);
+    }
+}
+
+/// A Hugging Face cache holding MiniLM's tokenizer files as `org/name` at `commit`, with
+/// `refs/main` pointing at it.
+fn fake_hub_cache(hub: &Path, repo_id: &str, commit: &str) {
+    let repo = hub.join(format!("models--{}", repo_id.replace('/', "--")));
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).expect("snapshot dir");
+    std::fs::create_dir_all(repo.join("refs")).expect("refs dir");
+    std::fs::write(repo.join("refs/main"), commit).expect("refs/main");
+    let src = PathBuf::from(minilm());
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "config.json",
+    ] {
+        std::fs::copy(src.join(f), snapshot.join(f)).expect("copy into snapshot");
+    }
+}
+
+#[test]
+fn hub_id_resolves_from_the_offline_cache() {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo_id = "sentence-transformers/all-MiniLM-L6-v2";
+    let want = ferro(["tokenize", "--model", &minilm(), "Hello world"])
+        .run()
+        .ids();
+    assert_eq!(want, [101, 7592, 2088, 102]);
+
+    // HF_HUB_CACHE pointing at the cache.
+    let hub = tmp();
+    fake_hub_cache(hub.path(), repo_id, commit);
+    let with_commit = format!("{repo_id}@{commit}");
+    for spec in [repo_id, &with_commit] {
+        let out = ferro(["tokenize", "--model", spec, "Hello world"])
+            .hub_cache(hub.path())
+            .run();
+        assert_eq!(out.ids(), want, "{spec}");
+    }
+    // HF_HOME/hub, with HF_HUB_CACHE unset.
+    let home = tmp();
+    fake_hub_cache(&home.path().join("hub"), repo_id, commit);
+    let out = ferro(["tokenize", "--model", repo_id, "Hello world"])
+        .hf_home_only(home.path())
+        .run();
+    assert_eq!(out.ids(), want);
+
+    // A revision the cache does not have is named in the error.
+    ferro(["tokenize", "--model", repo_id, "--revision", "v9", "hi"])
+        .hub_cache(hub.path())
+        .run()
+        .fails_silently(&[repo_id, "`v9`", "not in the Hugging Face cache"]);
+}
