@@ -197,6 +197,23 @@ impl ModelSource {
         })
     }
 
+    /// Names of the files in the model's folder `dir` (empty when it has none).
+    pub fn list_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let folder = match self {
+            ModelSource::Directory(root) => root.join(dir),
+            ModelSource::GgufFile(_) => return Ok(Vec::new()),
+            ModelSource::Hub(repo) => return Ok(repo.list_dir(dir)),
+        };
+        let mut names: Vec<String> = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        Ok(names)
+    }
+
     /// The GGUF file this model is made of: the file itself, or the one `.gguf` in a folder
     /// that has no tokenizer.json. `gguf_file` picks one when there are several.
     pub fn gguf(&self, gguf_file: Option<&str>) -> Result<Option<PathBuf>> {
@@ -267,6 +284,11 @@ pub struct HubRepo {
 }
 
 impl HubRepo {
+    /// Whether this repo is only read from the cache (HF_HUB_OFFLINE).
+    pub fn is_offline(&self) -> bool {
+        self.opts.offline
+    }
+
     /// `<cache>/models--org--name`, as huggingface_hub names it.
     pub fn cache_folder(&self) -> PathBuf {
         self.opts
@@ -414,6 +436,42 @@ impl HubRepo {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(&refs, commit)
+    }
+
+    /// Files under `dir` in this repo: the cached snapshot's when offline, else the Hub's
+    /// listing (an unreachable Hub lists nothing; the files themselves report errors).
+    fn list_dir(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut names: Vec<String> = if self.opts.offline {
+            self.cached_commit()
+                .and_then(|(_, snapshot)| std::fs::read_dir(snapshot.join(dir)).ok())
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            let api = ApiBuilder::from_cache(Cache::new(self.opts.cache_dir.clone()))
+                .with_endpoint(self.opts.endpoint.clone())
+                .with_token(self.opts.token.clone())
+                .with_progress(false)
+                .build();
+            let repo =
+                Repo::with_revision(self.repo_id.clone(), RepoType::Model, self.revision.clone());
+            api.ok()
+                .and_then(|api| api.repo(repo).info().ok())
+                .map(|info| {
+                    info.siblings
+                        .into_iter()
+                        .filter_map(|s| s.rfilename.strip_prefix(&prefix).map(str::to_string))
+                        .filter(|n| !n.contains('/'))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        names.sort();
+        names
     }
 
     fn download(&self, name: &str) -> Result<Option<PathBuf>> {

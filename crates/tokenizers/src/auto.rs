@@ -5,9 +5,8 @@ use std::path::Path;
 
 use ferro_core::{HubOptions, ModelSource};
 use tokenizers::models::ModelWrapper;
-use tokenizers::AddedToken;
 
-use crate::config::{read_json_value, ChatTemplateField, GenerationTokens, TokenizerConfig};
+use crate::config::{ChatTemplateField, GenerationTokens, TokenizerConfig};
 use crate::error::{Result, TokenizerError};
 use crate::gguf::{bos_eos_post_processor, tokenizer_from_gguf};
 use crate::tokenizer::{ChatTemplates, Side, SpecialTokens, Tokenizer};
@@ -47,87 +46,91 @@ impl AutoTokenizer {
             Some(path) => from_gguf(&path),
             None => Err(TokenizerError::NotFound {
                 model: source.describe(),
-                reason: "it has no tokenizer.json and no .gguf file (slow-tokenizer files such as \
-                         tokenizer.model or vocab.txt alone are not read; save the tokenizer with \
-                         transformers to get a tokenizer.json)"
-                    .into(),
+                reason: match source {
+                    ModelSource::Hub(repo) if repo.is_offline() => format!(
+                        "tokenizer.json is not in the local cache ({}) and HF_HUB_OFFLINE is set; \
+                         run once online to download it",
+                        repo.cache_folder().display()
+                    ),
+                    _ => {
+                        "it has no tokenizer.json and no .gguf file (slow-tokenizer files such as \
+                          tokenizer.model or vocab.txt alone are not read; save the tokenizer with \
+                          transformers to get a tokenizer.json)"
+                            .into()
+                    }
+                },
             }),
         }
     }
 }
 
+/// transformers 5's `_from_pretrained` with a tokenizer.json: the pipeline is the file's;
+/// tokenizer_config.json supplies special tokens, templates and sides; its
+/// `add_bos_token`/`add_eos_token` are dropped (the file's post-processor rules).
 fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
     let mut inner = tokenizers::Tokenizer::from_file(path)
         .map_err(|e| TokenizerError::file(path, format!("not a valid tokenizer.json: {e}")))?;
-    let mut config = match source.optional_file("tokenizer_config.json")? {
-        Some(p) => TokenizerConfig::read(&p)?,
+    let config_path = source.optional_file("tokenizer_config.json")?;
+    let mut config = match &config_path {
+        Some(p) => TokenizerConfig::read(p)?,
         None => TokenizerConfig::default(),
     };
-    if let Some(p) = source.optional_file("special_tokens_map.json")? {
-        config.merge_special_tokens(TokenizerConfig::read(&p)?);
+    // The legacy special_tokens_map.json counts only for configs without added_tokens_decoder.
+    if config.added_tokens_decoder.is_none() {
+        if let Some(p) = source.optional_file("special_tokens_map.json")? {
+            config.apply_special_tokens_map(TokenizerConfig::read(&p)?);
+        }
     }
     let generation = match source.optional_file("generation_config.json")? {
         Some(p) => GenerationTokens::read(&p)?,
         None => GenerationTokens::default(),
     };
+    let templates = chat_templates(source, config.chat_template.take())?;
 
-    // Newer checkpoints keep the template in its own files, which win over the config field.
-    let mut templates = ChatTemplates::default();
-    match config.chat_template.take() {
-        Some(ChatTemplateField::Single(t)) => templates.default = Some(t),
-        Some(ChatTemplateField::Named(list)) => {
-            for t in list {
-                templates.named.insert(t.name, t.template);
-            }
-        }
-        None => {}
-    }
-    if let Some(p) = source.optional_file("chat_template.json")? {
-        if let Some(t) = read_json_value(&p)?
-            .get("chat_template")
-            .and_then(|v| v.as_str())
-        {
-            templates.default = Some(t.to_string());
-        }
-    }
-    if let Some(p) = source.optional_file("chat_template.jinja")? {
-        let t = std::fs::read_to_string(&p)
-            .map_err(|e| TokenizerError::file(&p, format!("cannot read: {e}")))?;
-        templates.default = Some(t);
-    }
+    // The file's own padding and truncation sections give defaults for the pad token and sides.
+    let json_pad = inner
+        .get_padding()
+        .map(|p| (p.pad_token.clone(), p.direction));
+    let json_truncation_side = inner.get_truncation().map(|t| t.direction);
 
+    let token = |t: &Option<crate::config::TokenSpec>| t.as_ref().map(|t| t.content().to_string());
     let special = SpecialTokens {
-        bos: config.bos_token.as_ref().map(|t| t.content().to_string()),
-        eos: config.eos_token.as_ref().map(|t| t.content().to_string()),
-        unk: config.unk_token.as_ref().map(|t| t.content().to_string()),
-        pad: config.pad_token.as_ref().map(|t| t.content().to_string()),
-        sep: config.sep_token.as_ref().map(|t| t.content().to_string()),
-        cls: config.cls_token.as_ref().map(|t| t.content().to_string()),
-        mask: config.mask_token.as_ref().map(|t| t.content().to_string()),
+        bos: token(&config.bos_token),
+        eos: token(&config.eos_token),
+        unk: token(&config.unk_token),
+        pad: token(&config.pad_token).or_else(|| json_pad.as_ref().map(|(t, _)| t.clone())),
+        sep: token(&config.sep_token),
+        cls: token(&config.cls_token),
+        mask: token(&config.mask_token),
         additional: config
             .additional_special_tokens
             .iter()
             .map(|t| t.content().to_string())
             .collect(),
     };
-    // Entries of added_tokens_decoder missing from tokenizer.json are added, as transformers does.
-    let mut extra: Vec<(u32, AddedToken)> = config
-        .added_tokens_decoder
-        .iter()
-        .filter_map(|(id, t)| id.parse::<u32>().ok().map(|id| (id, t)))
-        .filter(|(_, t)| inner.token_to_id(&t.content).is_none())
-        .map(|(id, t)| {
-            (
-                id,
-                AddedToken::from(t.content.clone(), t.special).normalized(!t.special),
-            )
-        })
-        .collect();
-    extra.sort_by_key(|(id, _)| *id);
-    let extra: Vec<AddedToken> = extra.into_iter().map(|(_, t)| t).collect();
-    inner.add_tokens(&extra);
 
-    let explicit_bos_eos = config.add_bos_token.is_some() || config.add_eos_token.is_some();
+    // added_tokens_decoder entries not already in the file with the same flags are (re)added
+    // with their own flags, in id order.
+    if let Some(decoder) = &config.added_tokens_decoder {
+        let existing = inner.get_added_tokens_decoder();
+        let mut entries: Vec<(u32, tokenizers::AddedToken)> = decoder
+            .iter()
+            .filter_map(|(id, t)| id.parse::<u32>().ok().map(|id| (id, t.to_added_token())))
+            .filter(|(id, t)| existing.get(id) != Some(t))
+            .collect();
+        entries.sort_by_key(|(id, _)| *id);
+        let tokens: Vec<tokenizers::AddedToken> = entries.into_iter().map(|(_, t)| t).collect();
+        inner.add_tokens(&tokens);
+    }
+
+    let json_padding_side = json_pad.map(|(_, d)| match d {
+        tokenizers::PaddingDirection::Left => Side::Left,
+        tokenizers::PaddingDirection::Right => Side::Right,
+    });
+    let json_truncation_side = json_truncation_side.map(|d| match d {
+        tokenizers::TruncationDirection::Left => Side::Left,
+        tokenizers::TruncationDirection::Right => Side::Right,
+    });
     let padding_side = config
         .padding_side
         .as_deref()
@@ -148,16 +151,52 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
         special,
         templates,
         BosEos {
-            add_bos: config.add_bos_token.unwrap_or(false),
-            add_eos: config.add_eos_token.unwrap_or(false),
-            rebuild: explicit_bos_eos,
+            add_bos: false,
+            add_eos: false,
+            rebuild: false,
         },
-        padding_side.unwrap_or_default(),
-        truncation_side.unwrap_or_default(),
+        padding_side.or(json_padding_side).unwrap_or_default(),
+        truncation_side.or(json_truncation_side).unwrap_or_default(),
         model_max_length,
         config.clean_up_tokenization_spaces.unwrap_or(false),
         generation.eos_token_id,
     )
+}
+
+/// The model's chat templates: chat_template.jinja and additional_chat_templates/*.jinja
+/// when present (they replace the config's entirely), else tokenizer_config.json's field.
+fn chat_templates(
+    source: &ModelSource,
+    from_config: Option<ChatTemplateField>,
+) -> Result<ChatTemplates> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| TokenizerError::file(p, format!("cannot read: {e}")))
+    };
+    let mut files = ChatTemplates::default();
+    if let Some(p) = source.optional_file("chat_template.jinja")? {
+        files.default = Some(read(&p)?);
+    }
+    for name in source.list_dir("additional_chat_templates")? {
+        if let Some(stem) = name.strip_suffix(".jinja") {
+            if let Some(p) = source.optional_file(&format!("additional_chat_templates/{name}"))? {
+                files.named.insert(stem.to_string(), read(&p)?);
+            }
+        }
+    }
+    if files.default.is_some() || !files.named.is_empty() {
+        return Ok(files);
+    }
+    let mut templates = ChatTemplates::default();
+    match from_config {
+        Some(ChatTemplateField::Single(t)) => templates.default = Some(t),
+        Some(ChatTemplateField::Named(list)) => {
+            for t in list {
+                templates.named.insert(t.name, t.template);
+            }
+        }
+        None => {}
+    }
+    Ok(templates)
 }
 
 fn from_gguf(path: &Path) -> Result<Tokenizer> {
@@ -207,21 +246,25 @@ fn finish(
         .with_truncation(None)
         .map_err(|e| TokenizerError::backend("loading the tokenizer", e))?;
 
-    // Named special tokens missing from the added vocabulary become special added tokens.
-    let added: std::collections::HashSet<String> = inner
+    // Named special tokens are special added tokens: added when missing, and marked special
+    // when an added token of the same text is not (transformers forces the flag).
+    let by_content: std::collections::HashMap<String, tokenizers::AddedToken> = inner
         .get_added_tokens_decoder()
-        .values()
-        .map(|t| t.content.clone())
+        .into_values()
+        .map(|t| (t.content.clone(), t))
         .collect();
-    let missing: Vec<AddedToken> = special
+    let specials: Vec<tokenizers::AddedToken> = special
         .named()
         .into_iter()
         .map(|(_, t)| t)
         .chain(special.additional.iter().map(String::as_str))
-        .filter(|t| !added.contains(*t))
-        .map(|t| AddedToken::from(t, true).normalized(false))
+        .filter_map(|t| match by_content.get(t) {
+            None => Some(tokenizers::AddedToken::from(t, true).normalized(false)),
+            Some(existing) if !existing.special => Some(existing.clone().special(true)),
+            Some(_) => None,
+        })
         .collect();
-    inner.add_special_tokens(&missing);
+    inner.add_special_tokens(&specials);
 
     if bos_eos.rebuild || inner.get_post_processor().is_none() {
         let with_id = |t: &Option<String>, on: bool| -> Option<(String, u32)> {

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::{Result, TokenizerError};
 
 /// A token given either as a plain string or as an AddedToken object.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a token: a string or an object with a string `content`"
+)]
 pub enum TokenSpec {
     Plain(String),
     Added { content: String },
@@ -25,17 +27,38 @@ impl TokenSpec {
     }
 }
 
-/// An entry of `added_tokens_decoder`.
+/// An entry of `added_tokens_decoder`, with AddedToken's flags.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AddedTokenEntry {
     pub content: String,
     #[serde(default)]
     pub special: bool,
+    #[serde(default)]
+    pub lstrip: bool,
+    #[serde(default)]
+    pub rstrip: bool,
+    #[serde(default)]
+    pub single_word: bool,
+    /// Defaults to `!special`, as AddedToken does.
+    pub normalized: Option<bool>,
+}
+
+impl AddedTokenEntry {
+    pub fn to_added_token(&self) -> tokenizers::AddedToken {
+        tokenizers::AddedToken::from(self.content.clone(), self.special)
+            .lstrip(self.lstrip)
+            .rstrip(self.rstrip)
+            .single_word(self.single_word)
+            .normalized(self.normalized.unwrap_or(!self.special))
+    }
 }
 
 /// A chat template: one string, or a list of named templates.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a chat template string or a list of {name, template} objects"
+)]
 pub enum ChatTemplateField {
     Single(String),
     Named(Vec<NamedTemplate>),
@@ -58,7 +81,13 @@ pub struct TokenizerConfig {
     pub sep_token: Option<TokenSpec>,
     pub cls_token: Option<TokenSpec>,
     pub mask_token: Option<TokenSpec>,
-    #[serde(default)]
+    /// `additional_special_tokens`, or v5's `extra_special_tokens` (a list, or a map of
+    /// model-specific named tokens).
+    #[serde(
+        default,
+        alias = "extra_special_tokens",
+        deserialize_with = "list_or_map"
+    )]
     pub additional_special_tokens: Vec<TokenSpec>,
     pub add_bos_token: Option<bool>,
     pub add_eos_token: Option<bool>,
@@ -69,8 +98,8 @@ pub struct TokenizerConfig {
     pub truncation_side: Option<String>,
     pub clean_up_tokenization_spaces: Option<bool>,
     pub tokenizer_class: Option<String>,
-    #[serde(default)]
-    pub added_tokens_decoder: BTreeMap<String, AddedTokenEntry>,
+    /// Present (even empty) means special_tokens_map.json is not read, as in transformers 5.
+    pub added_tokens_decoder: Option<BTreeMap<String, AddedTokenEntry>>,
 }
 
 impl TokenizerConfig {
@@ -78,23 +107,22 @@ impl TokenizerConfig {
         read_json(path)
     }
 
-    /// Fills the token fields this config lacks from `other` (special_tokens_map.json
-    /// overrides nothing that tokenizer_config.json sets, as in transformers).
-    pub fn merge_special_tokens(&mut self, other: TokenizerConfig) {
-        let fill = |a: &mut Option<TokenSpec>, b: Option<TokenSpec>| {
-            if a.is_none() {
+    /// Applies a legacy special_tokens_map.json: its values override this config's.
+    pub fn apply_special_tokens_map(&mut self, map: TokenizerConfig) {
+        let over = |a: &mut Option<TokenSpec>, b: Option<TokenSpec>| {
+            if b.is_some() {
                 *a = b;
             }
         };
-        fill(&mut self.bos_token, other.bos_token);
-        fill(&mut self.eos_token, other.eos_token);
-        fill(&mut self.unk_token, other.unk_token);
-        fill(&mut self.pad_token, other.pad_token);
-        fill(&mut self.sep_token, other.sep_token);
-        fill(&mut self.cls_token, other.cls_token);
-        fill(&mut self.mask_token, other.mask_token);
-        if self.additional_special_tokens.is_empty() {
-            self.additional_special_tokens = other.additional_special_tokens;
+        over(&mut self.bos_token, map.bos_token);
+        over(&mut self.eos_token, map.eos_token);
+        over(&mut self.unk_token, map.unk_token);
+        over(&mut self.pad_token, map.pad_token);
+        over(&mut self.sep_token, map.sep_token);
+        over(&mut self.cls_token, map.cls_token);
+        over(&mut self.mask_token, map.mask_token);
+        if !map.additional_special_tokens.is_empty() {
+            self.additional_special_tokens = map.additional_special_tokens;
         }
     }
 }
@@ -114,9 +142,26 @@ impl GenerationTokens {
     }
 }
 
+fn list_or_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<TokenSpec>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a list of tokens or a map of named tokens")]
+    enum ListOrMap {
+        List(Vec<TokenSpec>),
+        Map(BTreeMap<String, TokenSpec>),
+        Null(()),
+    }
+    Ok(match ListOrMap::deserialize(d)? {
+        ListOrMap::List(v) => v,
+        ListOrMap::Map(m) => m.into_values().collect(),
+        ListOrMap::Null(()) => Vec::new(),
+    })
+}
+
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<u32>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(untagged, expecting = "a token id or a list of token ids")]
     enum OneOrMany {
         One(u32),
         Many(Vec<u32>),
@@ -134,9 +179,4 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
         .map_err(|e| TokenizerError::file(path, format!("cannot read: {e}")))?;
     serde_json::from_str(&text)
         .map_err(|e| TokenizerError::file(path, format!("invalid JSON: {e}")))
-}
-
-/// Reads a JSON file into a generic value (for fields read by hand).
-pub(crate) fn read_json_value(path: &Path) -> Result<Value> {
-    read_json(path)
 }

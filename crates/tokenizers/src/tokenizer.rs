@@ -212,16 +212,18 @@ impl Tokenizer {
             .and_then(|t| self.token_to_id(t))
     }
 
-    /// Ids of every special token (added tokens marked special).
+    /// Ids of the named special tokens, then the additional ones, without repeats
+    /// (transformers' `all_special_ids`).
     pub fn all_special_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
+        let mut ids = Vec::new();
+        let named = self.special_tokens.named().into_iter().map(|(_, t)| t);
+        for t in named.chain(self.special_tokens.additional.iter().map(String::as_str)) {
+            if let Some(id) = self.token_to_id(t) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
         ids
     }
 
@@ -405,25 +407,13 @@ impl Tokenizer {
         })
     }
 
-    /// Renders a conversation to the prompt text (transformers' `tokenize=False`).
+    /// Renders a conversation to the prompt text (transformers' `tokenize=False`). Templates
+    /// see the named special tokens (`bos_token`, ...), as in transformers 5.
     pub fn render_chat(&self, messages: &[Value], opts: &ChatTemplateOptions) -> Result<String> {
         let (name, source) = self.chat_template(opts)?;
         let mut tokens = Map::new();
         for (k, v) in self.special_tokens.named() {
             tokens.insert(k.into(), Value::String(v.into()));
-        }
-        if !self.special_tokens.additional.is_empty() {
-            tokens.insert(
-                "additional_special_tokens".into(),
-                Value::Array(
-                    self.special_tokens
-                        .additional
-                        .iter()
-                        .cloned()
-                        .map(Value::String)
-                        .collect(),
-                ),
-            );
         }
         chat_template::render(&name, &source, messages, opts, &tokens)
     }

@@ -12,9 +12,17 @@ pub fn print_exact(text: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a file, naming it on failure.
-pub fn read_file(path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+/// Writes `text` and a newline to stdout (an error, not a panic, when stdout is closed).
+pub fn print_line(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads the file given to `flag`, naming both on failure.
+pub fn read_file(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
 }
 
 /// Parses JSON from `text`, naming where it came from on failure.

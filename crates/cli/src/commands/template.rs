@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ferroformers::tokenizers::ChatTemplateOptions;
 use serde_json::Value;
 
-use super::{parse_json, print_exact, read_file};
+use super::{parse_json, print_exact, print_line, read_file};
 use crate::model_args::ModelArgs;
 
 #[derive(clap::Args)]
@@ -38,7 +38,7 @@ pub struct Args {
 
 fn json_list(path: &std::path::Path, what: &str) -> Result<Vec<Value>> {
     let name = format!("{what} file {}", path.display());
-    match parse_json(&name, &read_file(path)?)? {
+    match parse_json(&name, &read_file(&format!("--{what}"), path)?)? {
         Value::Array(items) => Ok(items),
         _ => bail!("{name}: expected a JSON array"),
     }
@@ -46,7 +46,7 @@ fn json_list(path: &std::path::Path, what: &str) -> Result<Vec<Value>> {
 
 pub fn run(args: Args) -> Result<()> {
     let name = format!("messages file {}", args.messages.display());
-    let messages = match parse_json(&name, &read_file(&args.messages)?)? {
+    let messages = match parse_json(&name, &read_file("--messages", &args.messages)?)? {
         Value::Array(m) => m,
         Value::Object(mut o) => match o.remove("messages") {
             Some(Value::Array(m)) => m,
@@ -72,17 +72,18 @@ pub fn run(args: Args) -> Result<()> {
         chat_template: args
             .chat_template
             .as_ref()
-            .map(|p| read_file(p))
+            .map(|p| read_file("--chat-template", p))
             .transpose()?,
         chat_template_name: args.chat_template.as_ref().map(|p| p.display().to_string()),
         ..ChatTemplateOptions::default()
     };
     let tok = args.model.tokenizer()?;
-    let prompt = tok.render_chat(&messages, &opts)?;
+    let prompt = tok
+        .render_chat(&messages, &opts)
+        .with_context(|| format!("rendering {name}"))?;
     if args.tokenize {
         let ids = tok.encode(&prompt, false)?.ids;
-        println!("{}", serde_json::to_string(&ids)?);
-        return Ok(());
+        return print_line(&serde_json::to_string(&ids)?);
     }
     print_exact(prompt.as_bytes())
 }

@@ -4,6 +4,7 @@ use std::io::{BufRead, Read, Write};
 
 use anyhow::{bail, Context, Result};
 
+use super::print_line;
 use crate::model_args::ModelArgs;
 
 #[derive(clap::Args)]
@@ -54,6 +55,5 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let ids = tok.encode(&text, add_special)?.ids;
-    println!("{}", serde_json::to_string(&ids)?);
-    Ok(())
+    print_line(&serde_json::to_string(&ids)?)
 }

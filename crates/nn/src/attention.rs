@@ -1,0 +1,199 @@
+//! Grouped-query self-attention with a KV cache, causal (optionally sliding-window)
+//! masking, softmax in f32.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::Result;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
+use crate::rotary::RotaryEmbedding;
+use crate::weights::Weights;
+
+/// Keys and values seen so far, `(b, kv_heads, t, head_dim)`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match (&self.k, &self.v) {
+            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            _ => (k, v),
+        };
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        Ok((k, v))
+    }
+}
+
+/// Shapes and options of one attention layer.
+#[derive(Debug, Clone)]
+pub struct AttentionConfig {
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// q/k/v projections have biases (Qwen2).
+    pub qkv_bias: bool,
+    /// RMSNorm over each head of q and k (Gemma 3, Qwen3), with its eps and weight offset.
+    pub qk_norm: Option<(f64, f64)>,
+    /// Scores are multiplied by this (usually `head_dim^-0.5`).
+    pub scale: f64,
+    /// Keys further back than this many positions are masked.
+    pub sliding_window: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    cfg: AttentionConfig,
+}
+
+impl Attention {
+    pub fn load(w: &Weights, prefix: &str, cfg: AttentionConfig) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let norm = |name: &str| -> Result<Option<RmsNorm>> {
+            cfg.qk_norm
+                .map(|(eps, offset)| {
+                    RmsNorm::load(w, &format!("{prefix}.{name}.weight"), d, eps, offset)
+                })
+                .transpose()
+        };
+        Ok(Self {
+            q_proj: Linear::load(
+                w,
+                &format!("{prefix}.q_proj"),
+                h,
+                cfg.num_heads * d,
+                cfg.qkv_bias,
+            )?,
+            k_proj: Linear::load(
+                w,
+                &format!("{prefix}.k_proj"),
+                h,
+                cfg.num_kv_heads * d,
+                cfg.qkv_bias,
+            )?,
+            v_proj: Linear::load(
+                w,
+                &format!("{prefix}.v_proj"),
+                h,
+                cfg.num_kv_heads * d,
+                cfg.qkv_bias,
+            )?,
+            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), cfg.num_heads * d, h, false)?,
+            q_norm: norm("q_norm")?,
+            k_norm: norm("k_norm")?,
+            cfg,
+        })
+    }
+
+    /// `x (b, t, hidden)` at positions `cache.len()..`; appends to `cache`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let offset = cache.len();
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?)
+        };
+        let mut q = heads(self.q_proj.forward(x)?, nh)?;
+        let mut k = heads(self.k_proj.forward(x)?, nkv)?;
+        let v = heads(self.v_proj.forward(x)?, nkv)?.contiguous()?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let (q, k) = rope.apply(&q, &k, offset)?;
+        let (k, v) = cache.append(k, v)?;
+        let k = repeat_kv(&k, nh / nkv)?;
+        let v = repeat_kv(&v, nh / nkv)?;
+
+        let scores = (q
+            .to_dtype(DType::F32)?
+            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+            * self.cfg.scale)?;
+        let total = offset + t;
+        let scores = match causal_mask(t, total, offset, self.cfg.sliding_window, x.device())? {
+            Some(mask) => scores.broadcast_add(&mask)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * d))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// `(b, kv, t, d) -> (b, kv * n_rep, t, d)`, each kv head serving `n_rep` query heads.
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kv, n_rep, t, d))?
+        .reshape((b, kv * n_rep, t, d))?)
+}
+
+/// An additive `(t, total)` mask: 0 where query `offset + i` may see key `j`, -inf elsewhere.
+/// `None` when nothing is masked.
+fn causal_mask(
+    t: usize,
+    total: usize,
+    offset: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let window = window.unwrap_or(usize::MAX);
+    if t == 1 && total <= window {
+        return Ok(None);
+    }
+    let mut mask = vec![0f32; t * total];
+    for i in 0..t {
+        let q = offset + i;
+        for j in 0..total {
+            if j > q || q - j >= window {
+                mask[i * total + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(mask, (t, total), device)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_and_windowed() {
+        let m = causal_mask(3, 5, 2, Some(3), &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(m[0], vec![0.0, 0.0, 0.0, inf, inf]);
+        assert_eq!(m[1], vec![inf, 0.0, 0.0, 0.0, inf]);
+        assert_eq!(m[2], vec![inf, inf, 0.0, 0.0, 0.0]);
+        assert!(causal_mask(1, 9, 8, None, &Device::Cpu).unwrap().is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! ferroformers building blocks, shared by every architecture: weights (safetensors or
+//! GGUF), `Linear` (dense or quantized), RMSNorm, embeddings, rotary embeddings,
+//! grouped-query attention with a KV cache, the gated MLP.
+
+pub mod attention;
+pub mod embedding;
+pub mod error;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod rotary;
+pub mod weights;
+
+pub use attention::{Attention, AttentionConfig, KvCache};
+pub use embedding::Embedding;
+pub use error::{NnError, Result};
+pub use linear::{Linear, LinearWeight};
+pub use mlp::{Activation, GatedMlp};
+pub use norm::RmsNorm;
+pub use rotary::{RopeScaling, RotaryEmbedding};
+pub use weights::{GgufNameMap, Weights};

@@ -1,0 +1,84 @@
+//! `Linear`: one layer type whatever the weight's storage — dense (trainable, and the
+//! base a LoRA adapter wraps) or quantized (GGUF blocks multiplied by quantized kernels).
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Module, Tensor};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    /// `(out_features, in_features)`, as transformers stores it.
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: LinearWeight,
+    matmul: LinearImpl,
+    bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum LinearImpl {
+    Dense(candle_nn::Linear),
+    Quantized(QMatMul),
+}
+
+impl Linear {
+    pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Result<Self> {
+        let matmul = match &weight {
+            LinearWeight::Dense(w) => LinearImpl::Dense(candle_nn::Linear::new(w.clone(), None)),
+            LinearWeight::Quantized(q) => LinearImpl::Quantized(QMatMul::from_arc(q.clone())?),
+        };
+        Ok(Self {
+            weight,
+            matmul,
+            bias,
+        })
+    }
+
+    /// Loads `{prefix}.weight` (and `{prefix}.bias`), quantized when the checkpoint is and
+    /// dequantization was not asked for.
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        let shape = [out_features, in_features];
+        let weight = match w.quantized(&name, &shape)? {
+            Some(q) if !w.dequantize => LinearWeight::Quantized(q),
+            Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
+            None => LinearWeight::Dense(w.tensor(&name, &shape)?),
+        };
+        let bias = if bias {
+            Some(w.tensor(&format!("{prefix}.bias"), &[out_features])?)
+        } else {
+            None
+        };
+        Self::new(weight, bias)
+    }
+
+    pub fn weight(&self) -> &LinearWeight {
+        &self.weight
+    }
+
+    /// `x (..., in) -> (..., out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.matmul {
+            LinearImpl::Dense(l) => l.forward(x)?,
+            LinearImpl::Quantized(q) => q.forward(x)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+            None => y,
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! The gated MLP of Llama-family models: `down(act(gate(x)) * up(x))`.
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::linear::Linear;
+use crate::weights::Weights;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (Llama, Qwen, Mistral).
+    Silu,
+    /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: Activation,
+}
+
+impl GatedMlp {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        hidden: usize,
+        intermediate: usize,
+        act: Activation,
+    ) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::load(
+                w,
+                &format!("{prefix}.gate_proj"),
+                hidden,
+                intermediate,
+                false,
+            )?,
+            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), hidden, intermediate, false)?,
+            down_proj: Linear::load(
+                w,
+                &format!("{prefix}.down_proj"),
+                intermediate,
+                hidden,
+                false,
+            )?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?;
+        let gate = match self.act {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(gate * up)?)
+    }
+}

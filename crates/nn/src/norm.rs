@@ -1,0 +1,38 @@
+//! RMSNorm, computed in f32 whatever the activations' dtype.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        Self { weight, eps }
+    }
+
+    /// Loads `{name}`; `offset` is added to the weight (Gemma scales by `1 + w`).
+    pub fn load(w: &Weights, name: &str, size: usize, eps: f64, offset: f64) -> Result<Self> {
+        let weight = w.tensor(name, &[size])?.to_dtype(DType::F32)?;
+        let weight = if offset != 0.0 {
+            (weight + offset)?
+        } else {
+            weight
+        };
+        Ok(Self::new(weight, eps))
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(x.broadcast_mul(&self.weight)?.to_dtype(dtype)?)
+    }
+}

@@ -1,0 +1,110 @@
+//! Rotary position embeddings (rotate-half layout, as transformers applies them), with
+//! the `rope_scaling` kinds the supported architectures use.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{NnError, Result};
+
+/// `rope_scaling` of config.json, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.x: low frequencies divided by `factor`, high ones kept, smooth in between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RotaryEmbedding {
+    /// Tables for positions `0..max_positions` of a `head_dim`-wide head.
+    pub fn new(
+        theta: f64,
+        head_dim: usize,
+        max_positions: usize,
+        scaling: &RopeScaling,
+        device: &Device,
+    ) -> Result<Self> {
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Err(NnError::InvalidArgument {
+                param: "head_dim",
+                msg: format!("{head_dim} is not a positive even number"),
+            });
+        }
+        let mut inv_freq: Vec<f64> = (0..head_dim / 2)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            .collect();
+        match *scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let old = original_max_position_embeddings as f64;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+        }
+        // transformers computes the angles in f32.
+        let inv_freq: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let freqs = positions.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
+    }
+
+    /// How many positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// Rotates `q` and `k` of shape `(b, heads, t, head_dim)` for positions `offset..offset+t`.
+    pub fn apply(&self, q: &Tensor, k: &Tensor, offset: usize) -> Result<(Tensor, Tensor)> {
+        let t = q.dim(2)?;
+        if offset + t > self.max_positions() {
+            return Err(NnError::InvalidArgument {
+                param: "positions",
+                msg: format!(
+                    "position {} is past the model's context of {}",
+                    offset + t,
+                    self.max_positions()
+                ),
+            });
+        }
+        let cos = self.cos.narrow(0, offset, t)?.to_dtype(q.dtype())?;
+        let sin = self.sin.narrow(0, offset, t)?.to_dtype(q.dtype())?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
+        Ok((q, k))
+    }
+}

@@ -1,0 +1,294 @@
+//! Where weights come from: safetensors files (one or sharded) or a GGUF file whose
+//! tensor names are mapped to the checkpoint's own (`blk.0.attn_q` → `model.layers.0.self_attn.q_proj`).
+//! Quantized GGUF tensors stay quantized unless dequantization is asked for.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use ferro_core::GgufFile;
+
+use crate::error::{NnError, Result};
+
+/// Maps a transformers weight name to its GGUF name, per architecture.
+pub type GgufNameMap = fn(&str) -> Option<String>;
+
+enum Source {
+    Safetensors {
+        files: Vec<PathBuf>,
+        tensors: candle_core::safetensors::MmapedSafetensors,
+    },
+    Gguf {
+        file: File,
+        header: GgufFile,
+        index: HashMap<String, usize>,
+        name_map: GgufNameMap,
+    },
+}
+
+/// A checkpoint's weights, read on demand in the checkpoint's own names.
+pub struct Weights {
+    source: Source,
+    pub device: Device,
+    /// The dtype dense weights are converted to.
+    pub dtype: DType,
+    /// Turn quantized tensors into dense ones when loading.
+    pub dequantize: bool,
+}
+
+/// The ggml type id of a GGUF tensor as candle's type.
+pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
+    Some(match id {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        9 => GgmlDType::Q8_1,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        15 => GgmlDType::Q8K,
+        30 => GgmlDType::BF16,
+        _ => return None,
+    })
+}
+
+impl Weights {
+    /// Memory-maps safetensors files (several for a sharded checkpoint).
+    pub fn from_safetensors(files: &[PathBuf], device: &Device, dtype: DType) -> Result<Self> {
+        for f in files {
+            check_safetensors_header(f)?;
+        }
+        // SAFETY: the files are mapped read-only; like every mmap-based loader (transformers,
+        // candle, llama.cpp) we rely on them not being truncated while the model loads.
+        #[allow(unsafe_code)]
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+            .map_err(|e| NnError::Format {
+                file: files.first().cloned().unwrap_or_default(),
+                msg: format!("not a valid safetensors file: {e}"),
+            })?;
+        Ok(Self {
+            source: Source::Safetensors {
+                files: files.to_vec(),
+                tensors,
+            },
+            device: device.clone(),
+            dtype,
+            dequantize: true,
+        })
+    }
+
+    /// Opens a GGUF file; `name_map` translates the architecture's weight names.
+    pub fn from_gguf(
+        header: GgufFile,
+        name_map: GgufNameMap,
+        device: &Device,
+        dtype: DType,
+        dequantize: bool,
+    ) -> Result<Self> {
+        let file = File::open(&header.path).map_err(|e| ferro_core::Error::io(&header.path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| ferro_core::Error::io(&header.path, e))?
+            .len();
+        let mut index = HashMap::with_capacity(header.tensors.len());
+        for (i, t) in header.tensors.iter().enumerate() {
+            let (start, size) = gguf_extent(&header, i)?;
+            if start.checked_add(size).is_none_or(|end| end > len) {
+                return Err(NnError::Format {
+                    file: header.path.clone(),
+                    msg: format!(
+                        "tensor `{}` claims bytes {start}..{} but the file holds {len} (truncated?)",
+                        t.name,
+                        start.saturating_add(size)
+                    ),
+                });
+            }
+            index.insert(t.name.clone(), i);
+        }
+        Ok(Self {
+            source: Source::Gguf {
+                file,
+                header,
+                index,
+                name_map,
+            },
+            device: device.clone(),
+            dtype,
+            dequantize,
+        })
+    }
+
+    /// The checkpoint file (the first shard), for messages.
+    pub fn path(&self) -> PathBuf {
+        match &self.source {
+            Source::Safetensors { files, .. } => files.first().cloned().unwrap_or_default(),
+            Source::Gguf { header, .. } => header.path.clone(),
+        }
+    }
+
+    /// Whether the checkpoint has `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.source {
+            Source::Safetensors { tensors, .. } => tensors.get(name).is_ok(),
+            Source::Gguf {
+                index, name_map, ..
+            } => name_map(name).is_some_and(|g| index.contains_key(&g)),
+        }
+    }
+
+    fn missing(&self, name: &str) -> NnError {
+        let hint = match &self.source {
+            Source::Gguf { name_map, .. } => match name_map(name) {
+                Some(g) => format!(" (GGUF name `{g}`)"),
+                None => " (no GGUF name is known for it)".into(),
+            },
+            Source::Safetensors { .. } => String::new(),
+        };
+        NnError::MissingTensor {
+            file: self.path(),
+            name: name.into(),
+            hint,
+        }
+    }
+
+    fn check_shape(&self, name: &str, got: &[usize], expected: &[usize]) -> Result<()> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(NnError::ShapeMismatch {
+                file: self.path(),
+                name: name.into(),
+                expected: expected.to_vec(),
+                got: got.to_vec(),
+            })
+        }
+    }
+
+    /// A dense tensor of the given shape, in `self.dtype` (quantized data is dequantized).
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = match &self.source {
+            Source::Safetensors { tensors, .. } => {
+                let view = tensors.get(name).map_err(|_| self.missing(name))?;
+                self.check_shape(name, view.shape(), shape)?;
+                tensors.load(name, &self.device)?
+            }
+            Source::Gguf { .. } => self.qtensor(name, shape)?.dequantize(&self.device)?,
+        };
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    /// The tensor as stored in a GGUF (quantized or not), or `None` for safetensors.
+    pub fn quantized(&self, name: &str, shape: &[usize]) -> Result<Option<Arc<QTensor>>> {
+        match &self.source {
+            Source::Safetensors { .. } => Ok(None),
+            Source::Gguf { .. } => Ok(Some(Arc::new(self.qtensor(name, shape)?))),
+        }
+    }
+
+    fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let Source::Gguf {
+            file,
+            header,
+            index,
+            name_map,
+        } = &self.source
+        else {
+            return Err(self.missing(name));
+        };
+        let i = *name_map(name)
+            .and_then(|g| index.get(&g))
+            .ok_or_else(|| self.missing(name))?;
+        let info = &header.tensors[i];
+        // GGUF lists dimensions innermost first.
+        let dims: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+        self.check_shape(name, &dims, shape)?;
+        let dtype = ggml_dtype(info.ggml_type).ok_or_else(|| NnError::UnsupportedType {
+            file: self.path(),
+            name: format!("{name} ({})", info.name),
+            ty: format!("ggml type {}", info.ggml_type),
+        })?;
+        let (start, size) = gguf_extent(header, i)?;
+        let mut bytes = vec![0u8; size as usize];
+        file.read_exact_at(&mut bytes, start)
+            .map_err(|e| ferro_core::Error::io(&header.path, e))?;
+        Ok(qtensor_from_ggml(dtype, &bytes, dims, &self.device)?)
+    }
+}
+
+/// Absolute start and byte size of tensor `i`, with overflow and type checks.
+fn gguf_extent(header: &GgufFile, i: usize) -> Result<(u64, u64)> {
+    let t = &header.tensors[i];
+    let bad = |msg: String| NnError::Format {
+        file: header.path.clone(),
+        msg,
+    };
+    let dtype = ggml_dtype(t.ggml_type).ok_or_else(|| NnError::UnsupportedType {
+        file: header.path.clone(),
+        name: t.name.clone(),
+        ty: format!("ggml type {}", t.ggml_type),
+    })?;
+    let elems = t
+        .dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            bad(format!(
+                "tensor `{}` has absurd dimensions {:?}",
+                t.name, t.dims
+            ))
+        })?;
+    let block = dtype.block_size() as u64;
+    if elems % block != 0 {
+        return Err(bad(format!(
+            "tensor `{}`: {elems} elements are not a whole number of {block}-element blocks",
+            t.name
+        )));
+    }
+    let size = (elems / block)
+        .checked_mul(dtype.type_size() as u64)
+        .ok_or_else(|| {
+            bad(format!(
+                "tensor `{}` has absurd dimensions {:?}",
+                t.name, t.dims
+            ))
+        })?;
+    let start = header.data_offset.checked_add(t.offset).ok_or_else(|| {
+        bad(format!(
+            "tensor `{}` has an absurd offset {}",
+            t.name, t.offset
+        ))
+    })?;
+    Ok((start, size))
+}
+
+/// Checks a safetensors header before mapping: its declared length must fit the file.
+fn check_safetensors_header(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| ferro_core::Error::io(path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| ferro_core::Error::io(path, e))?
+        .len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0).map_err(|_| NnError::Format {
+        file: path.into(),
+        msg: format!("{len} bytes: too short for a safetensors header"),
+    })?;
+    let header_len = u64::from_le_bytes(n);
+    if header_len.saturating_add(8) > len {
+        return Err(NnError::Format {
+            file: path.into(),
+            msg: format!("the header claims {header_len} bytes but the file holds {len} (truncated or not safetensors)"),
+        });
+    }
+    Ok(())
+}
