@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answer one message with a chat model, streaming only the new text.
+    Run(commands::run::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::Args),
     /// Print the text of a JSON array of token ids.
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => commands::run::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::Template(a) => commands::template::run(a),

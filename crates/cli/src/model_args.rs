@@ -31,12 +31,17 @@ impl ModelArgs {
         }
     }
 
-    pub fn tokenizer(&self) -> Result<Tokenizer> {
-        let spec = self.spec()?;
+    /// Hub options from the environment, with `--revision`.
+    pub fn hub_options(&self) -> HubOptions {
         let mut hub = HubOptions::from_env();
         hub.revision = self.revision.clone();
+        hub
+    }
+
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let spec = self.spec()?;
         let opts = TokenizerLoadOptions {
-            hub,
+            hub: self.hub_options(),
             gguf_file: self.gguf_file.clone(),
         };
         AutoTokenizer::from_pretrained_with(&spec, &opts)

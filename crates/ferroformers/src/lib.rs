@@ -11,11 +11,15 @@
 //! ```
 
 pub use ferro_core as core;
+pub use ferro_generate as generate;
+pub use ferro_models as models;
 pub use ferro_tokenizers as tokenizers;
 
 /// The names a transformers user reaches for.
 pub mod prelude {
     pub use ferro_core::{HubOptions, ModelSource};
+    pub use ferro_generate::{generate_streaming, Generate, GenerateOutput, GenerationConfig};
+    pub use ferro_models::{AutoModelForCausalLM, CausalLm, LoadOptions};
     pub use ferro_tokenizers::{
         AutoTokenizer, ChatMessage, ChatTemplateOptions, EncodeOptions, Padding, Side, Tokenizer,
         TokenizerLoadOptions,

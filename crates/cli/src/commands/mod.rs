@@ -1,4 +1,5 @@
 pub mod detokenize;
+pub mod run;
 pub mod template;
 pub mod tokenize;
 

@@ -1,0 +1,183 @@
+//! `AutoModelForCausalLM::from_pretrained`: resolve the model, read its config (config.json
+//! or GGUF metadata), pick the architecture, load its weights.
+
+use candle_core::{DType, Device, Tensor};
+use ferro_core::{GgufFile, HubOptions, ModelSource};
+use ferro_nn::{KvCache, Weights};
+
+use crate::config::{Architecture, CausalLmConfig};
+use crate::error::{ModelError, Result};
+use crate::gguf_names::llama_family_gguf_name;
+use crate::llama::LlamaForCausalLM;
+
+/// How to load a model, as transformers' `from_pretrained` keyword arguments.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Dtype of dense weights and activations (f32 by default).
+    pub dtype: DType,
+    pub device: Device,
+    /// Which `.gguf` of a folder or repo (transformers' `gguf_file=`).
+    pub gguf_file: Option<String>,
+    /// Expand quantized GGUF weights to `dtype` instead of multiplying them quantized.
+    pub dequantize: bool,
+    pub hub: HubOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            gguf_file: None,
+            dequantize: false,
+            hub: HubOptions::from_env(),
+        }
+    }
+}
+
+/// A loaded causal language model.
+#[derive(Debug, Clone)]
+pub struct CausalLm {
+    model: LlamaForCausalLM,
+    pub config: CausalLmConfig,
+    pub device: Device,
+}
+
+/// transformers' `AutoModelForCausalLM`.
+pub struct AutoModelForCausalLM;
+
+impl AutoModelForCausalLM {
+    pub fn from_pretrained(model: &str, opts: &LoadOptions) -> Result<CausalLm> {
+        let source = ModelSource::resolve(model, &opts.hub)?;
+        Self::from_source(&source, opts)
+    }
+
+    pub fn from_source(source: &ModelSource, opts: &LoadOptions) -> Result<CausalLm> {
+        if let Some(path) = source.gguf(opts.gguf_file.as_deref())? {
+            let header = GgufFile::open(&path)?;
+            let config = CausalLmConfig::from_gguf(&header)?;
+            if config.architecture == Architecture::Llama {
+                // llama.cpp stores Llama's q/k rows permuted for its interleaved rotary layout.
+                return Err(ModelError::Unsupported(format!(
+                    "{}: Llama GGUF files (permuted q/k weights) are not supported yet; use the safetensors checkpoint",
+                    path.display()
+                )));
+            }
+            let weights = Weights::from_gguf(
+                header,
+                llama_family_gguf_name,
+                &opts.device,
+                opts.dtype,
+                opts.dequantize,
+            )?;
+            let model = LlamaForCausalLM::load(&weights, &config)?;
+            return Ok(CausalLm {
+                model,
+                config,
+                device: opts.device.clone(),
+            });
+        }
+        let config_path = source.required_file("config.json")?;
+        let generation_eos = match source.optional_file("generation_config.json")? {
+            Some(p) => generation_eos(&p)?,
+            None => Vec::new(),
+        };
+        let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
+        let files = safetensors_files(source)?;
+        let weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+        let model = LlamaForCausalLM::load(&weights, &config)?;
+        Ok(CausalLm {
+            model,
+            config,
+            device: opts.device.clone(),
+        })
+    }
+}
+
+/// `eos_token_id` of generation_config.json (an id or a list).
+fn generation_eos(path: &std::path::Path) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+        file: path.into(),
+        msg: e.to_string(),
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        file: path.into(),
+        msg: format!("invalid JSON: {e}"),
+    })?;
+    Ok(match v.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// model.safetensors, or the shards model.safetensors.index.json lists.
+fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
+    if let Some(p) = source.optional_file("model.safetensors")? {
+        return Ok(vec![p]);
+    }
+    let Some(index) = source.optional_file("model.safetensors.index.json")? else {
+        return Err(ModelError::NoWeights {
+            model: source.describe(),
+            reason: "no model.safetensors, model.safetensors.index.json or .gguf file".into(),
+        });
+    };
+    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Config {
+        file: index.clone(),
+        msg: e.to_string(),
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        file: index.clone(),
+        msg: format!("invalid JSON: {e}"),
+    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config {
+            file: index.clone(),
+            msg: "no `weight_map` object".into(),
+        })?;
+    let mut shards: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+        .into_iter()
+        .map(|s| source.required_file(s).map_err(ModelError::from))
+        .collect()
+}
+
+impl CausalLm {
+    /// One empty KV cache per layer.
+    pub fn new_cache(&self) -> Vec<KvCache> {
+        vec![KvCache::default(); self.model.num_layers()]
+    }
+
+    /// The longest sequence (prompt + generated) the model takes.
+    pub fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    /// Runs `ids (b, t)` at the positions after what `cache` holds; returns f32 logits
+    /// `(b, t, vocab)`, or `(b, 1, vocab)` with `last_only`.
+    pub fn forward(&self, ids: &Tensor, cache: &mut [KvCache], last_only: bool) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let start = cache.first().map_or(0, KvCache::len);
+        if start + t > self.max_positions() {
+            return Err(ModelError::InvalidArgument {
+                param: "input_ids",
+                msg: format!(
+                    "{} positions exceed the model's context of {}",
+                    start + t,
+                    self.max_positions()
+                ),
+            });
+        }
+        self.model.forward(ids, cache, last_only)
+    }
+}

@@ -1,0 +1,12 @@
+//! ferroformers architectures and `AutoModelForCausalLM`. Each architecture is one file
+//! built from ferro-nn blocks; GGUF and safetensors load into the same code.
+
+pub mod auto;
+pub mod config;
+pub mod error;
+pub mod gguf_names;
+pub mod llama;
+
+pub use auto::{AutoModelForCausalLM, CausalLm, LoadOptions};
+pub use config::{Architecture, CausalLmConfig};
+pub use error::{ModelError, Result};

@@ -1,0 +1,137 @@
+//! The Llama decoder, and the architectures that are Llama with one change:
+//! Qwen2 (QKV biases) and Mistral (sliding-window attention). Reads top to bottom like
+//! transformers' modeling_llama.py, built from ferro-nn blocks.
+
+use candle_core::{DType, Tensor};
+use ferro_nn::{
+    Activation, Attention, AttentionConfig, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    RotaryEmbedding, Weights,
+};
+
+use crate::config::CausalLmConfig;
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+struct LlamaDecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: GatedMlp,
+}
+
+impl LlamaDecoderLayer {
+    fn load(w: &Weights, cfg: &CausalLmConfig, i: usize) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let h = cfg.hidden_size;
+        let attn = AttentionConfig {
+            hidden_size: h,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            qkv_bias: cfg.attention_bias, // differs from Llama in Qwen2: QKV biases
+            qk_norm: None,
+            scale: 1.0 / (cfg.head_dim as f64).sqrt(),
+            sliding_window: cfg.sliding_window, // differs from Llama in Mistral: sliding window
+        };
+        Ok(Self {
+            input_layernorm: RmsNorm::load(
+                w,
+                &format!("{p}.input_layernorm.weight"),
+                h,
+                cfg.rms_norm_eps,
+                0.0,
+            )?,
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), attn)?,
+            post_attention_layernorm: RmsNorm::load(
+                w,
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                cfg.rms_norm_eps,
+                0.0,
+            )?,
+            mlp: GatedMlp::load(
+                w,
+                &format!("{p}.mlp"),
+                h,
+                cfg.intermediate_size,
+                Activation::Silu,
+            )?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cache: &mut KvCache) -> Result<Tensor> {
+        let residual = x;
+        let h = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, cache)?;
+        let x = (residual + h)?;
+        let h = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// `LlamaForCausalLM` (and `Qwen2ForCausalLM`, `MistralForCausalLM`).
+#[derive(Debug, Clone)]
+pub struct LlamaForCausalLM {
+    embed_tokens: Embedding,
+    layers: Vec<LlamaDecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: RotaryEmbedding,
+    dtype: DType,
+}
+
+impl LlamaForCausalLM {
+    pub fn load(w: &Weights, cfg: &CausalLmConfig) -> Result<Self> {
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_tokens = Embedding::load(w, "model.embed_tokens.weight", v, h)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| LlamaDecoderLayer::load(w, cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let head = if cfg.tie_word_embeddings {
+            "model.embed_tokens"
+        } else {
+            "lm_head"
+        };
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::load(w, "model.norm.weight", h, cfg.rms_norm_eps, 0.0)?,
+            lm_head: Linear::load(w, head, h, v, false)?,
+            rotary: RotaryEmbedding::new(
+                cfg.rope_theta,
+                cfg.head_dim,
+                cfg.max_position_embeddings,
+                &cfg.rope_scaling,
+                &w.device,
+            )?,
+            dtype: w.dtype,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// `input_ids (b, t)` → logits `(b, t_out, vocab)` in f32; with `last_only`, only the
+    /// last position's logits (`t_out = 1`), which is all generation needs.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        caches: &mut [KvCache],
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let mut x = self.embed_tokens.forward(input_ids, self.dtype)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            x = layer.forward(&x, &self.rotary, cache)?;
+        }
+        if last_only {
+            let t = x.dim(1)?;
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let x = self.norm.forward(&x)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}
