@@ -84,8 +84,12 @@ impl Generate for CausalLm {
         let mut seq = input_ids.to_vec();
         let budget = cfg.max_new_tokens.min(context - input_ids.len());
         let mut next_input = Tensor::new(input_ids, &self.device)?.unsqueeze(0)?;
-        for _ in 0..budget {
+        let started = std::time::Instant::now();
+        for step in 0..budget {
             let logits = self.forward(&next_input, &mut cache, true)?;
+            if step == 0 {
+                tracing::debug!(prompt_tokens = input_ids.len(), elapsed = ?started.elapsed(), "prefill");
+            }
             let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
             apply_repetition_penalty(&mut logits, &seq, cfg.repetition_penalty);
             let token = if cfg.do_sample {

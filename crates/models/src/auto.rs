@@ -53,8 +53,10 @@ impl AutoModelForCausalLM {
     }
 
     pub fn from_source(source: &ModelSource, opts: &LoadOptions) -> Result<CausalLm> {
+        let start = std::time::Instant::now();
         if let Some(path) = source.gguf(opts.gguf_file.as_deref())? {
             let header = GgufFile::open(&path)?;
+            tracing::debug!(elapsed = ?start.elapsed(), "read GGUF header");
             let config = CausalLmConfig::from_gguf(&header)?;
             if config.architecture == Architecture::Llama {
                 // llama.cpp stores Llama's q/k rows permuted for its interleaved rotary layout.

@@ -1,0 +1,149 @@
+//! Qwen2.5-Coder-0.5B-Instruct GGUF against transformers 5.24 (which dequantizes the GGUF
+//! to f32): greedy continuations and last-position logits (reference data:
+//! scripts/make_causal_lm_refs.py). A divergence is accepted only at a step where
+//! transformers' own top-2 logit gap is below 0.01 (a near-tie that float rounding may
+//! break either way); the test says when that happens.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use ferro_core::PackagedModel;
+use ferro_generate::{Generate, GenerationConfig};
+use ferro_models::{AutoModelForCausalLM, CausalLm, LoadOptions};
+use serde_json::Value;
+
+const NEAR_TIE: f64 = 0.01;
+
+fn reference() -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/causal_lm/qwen2.5-coder-0.5b-instruct.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn load(dequantize: bool) -> CausalLm {
+    let path = PackagedModel::Qwen25Coder05BInstruct
+        .require()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opts = LoadOptions {
+        dequantize,
+        ..LoadOptions::default()
+    };
+    AutoModelForCausalLM::from_pretrained(path.to_str().unwrap(), &opts).unwrap()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Compares `ours` with transformers' tokens over the first `n`; returns a note when they
+/// part at a near-tie, fails when they part anywhere else.
+fn compare_tokens(
+    name: &str,
+    ours: &[u32],
+    want: &[u32],
+    gaps: &[f64],
+    n: usize,
+) -> Option<String> {
+    let n = n.min(want.len());
+    for step in 0..n {
+        if ours.get(step) != Some(&want[step]) {
+            let gap = gaps[step];
+            assert!(
+                gap < NEAR_TIE,
+                "{name}: step {step} differs (ours {:?}, transformers {}) where transformers' top-2 gap is {gap:.4} (>= {NEAR_TIE})\nours: {ours:?}\nwant: {want:?}",
+                ours.get(step),
+                want[step]
+            );
+            return Some(format!(
+                "{name}: parted at step {step}, a near-tie (gap {gap:.5})"
+            ));
+        }
+    }
+    None
+}
+
+#[test]
+fn dequantized_f32_matches_transformers() {
+    let r = reference();
+    let model = load(true);
+    let eos = u32s(&r["generation"]["eos_ids"]);
+    let mut notes = Vec::new();
+    for case in r["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let input_ids = u32s(&case["input_ids"]);
+        let want = u32s(&case["new_tokens"]);
+        let gaps: Vec<f64> = serde_json::from_value(case["gaps"].clone()).unwrap();
+
+        // Last-position logits of one forward over the prompt.
+        let mut cache = model.new_cache();
+        let ids = Tensor::new(input_ids.as_slice(), &model.device)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<f32> = model
+            .forward(&ids, &mut cache, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for pair in case["forward_last"]["top"].as_array().unwrap() {
+            let (id, want_logit) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap(),
+            );
+            let diff = (f64::from(logits[id]) - want_logit).abs();
+            assert!(
+                diff < 1e-3,
+                "{name}: logit of token {id} is {} vs transformers {want_logit} (diff {diff})",
+                logits[id]
+            );
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = f64::from(max)
+            + logits
+                .iter()
+                .map(|&l| f64::from(l - max).exp())
+                .sum::<f64>()
+                .ln();
+        let want_lse = case["forward_last"]["logsumexp"].as_f64().unwrap();
+        assert!(
+            (lse - want_lse).abs() < 1e-3,
+            "{name}: logsumexp {lse} vs {want_lse}"
+        );
+
+        let cfg = GenerationConfig {
+            max_new_tokens: 32,
+            eos_token_ids: eos.clone(),
+            ..GenerationConfig::greedy(32)
+        };
+        let out = model.generate(&input_ids, &cfg).unwrap();
+        notes.extend(compare_tokens(name, out.new_tokens(0), &want, &gaps, 32));
+    }
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+}
+
+#[test]
+fn quantized_kernels_match_the_first_8_tokens() {
+    let r = reference();
+    let model = load(false);
+    let eos = u32s(&r["generation"]["eos_ids"]);
+    for case in r["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let input_ids = u32s(&case["input_ids"]);
+        let want = u32s(&case["new_tokens"]);
+        let gaps: Vec<f64> = serde_json::from_value(case["gaps"].clone()).unwrap();
+        let cfg = GenerationConfig {
+            eos_token_ids: eos.clone(),
+            ..GenerationConfig::greedy(8)
+        };
+        let out = model.generate(&input_ids, &cfg).unwrap();
+        if let Some(n) = compare_tokens(name, out.new_tokens(0), &want, &gaps, 8) {
+            eprintln!("note: {n}");
+        }
+    }
+}
