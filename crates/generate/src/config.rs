@@ -17,8 +17,8 @@ pub struct GenerationConfig {
     pub repetition_penalty: f32,
     /// Seed of the sampler; the same seed gives the same text.
     pub seed: u64,
-    /// Tokens that end generation; empty means the model's own.
-    pub eos_token_ids: Vec<u32>,
+    /// Tokens that end generation: `None` means the model's own; an empty list, none.
+    pub eos_token_ids: Option<Vec<u32>>,
 }
 
 impl Default for GenerationConfig {
@@ -31,7 +31,7 @@ impl Default for GenerationConfig {
             top_p: 1.0,
             repetition_penalty: 1.0,
             seed: 0,
-            eos_token_ids: Vec::new(),
+            eos_token_ids: None,
         }
     }
 }

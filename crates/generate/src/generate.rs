@@ -67,11 +67,10 @@ impl Generate for CausalLm {
                 ),
             });
         }
-        let eos: &[u32] = if cfg.eos_token_ids.is_empty() {
-            &self.config.eos_token_ids
-        } else {
-            &cfg.eos_token_ids
-        };
+        let eos: &[u32] = cfg
+            .eos_token_ids
+            .as_deref()
+            .unwrap_or(&self.config.eos_token_ids);
         let vocab = self.config.vocab_size as u32;
         if let Some(&bad) = input_ids.iter().find(|&&id| id >= vocab) {
             return Err(GenerateError::InvalidArgument {

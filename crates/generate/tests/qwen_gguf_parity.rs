@@ -116,7 +116,7 @@ fn dequantized_f32_matches_transformers() {
 
         let cfg = GenerationConfig {
             max_new_tokens: 32,
-            eos_token_ids: eos.clone(),
+            eos_token_ids: Some(eos.clone()),
             ..GenerationConfig::greedy(32)
         };
         let out = model.generate(&input_ids, &cfg).unwrap();
@@ -138,7 +138,7 @@ fn quantized_kernels_match_the_first_8_tokens() {
         let want = u32s(&case["new_tokens"]);
         let gaps: Vec<f64> = serde_json::from_value(case["gaps"].clone()).unwrap();
         let cfg = GenerationConfig {
-            eos_token_ids: eos.clone(),
+            eos_token_ids: Some(eos.clone()),
             ..GenerationConfig::greedy(8)
         };
         let out = model.generate(&input_ids, &cfg).unwrap();

@@ -37,7 +37,7 @@ impl RotaryEmbedding {
         scaling: &RopeScaling,
         device: &Device,
     ) -> Result<Self> {
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if !head_dim.is_multiple_of(2) || head_dim == 0 {
             return Err(NnError::InvalidArgument {
                 param: "head_dim",
                 msg: format!("{head_dim} is not a positive even number"),

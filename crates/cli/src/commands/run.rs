@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(if sampling { 0 } else { defaults.top_k }),
         repetition_penalty: args.repetition_penalty,
         seed: args.seed,
-        eos_token_ids: tokenizer.eos_token_ids.clone(),
+        eos_token_ids: Some(tokenizer.eos_token_ids.clone()).filter(|e| !e.is_empty()),
     };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;

@@ -1,0 +1,157 @@
+//! Tiny random Llama / Llama-3-rope / Qwen2 / Mistral checkpoints saved by transformers
+//! (scripts/make_tiny_checkpoints.py): logits within 1e-4 of transformers' (f32), greedy
+//! continuations identical, and the model invariants (cached decoding equals a full forward;
+//! a batch equals its items).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use candle_core::Tensor;
+use ferro_generate::{Generate, GenerationConfig};
+use ferro_models::{AutoModelForCausalLM, CausalLm, LoadOptions};
+use serde_json::Value;
+
+fn folder(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/causal_lm/tiny")
+        .join(name)
+}
+
+fn load(name: &str) -> (CausalLm, Value) {
+    let dir = folder(name);
+    let model =
+        AutoModelForCausalLM::from_pretrained(dir.to_str().unwrap(), &LoadOptions::default())
+            .unwrap();
+    let r = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+        .unwrap();
+    (model, r)
+}
+
+fn forward_all(model: &CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache();
+    let x = Tensor::new(ids, &model.device)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .forward(&x, &mut cache, false)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+fn check(name: &str) {
+    let (model, r) = load(name);
+    let prompt: Vec<u32> = serde_json::from_value(r["prompt_ids"].clone()).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(r["logits"].clone()).unwrap();
+    let got = forward_all(&model, &prompt);
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(&want) {
+        for (a, b) in g.iter().zip(w) {
+            worst = worst.max((f64::from(*a) - b).abs());
+        }
+    }
+    assert!(
+        worst < 1e-4,
+        "{name}: logits differ from transformers by up to {worst}"
+    );
+
+    let want_new: Vec<u32> = serde_json::from_value(r["greedy_new_tokens"].clone()).unwrap();
+    let cfg = GenerationConfig {
+        eos_token_ids: Some(Vec::new()),
+        ..GenerationConfig::greedy(want_new.len())
+    };
+    let out = model.generate(&prompt, &cfg).unwrap();
+    assert_eq!(
+        out.new_tokens(0),
+        want_new.as_slice(),
+        "{name}: greedy continuation"
+    );
+
+    // Cached, token-by-token decoding equals one forward over the whole sequence.
+    let full: Vec<u32> = out.sequences[0].clone();
+    let last_full = forward_all(&model, &full).pop().unwrap();
+    let mut cache = model.new_cache();
+    let mut last_step = Vec::new();
+    for chunk in [&full[..7], &full[7..19]]
+        .into_iter()
+        .chain(full[19..].chunks(1))
+    {
+        let x = Tensor::new(chunk, &model.device)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        last_step = model
+            .forward(&x, &mut cache, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+    }
+    let diff = last_full
+        .iter()
+        .zip(&last_step)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "{name}: cached decoding differs from a full forward by {diff}"
+    );
+    let want_last: Vec<f64> = serde_json::from_value(r["full_logits_last"].clone()).unwrap();
+    let diff = last_full
+        .iter()
+        .zip(&want_last)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0f64, f64::max);
+    assert!(
+        diff < 1e-4,
+        "{name}: last logits over prompt + continuation differ from transformers by {diff}"
+    );
+
+    // A batch of two equals its items run alone.
+    let other: Vec<u32> = prompt.iter().rev().copied().collect();
+    let mut cache = model.new_cache();
+    let both = Tensor::new(vec![prompt.clone(), other.clone()], &model.device).unwrap();
+    let batch: Vec<Vec<Vec<f32>>> = model
+        .forward(&both, &mut cache, false)
+        .unwrap()
+        .to_vec3()
+        .unwrap();
+    for (row, ids) in batch.iter().zip([&prompt, &other]) {
+        let alone = forward_all(&model, ids);
+        let diff = row
+            .iter()
+            .flatten()
+            .zip(alone.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-5,
+            "{name}: batched logits differ from single by {diff}"
+        );
+    }
+}
+
+#[test]
+fn tiny_llama() {
+    check("llama");
+}
+
+#[test]
+fn tiny_llama3_rope_scaling() {
+    check("llama3");
+}
+
+#[test]
+fn tiny_qwen2_tied_embeddings_and_qkv_bias() {
+    check("qwen2");
+}
+
+#[test]
+fn tiny_mistral_sliding_window() {
+    check("mistral");
+}
