@@ -444,15 +444,51 @@ pub mod writer {
 
     /// Serializes a version-3 GGUF with the given metadata and no tensors.
     pub fn metadata_only(metadata: &[(&str, GgufValue)]) -> Vec<u8> {
+        with_tensors(metadata, &[])
+    }
+
+    /// One tensor to write: name, dims (innermost first, as GGUF stores them), ggml type
+    /// id, and its raw bytes (written at the next 32-byte boundary).
+    pub struct RawTensor<'a> {
+        pub name: &'a str,
+        pub dims: Vec<u64>,
+        pub ggml_type: u32,
+        pub data: &'a [u8],
+    }
+
+    /// Serializes a version-3 GGUF with metadata and tensors (alignment 32).
+    pub fn with_tensors(metadata: &[(&str, GgufValue)], tensors: &[RawTensor]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend(b"GGUF");
         out.extend(3u32.to_le_bytes());
-        out.extend(0u64.to_le_bytes());
+        out.extend((tensors.len() as u64).to_le_bytes());
         out.extend((metadata.len() as u64).to_le_bytes());
         for (key, value) in metadata {
             put_str(&mut out, key);
             out.extend(type_id(value).to_le_bytes());
             put_value(&mut out, value);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for t in tensors {
+            put_str(&mut out, t.name);
+            out.extend((t.dims.len() as u32).to_le_bytes());
+            for d in &t.dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(t.ggml_type.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + t.data.len() as u64).div_ceil(32) * 32;
+        }
+        if tensors.is_empty() {
+            return out;
+        }
+        let data_start = (out.len() as u64).div_ceil(32) * 32;
+        out.resize(data_start as usize, 0);
+        for (t, off) in tensors.iter().zip(offsets) {
+            out.resize((data_start + off) as usize, 0);
+            out.extend(t.data);
         }
         out
     }

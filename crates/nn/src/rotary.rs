@@ -22,14 +22,17 @@ pub enum RopeScaling {
     },
 }
 
+/// Angles are computed for the positions each call needs, not tabled for the whole
+/// context (a 32k-token table would cost ~12 MB for nothing).
 #[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
-    cos: Tensor,
-    sin: Tensor,
+    /// `(1, head_dim / 2)`, f32.
+    inv_freq: Tensor,
+    max_positions: usize,
 }
 
 impl RotaryEmbedding {
-    /// Tables for positions `0..max_positions` of a `head_dim`-wide head.
+    /// Rotary embedding of a `head_dim`-wide head for positions `0..max_positions`.
     pub fn new(
         theta: f64,
         head_dim: usize,
@@ -73,36 +76,36 @@ impl RotaryEmbedding {
         // transformers computes the angles in f32.
         let inv_freq: Vec<f32> = inv_freq.iter().map(|&f| f as f32).collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
-        let positions = Tensor::arange(0u32, max_positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_positions, 1))?;
-        let freqs = positions.matmul(&inv_freq)?;
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            inv_freq,
+            max_positions,
         })
     }
 
-    /// How many positions the tables cover.
+    /// How many positions the model takes.
     pub fn max_positions(&self) -> usize {
-        self.cos.dim(0).unwrap_or(0)
+        self.max_positions
     }
 
     /// Rotates `q` and `k` of shape `(b, heads, t, head_dim)` for positions `offset..offset+t`.
     pub fn apply(&self, q: &Tensor, k: &Tensor, offset: usize) -> Result<(Tensor, Tensor)> {
         let t = q.dim(2)?;
-        if offset + t > self.max_positions() {
+        if offset + t > self.max_positions {
             return Err(NnError::InvalidArgument {
                 param: "positions",
                 msg: format!(
                     "position {} is past the model's context of {}",
                     offset + t,
-                    self.max_positions()
+                    self.max_positions
                 ),
             });
         }
-        let cos = self.cos.narrow(0, offset, t)?.to_dtype(q.dtype())?;
-        let sin = self.sin.narrow(0, offset, t)?.to_dtype(q.dtype())?;
+        let positions = Tensor::arange(offset as u32, (offset + t) as u32, q.device())?
+            .to_dtype(DType::F32)?
+            .reshape((t, 1))?;
+        let freqs = positions.matmul(&self.inv_freq)?;
+        let cos = freqs.cos()?.to_dtype(q.dtype())?;
+        let sin = freqs.sin()?.to_dtype(q.dtype())?;
         let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
         Ok((q, k))

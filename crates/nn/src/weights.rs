@@ -8,7 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QTensor};
+use candle_core::quantized::{
+    ggml_file::qtensor_from_ggml, GgmlDType, QStorage, QTensor, QuantizedType,
+};
 use candle_core::{DType, Device, Tensor};
 use ferro_core::GgufFile;
 
@@ -89,12 +91,15 @@ impl Weights {
 
     /// Opens a GGUF file; `name_map` translates the architecture's weight names.
     pub fn from_gguf(
-        header: GgufFile,
+        mut header: GgufFile,
         name_map: GgufNameMap,
         device: &Device,
         dtype: DType,
         dequantize: bool,
     ) -> Result<Self> {
+        // Only the tensor directory is needed from here on; the vocabulary arrays in the
+        // metadata take tens of MB.
+        header.metadata.clear();
         let file = File::open(&header.path).map_err(|e| ferro_core::Error::io(&header.path, e))?;
         let len = file
             .metadata()
@@ -218,11 +223,74 @@ impl Weights {
             ty: format!("ggml type {}", info.ggml_type),
         })?;
         let (start, size) = gguf_extent(header, i)?;
+        if self.device.is_cpu() {
+            // Read straight into the block storage: no second copy of the largest tensors
+            // (the embedding table is ~150 MB) while loading.
+            let storage = read_cpu_storage(file, start, size, dtype)
+                .map_err(|e| ferro_core::Error::io(&header.path, e))?;
+            return Ok(QTensor::new(QStorage::Cpu(storage), dims)?);
+        }
         let mut bytes = vec![0u8; size as usize];
         file.read_exact_at(&mut bytes, start)
             .map_err(|e| ferro_core::Error::io(&header.path, e))?;
         Ok(qtensor_from_ggml(dtype, &bytes, dims, &self.device)?)
     }
+}
+
+/// Reads `size` bytes at `start` as blocks of `dtype`.
+fn read_cpu_storage(
+    file: &File,
+    start: u64,
+    size: u64,
+    dtype: GgmlDType,
+) -> std::io::Result<Box<dyn QuantizedType>> {
+    use candle_core::quantized::k_quants::*;
+    Ok(match dtype {
+        GgmlDType::F32 => Box::new(read_blocks::<f32>(file, start, size)?),
+        GgmlDType::F16 => Box::new(read_blocks::<half::f16>(file, start, size)?),
+        GgmlDType::BF16 => Box::new(read_blocks::<half::bf16>(file, start, size)?),
+        GgmlDType::Q4_0 => Box::new(read_blocks::<BlockQ4_0>(file, start, size)?),
+        GgmlDType::Q4_1 => Box::new(read_blocks::<BlockQ4_1>(file, start, size)?),
+        GgmlDType::Q5_0 => Box::new(read_blocks::<BlockQ5_0>(file, start, size)?),
+        GgmlDType::Q5_1 => Box::new(read_blocks::<BlockQ5_1>(file, start, size)?),
+        GgmlDType::Q8_0 => Box::new(read_blocks::<BlockQ8_0>(file, start, size)?),
+        GgmlDType::Q8_1 => Box::new(read_blocks::<BlockQ8_1>(file, start, size)?),
+        GgmlDType::Q2K => Box::new(read_blocks::<BlockQ2K>(file, start, size)?),
+        GgmlDType::Q3K => Box::new(read_blocks::<BlockQ3K>(file, start, size)?),
+        GgmlDType::Q4K => Box::new(read_blocks::<BlockQ4K>(file, start, size)?),
+        GgmlDType::Q5K => Box::new(read_blocks::<BlockQ5K>(file, start, size)?),
+        GgmlDType::Q6K => Box::new(read_blocks::<BlockQ6K>(file, start, size)?),
+        GgmlDType::Q8K => Box::new(read_blocks::<BlockQ8K>(file, start, size)?),
+    })
+}
+
+/// `size` bytes of the file at `start` as a vector of `T`: ggml blocks, which are
+/// `#[repr(C)]` records of integers and halves, so every byte pattern is a valid value.
+fn read_blocks<T: candle_core::quantized::k_quants::GgmlType>(
+    file: &File,
+    start: u64,
+    size: u64,
+) -> std::io::Result<Vec<T>> {
+    let item = std::mem::size_of::<T>();
+    let size = usize::try_from(size).map_err(|_| std::io::Error::other("tensor too large"))?;
+    if item == 0 || size % item != 0 {
+        return Err(std::io::Error::other(format!(
+            "{size} bytes are not a whole number of {item}-byte blocks"
+        )));
+    }
+    let n = size / item;
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    // SAFETY: the allocation holds `n * item` bytes; we zero them (a valid value of every
+    // block type) before viewing them as bytes, fill them from the file, and only then
+    // set the length. T is plain data (see above), so any bytes read form valid values.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::write_bytes(v.as_mut_ptr(), 0, n);
+        let bytes = std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), size);
+        file.read_exact_at(bytes, start)?;
+        v.set_len(n);
+    }
+    Ok(v)
 }
 
 /// Absolute start and byte size of tensor `i`, with overflow and type checks.
