@@ -155,3 +155,8 @@ fn tiny_qwen2_tied_embeddings_and_qkv_bias() {
 fn tiny_mistral_sliding_window() {
     check("mistral");
 }
+
+#[test]
+fn tiny_gemma3_sliding_and_global_layers() {
+    check("gemma3");
+}

@@ -7,7 +7,8 @@ use ferro_nn::{KvCache, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
-use crate::gguf_names::llama_family_gguf_name;
+use crate::gemma3::Gemma3ForCausalLM;
+use crate::gguf_names::{gemma3_gguf_name, llama_family_gguf_name};
 use crate::llama::LlamaForCausalLM;
 
 /// How to load a model, as transformers' `from_pretrained` keyword arguments.
@@ -35,10 +36,28 @@ impl Default for LoadOptions {
     }
 }
 
+/// The architecture-specific model behind `CausalLm`.
+#[derive(Debug, Clone)]
+enum Model {
+    Llama(LlamaForCausalLM),
+    Gemma3(Gemma3ForCausalLM),
+}
+
+impl Model {
+    fn load(w: &Weights, config: &CausalLmConfig) -> Result<Self> {
+        Ok(match config.architecture {
+            Architecture::Llama | Architecture::Qwen2 | Architecture::Mistral => {
+                Model::Llama(LlamaForCausalLM::load(w, config)?)
+            }
+            Architecture::Gemma3 => Model::Gemma3(Gemma3ForCausalLM::load(w, config)?),
+        })
+    }
+}
+
 /// A loaded causal language model.
 #[derive(Debug, Clone)]
 pub struct CausalLm {
-    model: LlamaForCausalLM,
+    model: Model,
     pub config: CausalLmConfig,
     pub device: Device,
 }
@@ -65,14 +84,13 @@ impl AutoModelForCausalLM {
                     path.display()
                 )));
             }
-            let weights = Weights::from_gguf(
-                header,
-                llama_family_gguf_name,
-                &opts.device,
-                opts.dtype,
-                opts.dequantize,
-            )?;
-            let model = LlamaForCausalLM::load(&weights, &config)?;
+            let name_map = match config.architecture {
+                Architecture::Gemma3 => gemma3_gguf_name,
+                _ => llama_family_gguf_name,
+            };
+            let weights =
+                Weights::from_gguf(header, name_map, &opts.device, opts.dtype, opts.dequantize)?;
+            let model = Model::load(&weights, &config)?;
             return Ok(CausalLm {
                 model,
                 config,
@@ -87,7 +105,7 @@ impl AutoModelForCausalLM {
         let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
         let files = safetensors_files(source)?;
         let weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
-        let model = LlamaForCausalLM::load(&weights, &config)?;
+        let model = Model::load(&weights, &config)?;
         Ok(CausalLm {
             model,
             config,
@@ -157,7 +175,11 @@ fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
 impl CausalLm {
     /// One empty KV cache per layer.
     pub fn new_cache(&self) -> Vec<KvCache> {
-        vec![KvCache::default(); self.model.num_layers()]
+        let layers = match &self.model {
+            Model::Llama(m) => m.num_layers(),
+            Model::Gemma3(m) => m.num_layers(),
+        };
+        vec![KvCache::default(); layers]
     }
 
     /// The longest sequence (prompt + generated) the model takes.
@@ -180,6 +202,9 @@ impl CausalLm {
                 ),
             });
         }
-        self.model.forward(ids, cache, last_only)
+        match &self.model {
+            Model::Llama(m) => m.forward(ids, cache, last_only),
+            Model::Gemma3(m) => m.forward(ids, cache, last_only),
+        }
     }
 }

@@ -16,6 +16,7 @@ pub enum Architecture {
     Llama,
     Qwen2,
     Mistral,
+    Gemma3,
 }
 
 impl Architecture {
@@ -25,6 +26,7 @@ impl Architecture {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
             "mistral" => Architecture::Mistral,
+            "gemma3_text" => Architecture::Gemma3,
             _ => return None,
         })
     }
@@ -51,6 +53,28 @@ pub struct CausalLmConfig {
     pub attention_bias: bool,
     /// Token ids that end generation, from generation_config.json or the GGUF.
     pub eos_token_ids: Vec<u32>,
+    /// What only Gemma 3 has.
+    pub gemma3: Option<Gemma3Params>,
+}
+
+/// Gemma 3's extras: sliding and global layers with their own rope bases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma3Params {
+    /// Per layer: true for sliding-window attention, false for global attention.
+    pub sliding_layers: Vec<bool>,
+    pub sliding_window: usize,
+    /// Rope base of the sliding layers (the global ones use `rope_theta`).
+    pub rope_local_theta: f64,
+    /// Scores are scaled by `query_pre_attn_scalar^-0.5`.
+    pub query_pre_attn_scalar: f64,
+    pub final_logit_softcapping: Option<f64>,
+}
+
+impl Gemma3Params {
+    /// transformers' default layer pattern: every `pattern`-th layer is global.
+    fn default_layers(n: usize, pattern: usize) -> Vec<bool> {
+        (0..n).map(|i| (i + 1) % pattern.max(1) != 0).collect()
+    }
 }
 
 /// config.json as transformers writes it; absent fields take transformers' defaults.
@@ -76,6 +100,11 @@ struct RawConfig {
     use_sliding_window: Option<bool>,
     attention_bias: Option<bool>,
     eos_token_id: Option<Value>,
+    layer_types: Option<Vec<String>>,
+    sliding_window_pattern: Option<usize>,
+    rope_local_base_freq: Option<f64>,
+    query_pre_attn_scalar: Option<f64>,
+    final_logit_softcapping: Option<f64>,
 }
 
 fn field<T>(path: &Path, name: &str, v: Option<T>) -> Result<T> {
@@ -161,7 +190,7 @@ impl CausalLmConfig {
         let model_type = raw.model_type.clone().unwrap_or_default();
         let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
             ModelError::Unsupported(format!(
-                "{}: architecture `{model_type}` ({}) is not supported (supported: llama, qwen2, mistral)",
+                "{}: architecture `{model_type}` ({}) is not supported (supported: llama, qwen2, mistral, gemma3_text)",
                 path.display(),
                 raw.architectures.join(", ")
             ))
@@ -181,10 +210,12 @@ impl CausalLmConfig {
             "num_key_value_heads",
             raw.num_key_value_heads.unwrap_or(heads),
         )?;
-        let (rope_scaling, rope_theta) = rope_scaling(
-            path,
-            raw.rope_scaling.as_ref().or(raw.rope_parameters.as_ref()),
-        )?;
+        // Gemma 3 keeps one rope_parameters entry per layer type.
+        let per_type = |t: &str| raw.rope_parameters.as_ref().and_then(|p| p.get(t));
+        let global_rope = per_type("full_attention")
+            .or(raw.rope_scaling.as_ref())
+            .or(raw.rope_parameters.as_ref());
+        let (rope_scaling, rope_theta) = rope_scaling(path, global_rope)?;
         let sliding_window = match architecture {
             Architecture::Mistral => raw.sliding_window,
             Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,
@@ -230,6 +261,34 @@ impl CausalLmConfig {
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
             eos_token_ids: eos,
+            gemma3: None,
+        };
+        let cfg = if architecture == Architecture::Gemma3 {
+            let n = cfg.num_hidden_layers;
+            let sliding_layers = match &raw.layer_types {
+                Some(types) => types.iter().map(|t| t == "sliding_attention").collect(),
+                None => Gemma3Params::default_layers(n, raw.sliding_window_pattern.unwrap_or(6)),
+            };
+            let local_theta = per_type("sliding_attention")
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(Value::as_f64)
+                .or(raw.rope_local_base_freq)
+                .unwrap_or(10_000.0);
+            Self {
+                rope_theta: raw.rope_theta.or(rope_theta).unwrap_or(1_000_000.0),
+                gemma3: Some(Gemma3Params {
+                    sliding_layers,
+                    sliding_window: raw.sliding_window.unwrap_or(4096),
+                    rope_local_theta: local_theta,
+                    query_pre_attn_scalar: raw.query_pre_attn_scalar.unwrap_or(256.0),
+                    final_logit_softcapping: raw.final_logit_softcapping,
+                }),
+                tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
+                sliding_window: None,
+                ..cfg
+            }
+        } else {
+            cfg
         };
         cfg.validate(path)
     }
@@ -241,9 +300,10 @@ impl CausalLmConfig {
         let architecture = match arch.as_str() {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
+            "gemma3" => Architecture::Gemma3,
             other => {
                 return Err(ModelError::Unsupported(format!(
-                "{}: GGUF architecture `{other}` is not supported yet (supported: qwen2, llama)",
+                "{}: GGUF architecture `{other}` is not supported yet (supported: qwen2, gemma3)",
                 path.display()
             )))
             }
@@ -309,6 +369,31 @@ impl CausalLmConfig {
             sliding_window: None,
             attention_bias: architecture == Architecture::Qwen2,
             eos_token_ids: eos,
+            gemma3: None,
+        };
+        let cfg = if architecture == Architecture::Gemma3 {
+            // transformers' GGUF mapping sets these; the rest are Gemma3TextConfig's defaults.
+            let sliding_window = int("attention.sliding_window")?.unwrap_or(4096);
+            Self {
+                rope_theta: g
+                    .get_f64(&format!("{arch}.rope.freq_base"))?
+                    .unwrap_or(1_000_000.0),
+                eos_token_ids: if cfg.eos_token_ids.is_empty() {
+                    vec![1]
+                } else {
+                    cfg.eos_token_ids
+                },
+                gemma3: Some(Gemma3Params {
+                    sliding_layers: Gemma3Params::default_layers(cfg.num_hidden_layers, 6),
+                    sliding_window,
+                    rope_local_theta: 10_000.0,
+                    query_pre_attn_scalar: 256.0,
+                    final_logit_softcapping: None,
+                }),
+                ..cfg
+            }
+        } else {
+            cfg
         };
         cfg.validate(path)
     }

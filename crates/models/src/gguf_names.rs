@@ -31,6 +31,25 @@ pub fn llama_family_gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{g}.{suffix}"))
 }
 
+/// Gemma 3 names: its four norms per layer, the rest as Llama.
+pub fn gemma3_gguf_name(hf: &str) -> Option<String> {
+    let rest = hf
+        .strip_prefix("model.layers.")
+        .and_then(|r| r.split_once('.'));
+    if let Some((layer, rest)) = rest {
+        let g = match rest {
+            "post_attention_layernorm.weight" => Some("post_attention_norm"),
+            "pre_feedforward_layernorm.weight" => Some("ffn_norm"),
+            "post_feedforward_layernorm.weight" => Some("post_ffw_norm"),
+            _ => None,
+        };
+        if let Some(g) = g {
+            return Some(format!("blk.{layer}.{g}.weight"));
+        }
+    }
+    llama_family_gguf_name(hf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

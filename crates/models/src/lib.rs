@@ -4,9 +4,10 @@
 pub mod auto;
 pub mod config;
 pub mod error;
+pub mod gemma3;
 pub mod gguf_names;
 pub mod llama;
 
 pub use auto::{AutoModelForCausalLM, CausalLm, LoadOptions};
-pub use config::{Architecture, CausalLmConfig};
+pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};

@@ -133,6 +133,11 @@ impl Weights {
         })
     }
 
+    /// Whether the weights come from a GGUF (llama.cpp conventions, e.g. Gemma's norms).
+    pub fn is_gguf(&self) -> bool {
+        matches!(self.source, Source::Gguf { .. })
+    }
+
     /// The checkpoint file (the first shard), for messages.
     pub fn path(&self) -> PathBuf {
         match &self.source {

@@ -8,6 +8,7 @@ use ferroformers::generate::{generate_streaming, GenerationConfig};
 use ferroformers::models::{AutoModelForCausalLM, LoadOptions};
 use ferroformers::tokenizers::{ChatMessage, ChatTemplateOptions};
 
+use super::read_file;
 use crate::model_args::ModelArgs;
 
 #[derive(clap::Args)]
@@ -43,6 +44,9 @@ pub struct Args {
     /// Expand quantized GGUF weights to f32 instead of multiplying them quantized.
     #[arg(long)]
     dequantize: bool,
+    /// A Jinja chat template file to use instead of the model's own (or when it has none).
+    #[arg(long)]
+    chat_template: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,8 +66,16 @@ pub fn run(args: Args) -> Result<()> {
         messages.push(ChatMessage::system(system.clone()));
     }
     messages.push(ChatMessage::user(args.prompt.clone()));
-    let input_ids =
-        tokenizer.apply_chat_template(&messages, &ChatTemplateOptions::generation_prompt())?;
+    let template_opts = ChatTemplateOptions {
+        chat_template: args
+            .chat_template
+            .as_deref()
+            .map(|p| read_file("--chat-template", p))
+            .transpose()?,
+        chat_template_name: args.chat_template.as_ref().map(|p| p.display().to_string()),
+        ..ChatTemplateOptions::generation_prompt()
+    };
+    let input_ids = tokenizer.apply_chat_template(&messages, &template_opts)?;
 
     let sampling = !args.greedy
         && (args.temperature.is_some() || args.top_p.is_some() || args.top_k.is_some());

@@ -1,8 +1,8 @@
-//! Qwen2.5-Coder-0.5B-Instruct GGUF against transformers 5.24 (which dequantizes the GGUF
-//! to f32): greedy continuations and last-position logits (reference data:
-//! scripts/make_causal_lm_refs.py). A divergence is accepted only at a step where
-//! transformers' own top-2 logit gap is below 0.01 (a near-tie that float rounding may
-//! break either way); the test says when that happens.
+//! The packaged GGUF models against transformers 5.24 (which dequantizes a GGUF to f32):
+//! greedy continuations and last-position logits (reference data:
+//! scripts/make_causal_lm_refs.py, scripts/make_gemma3_refs.py). A divergence is accepted
+//! only at a step where transformers' own top-2 logit gap is below 0.01 (a near-tie that
+//! float rounding may break either way); the test says when that happens.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -16,16 +16,15 @@ use serde_json::Value;
 
 const NEAR_TIE: f64 = 0.01;
 
-fn reference() -> Value {
+fn reference(name: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/causal_lm/qwen2.5-coder-0.5b-instruct.json");
+        .join("../../tests/fixtures/causal_lm")
+        .join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-fn load(dequantize: bool) -> CausalLm {
-    let path = PackagedModel::Qwen25Coder05BInstruct
-        .require()
-        .unwrap_or_else(|e| panic!("{e}"));
+fn load(model: PackagedModel, dequantize: bool) -> CausalLm {
+    let path = model.require().unwrap_or_else(|e| panic!("{e}"));
     let opts = LoadOptions {
         dequantize,
         ..LoadOptions::default()
@@ -64,10 +63,10 @@ fn compare_tokens(
     None
 }
 
-#[test]
-fn dequantized_f32_matches_transformers() {
-    let r = reference();
-    let model = load(true);
+/// Dequantized to f32: last-position logits within 1e-3 and `max_new` greedy tokens.
+fn dequantized_matches(model: PackagedModel, fixture: &str, max_new: usize) {
+    let r = reference(fixture);
+    let model = load(model, true);
     let eos = u32s(&r["generation"]["eos_ids"]);
     let mut notes = Vec::new();
     for case in r["cases"].as_array().unwrap() {
@@ -115,22 +114,27 @@ fn dequantized_f32_matches_transformers() {
         );
 
         let cfg = GenerationConfig {
-            max_new_tokens: 32,
             eos_token_ids: Some(eos.clone()),
-            ..GenerationConfig::greedy(32)
+            ..GenerationConfig::greedy(max_new)
         };
         let out = model.generate(&input_ids, &cfg).unwrap();
-        notes.extend(compare_tokens(name, out.new_tokens(0), &want, &gaps, 32));
+        notes.extend(compare_tokens(
+            name,
+            out.new_tokens(0),
+            &want,
+            &gaps,
+            max_new,
+        ));
     }
     for n in notes {
         eprintln!("note: {n}");
     }
 }
 
-#[test]
-fn quantized_kernels_match_the_first_8_tokens() {
-    let r = reference();
-    let model = load(false);
+/// With quantized kernels: the same first `n` greedy tokens.
+fn quantized_matches(model: PackagedModel, fixture: &str, n: usize) {
+    let r = reference(fixture);
+    let model = load(model, false);
     let eos = u32s(&r["generation"]["eos_ids"]);
     for case in r["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -139,11 +143,34 @@ fn quantized_kernels_match_the_first_8_tokens() {
         let gaps: Vec<f64> = serde_json::from_value(case["gaps"].clone()).unwrap();
         let cfg = GenerationConfig {
             eos_token_ids: Some(eos.clone()),
-            ..GenerationConfig::greedy(8)
+            ..GenerationConfig::greedy(n)
         };
         let out = model.generate(&input_ids, &cfg).unwrap();
-        if let Some(n) = compare_tokens(name, out.new_tokens(0), &want, &gaps, 8) {
-            eprintln!("note: {n}");
+        if let Some(note) = compare_tokens(name, out.new_tokens(0), &want, &gaps, n) {
+            eprintln!("note: {note}");
         }
     }
+}
+
+#[test]
+fn qwen25_coder_dequantized_matches_transformers() {
+    dequantized_matches(
+        PackagedModel::Qwen25Coder05BInstruct,
+        "qwen2.5-coder-0.5b-instruct",
+        32,
+    );
+}
+
+#[test]
+fn qwen25_coder_quantized_kernels_match_the_first_8_tokens() {
+    quantized_matches(
+        PackagedModel::Qwen25Coder05BInstruct,
+        "qwen2.5-coder-0.5b-instruct",
+        8,
+    );
+}
+
+#[test]
+fn gemma3_dequantized_matches_transformers() {
+    dequantized_matches(PackagedModel::Gemma3_270M, "gemma-3-270m", 16);
 }

@@ -1,0 +1,167 @@
+//! Gemma 3 (text): the Llama layout with Gemma's changes — embeddings scaled by
+//! sqrt(hidden), RMSNorm by (1 + w), q/k norms, norms after attention and after the MLP,
+//! GELU-tanh MLP, attention scaled by query_pre_attn_scalar^-0.5, and sliding-window
+//! layers with their own rope base between global layers. Reads like modeling_gemma3.py.
+
+use candle_core::{DType, Tensor};
+use ferro_nn::{
+    Activation, Attention, AttentionConfig, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    RopeScaling, RotaryEmbedding, Weights,
+};
+
+use crate::config::{CausalLmConfig, Gemma3Params};
+use crate::error::{ModelError, Result};
+
+#[derive(Debug, Clone)]
+struct Gemma3DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    pre_feedforward_layernorm: RmsNorm,
+    mlp: GatedMlp,
+    post_feedforward_layernorm: RmsNorm,
+    sliding: bool,
+}
+
+impl Gemma3DecoderLayer {
+    fn load(
+        w: &Weights,
+        cfg: &CausalLmConfig,
+        g: &Gemma3Params,
+        i: usize,
+        offset: f64,
+    ) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        let sliding = g.sliding_layers.get(i).copied().unwrap_or(false);
+        let attn = AttentionConfig {
+            hidden_size: h,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+            qkv_bias: cfg.attention_bias,
+            qk_norm: Some((eps, offset)),
+            scale: 1.0 / g.query_pre_attn_scalar.sqrt(),
+            sliding_window: sliding.then_some(g.sliding_window),
+        };
+        let norm = |name: &str| RmsNorm::load(w, &format!("{p}.{name}.weight"), h, eps, offset);
+        Ok(Self {
+            input_layernorm: norm("input_layernorm")?,
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), attn)?,
+            post_attention_layernorm: norm("post_attention_layernorm")?,
+            pre_feedforward_layernorm: norm("pre_feedforward_layernorm")?,
+            mlp: GatedMlp::load(
+                w,
+                &format!("{p}.mlp"),
+                h,
+                cfg.intermediate_size,
+                Activation::GeluTanh,
+            )?,
+            post_feedforward_layernorm: norm("post_feedforward_layernorm")?,
+            sliding,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cache: &mut KvCache) -> Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, cache)?;
+        let x = (x + self.post_attention_layernorm.forward(&h)?)?;
+        let h = self
+            .mlp
+            .forward(&self.pre_feedforward_layernorm.forward(&x)?)?;
+        Ok((&x + self.post_feedforward_layernorm.forward(&h)?)?)
+    }
+}
+
+/// `Gemma3ForCausalLM`.
+#[derive(Debug, Clone)]
+pub struct Gemma3ForCausalLM {
+    embed_tokens: Embedding,
+    embed_scale: f64,
+    layers: Vec<Gemma3DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary_global: RotaryEmbedding,
+    rotary_local: RotaryEmbedding,
+    final_logit_softcapping: Option<f64>,
+    dtype: DType,
+}
+
+impl Gemma3ForCausalLM {
+    pub fn load(w: &Weights, cfg: &CausalLmConfig) -> Result<Self> {
+        let g = cfg.gemma3.as_ref().ok_or_else(|| {
+            ModelError::Unsupported("a Gemma 3 config without its Gemma 3 fields".into())
+        })?;
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        // llama.cpp stores Gemma's norm weights with the 1 already added.
+        let offset = if w.is_gguf() { 0.0 } else { 1.0 };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Gemma3DecoderLayer::load(w, cfg, g, i, offset))
+            .collect::<Result<Vec<_>>>()?;
+        let head = if cfg.tie_word_embeddings {
+            "model.embed_tokens"
+        } else {
+            "lm_head"
+        };
+        let max = cfg.max_position_embeddings;
+        Ok(Self {
+            embed_tokens: Embedding::load(w, "model.embed_tokens.weight", v, h)?,
+            // transformers multiplies by the scale cast to the weights' dtype.
+            embed_scale: f64::from((h as f32).sqrt()),
+            layers,
+            norm: RmsNorm::load(w, "model.norm.weight", h, cfg.rms_norm_eps, offset)?,
+            lm_head: Linear::load(w, head, h, v, false)?,
+            rotary_global: RotaryEmbedding::new(
+                cfg.rope_theta,
+                cfg.head_dim,
+                max,
+                &cfg.rope_scaling,
+                &w.device,
+            )?,
+            rotary_local: RotaryEmbedding::new(
+                g.rope_local_theta,
+                cfg.head_dim,
+                max,
+                &RopeScaling::None,
+                &w.device,
+            )?,
+            final_logit_softcapping: g.final_logit_softcapping,
+            dtype: w.dtype,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// `input_ids (b, t)` → f32 logits `(b, t_out, vocab)`; see `LlamaForCausalLM::forward`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        caches: &mut [KvCache],
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let mut x = (self.embed_tokens.forward(input_ids, self.dtype)? * self.embed_scale)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            let rope = if layer.sliding {
+                &self.rotary_local
+            } else {
+                &self.rotary_global
+            };
+            x = layer.forward(&x, rope, cache)?;
+        }
+        if last_only {
+            let t = x.dim(1)?;
+            x = x.narrow(1, t - 1, 1)?;
+        }
+        let logits = self
+            .lm_head
+            .forward(&self.norm.forward(&x)?)?
+            .to_dtype(DType::F32)?;
+        Ok(match self.final_logit_softcapping {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+}
