@@ -71,7 +71,7 @@ PROMPTS = [
         "The old lighthouse stood at the edge of the cliff for more than a century, guiding fishing boats "
         "safely back to the harbor through storms and fog. When the keeper finally retired, the village "
         "decided to turn the building into a small museum, and every summer children came to climb the "
-        "narrow spiral stairs and look out over the",
+        "narrow spiral stairs and look out at the",
     ),
 ]
 
