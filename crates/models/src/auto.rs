@@ -114,17 +114,19 @@ impl AutoModelForCausalLM {
     }
 }
 
+/// A JSON file, with errors naming it.
+fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+    let config_error = |msg: String| ModelError::Config {
+        file: path.into(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| config_error(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| config_error(format!("invalid JSON: {e}")))
+}
+
 /// `eos_token_id` of generation_config.json (an id or a list).
 fn generation_eos(path: &std::path::Path) -> Result<Vec<u32>> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
-        file: path.into(),
-        msg: e.to_string(),
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-        file: path.into(),
-        msg: format!("invalid JSON: {e}"),
-    })?;
-    Ok(match v.get("eos_token_id") {
+    Ok(match read_json(path)?.get("eos_token_id") {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
         }
@@ -148,14 +150,7 @@ fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
             reason: "no model.safetensors, model.safetensors.index.json or .gguf file".into(),
         });
     };
-    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Config {
-        file: index.clone(),
-        msg: e.to_string(),
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-        file: index.clone(),
-        msg: format!("invalid JSON: {e}"),
-    })?;
+    let v = read_json(&index)?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())

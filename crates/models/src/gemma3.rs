@@ -11,6 +11,7 @@ use ferro_nn::{
 
 use crate::config::{CausalLmConfig, Gemma3Params};
 use crate::error::{ModelError, Result};
+use crate::llama::lm_logits;
 
 #[derive(Debug, Clone)]
 struct Gemma3DecoderLayer {
@@ -151,14 +152,7 @@ impl Gemma3ForCausalLM {
             };
             x = layer.forward(&x, rope, cache)?;
         }
-        if last_only {
-            let t = x.dim(1)?;
-            x = x.narrow(1, t - 1, 1)?;
-        }
-        let logits = self
-            .lm_head
-            .forward(&self.norm.forward(&x)?)?
-            .to_dtype(DType::F32)?;
+        let logits = lm_logits(&x, &self.norm, &self.lm_head, last_only)?;
         Ok(match self.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

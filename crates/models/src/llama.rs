@@ -127,11 +127,22 @@ impl LlamaForCausalLM {
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             x = layer.forward(&x, &self.rotary, cache)?;
         }
-        if last_only {
-            let t = x.dim(1)?;
-            x = x.narrow(1, t - 1, 1)?;
-        }
-        let x = self.norm.forward(&x)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        lm_logits(&x, &self.norm, &self.lm_head, last_only)
     }
+}
+
+/// The final norm and output head, on the last position only when `last_only`; f32.
+pub(crate) fn lm_logits(
+    x: &Tensor,
+    norm: &RmsNorm,
+    lm_head: &Linear,
+    last_only: bool,
+) -> Result<Tensor> {
+    let x = if last_only {
+        let t = x.dim(1)?;
+        x.narrow(1, t - 1, 1)?
+    } else {
+        x.clone()
+    };
+    Ok(lm_head.forward(&norm.forward(&x)?)?.to_dtype(DType::F32)?)
 }
