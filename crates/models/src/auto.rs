@@ -54,6 +54,33 @@ impl Model {
     }
 }
 
+/// A device from its name: `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`. CUDA and Metal need
+/// the crate's `cuda` / `metal` feature; without it the error says so.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let bad = |msg: String| ModelError::InvalidArgument {
+        param: "device",
+        msg,
+    };
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => (
+            k,
+            i.parse::<usize>()
+                .map_err(|_| bad(format!("`{spec}`: the index after `:` must be a number")))?,
+        ),
+        None => (spec, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(index)
+            .map_err(|e| bad(format!("`{spec}`: {e} (build with `--features cuda`)"))),
+        "metal" => Device::new_metal(index)
+            .map_err(|e| bad(format!("`{spec}`: {e} (build with `--features metal`)"))),
+        _ => Err(bad(format!(
+            "`{spec}` is not one of cpu, cuda[:N], metal[:N]"
+        ))),
+    }
+}
+
 /// A loaded causal language model.
 #[derive(Debug, Clone)]
 pub struct CausalLm {

@@ -8,6 +8,6 @@ pub mod gemma3;
 pub mod gguf_names;
 pub mod llama;
 
-pub use auto::{AutoModelForCausalLM, CausalLm, LoadOptions};
+pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};

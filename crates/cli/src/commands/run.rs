@@ -44,6 +44,9 @@ pub struct Args {
     /// Expand quantized GGUF weights to f32 instead of multiplying them quantized.
     #[arg(long)]
     dequantize: bool,
+    /// Where to run: cpu, cuda[:N], metal[:N] (GPUs need a build with `--features cuda|metal`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// A Jinja chat template file to use instead of the model's own (or when it has none).
     #[arg(long)]
     chat_template: Option<std::path::PathBuf>,
@@ -55,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     let opts = LoadOptions {
         gguf_file: args.model.gguf_file.clone(),
         dequantize: args.dequantize,
+        device: ferroformers::models::parse_device(&args.device)?,
         hub: args.model.hub_options(),
         ..LoadOptions::default()
     };
