@@ -131,7 +131,12 @@ def main():
     reloaded.eval()
     assert next(reloaded.parameters()).dtype == torch.float32, next(reloaded.parameters()).dtype
     reloaded_tok = AutoTokenizer.from_pretrained(out_dir)
-    assert reloaded_tok.apply_chat_template(messages, add_generation_prompt=True) == prompt_ids[0].tolist()
+    reloaded_prompt = reloaded_tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    assert reloaded_prompt["input_ids"] == prompt_ids[0].tolist(), "saved tokenizer gives a different prompt"
+    # Also check the *saved* tokenizer's encoding of a few plain strings against the GGUF tokenizer.
+    for text in ["def fibonacci(n):\n    ", "Hello, world! 你好 <|im_start|>x", "  \t\n\n spaces  "]:
+        assert reloaded_tok(text).input_ids == tok(text).input_ids, f"saved tokenizer differs on {text!r}"
+
     new_tokens = greedy(reloaded, prompt_ids)
     assert new_tokens == ref_tokens, f"reloaded greedy tokens differ:\n{new_tokens}\nvs\n{ref_tokens}"
 

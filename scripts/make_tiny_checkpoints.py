@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Tiny random decoder-only checkpoints (Llama, Llama with llama3 RoPE scaling, Qwen2, Mistral) plus
+"""Tiny random decoder-only checkpoints (Llama, Llama with llama3 RoPE scaling, Qwen2, Qwen2 with YaRN RoPE
+scaling, Mistral) plus
 transformers' own logits and greedy continuations, as fixtures for the Rust tests.
 
     /work/venv-ref/bin/pip install -r scripts/requirements-reference.txt
@@ -14,6 +15,8 @@ Writes tests/fixtures/causal_lm/tiny/<name>/:
       greedy_gaps       per step, raw logit[top1] - logit[top2]
       greedy_check      the same continuation recomputed as an argmax loop of full forwards (no KV cache)
       full_logits_last  logits of one full forward over prompt+continuation (40 positions) at the last position
+      attention_factor  (yarn only)        transformers' rotary_emb.attention_scaling (cos/sin multiplier)
+      inv_freq          (yarn only)        transformers' rotary_emb.inv_freq buffer, [head_dim / 2]
 
 All models: 2 layers, hidden 64, intermediate 128, 4 heads (head_dim 16), 2 KV heads (GQA), vocab 256,
 max_position_embeddings 128, f32, eager attention. Weights are NOT transformers' init (std 0.02 would
@@ -26,6 +29,9 @@ weight_seed in reference.json.
             frequencies hit all three branches (unchanged / smoothed / divided by factor)
   qwen2     QKV biases, theta 1e6, rms eps 1e-6, tie_word_embeddings=True (no lm_head.weight stored),
             like Qwen2.5-0.5B
+  qwen2_yarn  qwen2's shape with rope_parameters of type yarn (theta 10000, factor 4, original_max 32, so the
+            40-position forward goes past 32 and head_dim 16's frequencies hit the extrapolated / ramped /
+            interpolated ranges; attention_factor 0.1 ln 4 + 1), tie_word_embeddings=False (lm_head stored)
   mistral   sliding_window=8 (transformers: query i sees keys j with i-8 < j <= i), theta 10000
 """
 
@@ -87,6 +93,11 @@ def specs():
         ("mistral", MistralConfig, MistralForCausalLM, 3,
          dict(rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=8,
               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
+        # base seed 5: 4 is make_gemma3_refs.py's tiny gemma3
+        ("qwen2_yarn", Qwen2Config, Qwen2ForCausalLM, 5,
+         dict(rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False,
+              rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                               "original_max_position_embeddings": 32})),
     ]
 
 
@@ -192,6 +203,10 @@ def main():
             "greedy_check": check,
             "full_logits_last": [r(x) for x in full.tolist()],
         }
+        if model.config.rope_parameters["rope_type"] == "yarn":
+            rot = model.model.rotary_emb
+            ref["attention_factor"] = float(rot.attention_scaling)
+            ref["inv_freq"] = [float(x) for x in rot.inv_freq.float().tolist()]
         with open(os.path.join(out, "reference.json"), "w") as f:
             json.dump(ref, f, separators=(",", ":"))
             f.write("\n")

@@ -152,6 +152,11 @@ fn tiny_qwen2_tied_embeddings_and_qkv_bias() {
 }
 
 #[test]
+fn tiny_qwen2_yarn_rope_and_untied_head() {
+    check("qwen2_yarn");
+}
+
+#[test]
 fn tiny_mistral_sliding_window() {
     check("mistral");
 }

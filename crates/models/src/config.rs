@@ -137,7 +137,11 @@ fn positive(path: &Path, name: &str, v: usize) -> Result<usize> {
 }
 
 /// `rope_scaling` (or v5's `rope_parameters`) of config.json.
-fn rope_scaling(path: &Path, v: Option<&Value>) -> Result<(RopeScaling, Option<f64>)> {
+fn rope_scaling(
+    path: &Path,
+    v: Option<&Value>,
+    max_positions: usize,
+) -> Result<(RopeScaling, Option<f64>)> {
     let Some(Value::Object(o)) = v else {
         return Ok((RopeScaling::None, None));
     };
@@ -159,6 +163,41 @@ fn rope_scaling(path: &Path, v: Option<&Value>) -> Result<(RopeScaling, Option<f
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear {
             factor: num("factor")?,
+        },
+        "yarn" => RopeScaling::Yarn {
+            factor: num("factor")?,
+            // transformers standardizes a missing value to max_position_embeddings.
+            original_max_position_embeddings: o
+                .get("original_max_position_embeddings")
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .unwrap_or(max_positions),
+            beta_fast: o.get("beta_fast").and_then(Value::as_f64).unwrap_or(32.0),
+            beta_slow: o.get("beta_slow").and_then(Value::as_f64).unwrap_or(1.0),
+            attention_factor: o
+                .get("attention_factor")
+                .and_then(Value::as_f64)
+                .or_else(|| {
+                    // DeepSeek-style: the ratio of two log-scaled factors.
+                    let factor = o.get("factor").and_then(Value::as_f64)?;
+                    let m = o
+                        .get("mscale")
+                        .and_then(Value::as_f64)
+                        .filter(|m| *m != 0.0)?;
+                    let all = o
+                        .get("mscale_all_dim")
+                        .and_then(Value::as_f64)
+                        .filter(|m| *m != 0.0)?;
+                    let get = |s: f64| {
+                        if factor <= 1.0 {
+                            1.0
+                        } else {
+                            0.1 * s * factor.ln() + 1.0
+                        }
+                    };
+                    Some(get(m) / get(all))
+                }),
+            truncate: o.get("truncate").and_then(Value::as_bool).unwrap_or(true),
         },
         "llama3" => RopeScaling::Llama3 {
             factor: num("factor")?,
@@ -215,7 +254,11 @@ impl CausalLmConfig {
         let global_rope = per_type("full_attention")
             .or(raw.rope_scaling.as_ref())
             .or(raw.rope_parameters.as_ref());
-        let (rope_scaling, rope_theta) = rope_scaling(path, global_rope)?;
+        let (rope_scaling, rope_theta) = rope_scaling(
+            path,
+            global_rope,
+            raw.max_position_embeddings.unwrap_or(2048),
+        )?;
         let sliding_window = match architecture {
             Architecture::Mistral => raw.sliding_window,
             Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,

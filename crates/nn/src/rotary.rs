@@ -13,6 +13,17 @@ pub enum RopeScaling {
     Linear {
         factor: f64,
     },
+    /// YaRN: interpolated low frequencies, extrapolated high ones, a linear ramp between
+    /// (set by `beta_fast`/`beta_slow`), and cos/sin scaled by `attention_factor`.
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        /// `None`: `0.1 ln(factor) + 1`, as transformers infers it.
+        attention_factor: Option<f64>,
+        truncate: bool,
+    },
     /// Llama 3.x: low frequencies divided by `factor`, high ones kept, smooth in between.
     Llama3 {
         factor: f64,
@@ -28,6 +39,8 @@ pub enum RopeScaling {
 pub struct RotaryEmbedding {
     /// `(1, head_dim / 2)`, f32.
     inv_freq: Tensor,
+    /// cos and sin are multiplied by this (YaRN's attention factor; 1 otherwise).
+    attention_scaling: f64,
     max_positions: usize,
 }
 
@@ -49,8 +62,44 @@ impl RotaryEmbedding {
         let mut inv_freq: Vec<f64> = (0..head_dim / 2)
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
             .collect();
+        let mut attention_scaling = 1.0;
         match *scaling {
             RopeScaling::None => {}
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate,
+            } => {
+                let dim = head_dim as f64;
+                let correction_dim = |rotations: f64| {
+                    dim * (original_max_position_embeddings as f64
+                        / (rotations * 2.0 * std::f64::consts::PI))
+                        .ln()
+                        / (2.0 * theta.ln())
+                };
+                let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+                if truncate {
+                    low = low.floor();
+                    high = high.ceil();
+                }
+                let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+                if low == high {
+                    high += 0.001;
+                }
+                for (i, f) in inv_freq.iter_mut().enumerate() {
+                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    let extrapolation = 1.0 - ramp;
+                    *f = (*f / factor) * (1.0 - extrapolation) + *f * extrapolation;
+                }
+                attention_scaling = attention_factor.unwrap_or(if factor <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * factor.ln() + 1.0
+                });
+            }
             RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
             RopeScaling::Llama3 {
                 factor,
@@ -78,6 +127,7 @@ impl RotaryEmbedding {
         let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), device)?;
         Ok(Self {
             inv_freq,
+            attention_scaling,
             max_positions,
         })
     }
@@ -104,8 +154,16 @@ impl RotaryEmbedding {
             .to_dtype(DType::F32)?
             .reshape((t, 1))?;
         let freqs = positions.matmul(&self.inv_freq)?;
-        let cos = freqs.cos()?.to_dtype(q.dtype())?;
-        let sin = freqs.sin()?.to_dtype(q.dtype())?;
+        let (cos, sin) = (freqs.cos()?, freqs.sin()?);
+        let (cos, sin) = if self.attention_scaling != 1.0 {
+            (
+                (cos * self.attention_scaling)?,
+                (sin * self.attention_scaling)?,
+            )
+        } else {
+            (cos, sin)
+        };
+        let (cos, sin) = (cos.to_dtype(q.dtype())?, sin.to_dtype(q.dtype())?);
         let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
         Ok((q, k))
