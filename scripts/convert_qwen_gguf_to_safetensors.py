@@ -26,7 +26,8 @@ leftovers, tie_word_embeddings forced False), the GGUF model's state dict is loa
 one forward is checked to give bit-identical logits, and that fresh model is saved.
 
 After saving, the folder is reloaded with AutoModelForCausalLM.from_pretrained(OUT_DIR) and must greedy-generate
-the same 32 tokens as the GGUF model for the chat prompt "Who are you?".
+the same tokens as the GGUF model for the chat prompt "Who are you?": generate(max_new_tokens=32, greedy,
+stopping at eos 151645 -- it stops after 13 tokens) and a plain 32-step argmax loop that ignores eos.
 """
 
 import json
@@ -68,6 +69,16 @@ def greedy(model, input_ids, n=32):
             pad_token_id=BOS_PAD_ID,
         )
     return out[0, input_ids.shape[1]:].tolist()
+
+
+def greedy_ignoring_eos(model, input_ids, n=32):
+    """Plain argmax loop over full forwards (no cache, no stopping): always n tokens."""
+    ids = input_ids
+    with torch.no_grad():
+        for _ in range(n):
+            nxt = model(ids).logits[0, -1].argmax().view(1, 1)
+            ids = torch.cat([ids, nxt], dim=1)
+    return ids[0, input_ids.shape[1]:].tolist()
 
 
 def main():
@@ -125,6 +136,7 @@ def main():
     prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     prompt_ids = prompt_ids["input_ids"]
     ref_tokens = greedy(gguf_model, prompt_ids)
+    ref_tokens_32 = greedy_ignoring_eos(gguf_model, prompt_ids)
     del gguf_model, fresh, sd
 
     reloaded = AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager")
@@ -139,12 +151,16 @@ def main():
 
     new_tokens = greedy(reloaded, prompt_ids)
     assert new_tokens == ref_tokens, f"reloaded greedy tokens differ:\n{new_tokens}\nvs\n{ref_tokens}"
+    new_tokens_32 = greedy_ignoring_eos(reloaded, prompt_ids)
+    assert new_tokens_32 == ref_tokens_32, f"no-eos greedy tokens differ:\n{new_tokens_32}\nvs\n{ref_tokens_32}"
 
     print(json.dumps({
         "out_dir": out_dir,
         "prompt_ids": prompt_ids[0].tolist(),
         "greedy_tokens": new_tokens,
         "greedy_text": tok.decode(new_tokens),
+        "greedy_tokens_32_ignoring_eos": new_tokens_32,
+        "greedy_text_32_ignoring_eos": tok.decode(new_tokens_32),
         "files": {f: os.path.getsize(os.path.join(out_dir, f)) for f in sorted(os.listdir(out_dir))},
     }, indent=1, ensure_ascii=False))
 

@@ -120,7 +120,9 @@ fn from_tokenizer_json(source: &ModelSource, path: &Path) -> Result<Tokenizer> {
             .collect();
         entries.sort_by_key(|(id, _)| *id);
         let tokens: Vec<tokenizers::AddedToken> = entries.into_iter().map(|(_, t)| t).collect();
-        inner.add_tokens(&tokens);
+        inner
+            .add_tokens(tokens)
+            .map_err(|e| TokenizerError::backend("adding added_tokens_decoder entries", e))?;
     }
 
     let json_padding_side = json_pad.map(|(_, d)| match d {
@@ -264,7 +266,9 @@ fn finish(
             Some(_) => None,
         })
         .collect();
-    inner.add_special_tokens(&specials);
+    inner
+        .add_special_tokens(specials)
+        .map_err(|e| TokenizerError::backend("adding the special tokens", e))?;
 
     if bos_eos.rebuild || inner.get_post_processor().is_none() {
         let with_id = |t: &Option<String>, on: bool| -> Option<(String, u32)> {

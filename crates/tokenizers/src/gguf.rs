@@ -216,7 +216,7 @@ pub(crate) fn from_metadata(
         }
     };
 
-    add_gguf_added_tokens(&mut tok, &meta, family == Family::ByteLevel);
+    add_gguf_added_tokens(&mut tok, &meta, family == Family::ByteLevel)?;
     if let Some(split) = gguf.get_str("tokenizer.ggml.pre")?.and_then(split_regex) {
         let pre = component(json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
@@ -361,7 +361,8 @@ fn sentencepiece(
             tok = tokenizers::Tokenizer::new(model);
             tok.with_normalizer(Some::<NormalizerWrapper>(component(
                 json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
-            )?));
+            )?))
+            .map_err(|e| TokenizerError::backend("building the GGUF tokenizer", e))?;
             tok.with_pre_tokenizer(Some::<PreTokenizerWrapper>(component(
                 json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}),
             )?));
@@ -383,7 +384,8 @@ fn sentencepiece(
                         {"type": "Prepend", "prepend": "\u{2581}"},
                         {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}
                     ]}),
-                )?));
+                )?))
+                .map_err(|e| TokenizerError::backend("building the GGUF tokenizer", e))?;
             } else {
                 tok.with_pre_tokenizer(Some::<PreTokenizerWrapper>(component(
                     json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false}),
@@ -457,7 +459,11 @@ fn generate_merges(tokens: &[&str], vocab: &Vocab, scores: &[f64]) -> Vec<(Strin
 /// Control tokens become special added tokens, user-defined ones plain added tokens
 /// (llama.cpp matches both whole in text). In a byte-level vocabulary a control token
 /// spelled outside the byte alphabet is a mislabel and is skipped, as transformers does.
-fn add_gguf_added_tokens(tok: &mut tokenizers::Tokenizer, meta: &Meta, byte_level: bool) {
+fn add_gguf_added_tokens(
+    tok: &mut tokenizers::Tokenizer,
+    meta: &Meta,
+    byte_level: bool,
+) -> Result<()> {
     let alphabet: std::collections::HashSet<char> = bytes_to_unicode().into_iter().collect();
     let control: Vec<AddedToken> = meta
         .tokens
@@ -468,7 +474,8 @@ fn add_gguf_added_tokens(tok: &mut tokenizers::Tokenizer, meta: &Meta, byte_leve
         })
         .map(|(t, _)| AddedToken::from(*t, true).normalized(false))
         .collect();
-    tok.add_special_tokens(&control);
+    tok.add_special_tokens(control)
+        .map_err(|e| TokenizerError::backend("adding control tokens", e))?;
     let user_defined: Vec<AddedToken> = meta
         .tokens
         .iter()
@@ -476,7 +483,9 @@ fn add_gguf_added_tokens(tok: &mut tokenizers::Tokenizer, meta: &Meta, byte_leve
         .filter(|(t, ty)| **ty == TOKEN_TYPE_USER_DEFINED && tok.token_to_id(t).is_some())
         .map(|(t, _)| AddedToken::from(*t, false).normalized(false))
         .collect();
-    tok.add_tokens(&user_defined);
+    tok.add_tokens(user_defined)
+        .map_err(|e| TokenizerError::backend("adding user-defined tokens", e))?;
+    Ok(())
 }
 
 /// transformers' `update_post_processor`: BOS and/or EOS around the sequence.
