@@ -29,7 +29,6 @@
    continuation has every top-2 gap >= MIN_GAP.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -46,6 +45,11 @@ from transformers import (  # noqa: E402
     Gemma3TextConfig,
     GenerationConfig,
 )
+
+# Shared with the Qwen reference and the other tiny checkpoints (same JSON formats).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_causal_lm_refs import gap, r, sha256, top2, top_summary  # noqa: E402
+from make_tiny_checkpoints import greedy  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "causal_lm")
@@ -74,37 +78,6 @@ PROMPTS = [
         "narrow spiral stairs and look out at the",
     ),
 ]
-
-
-def r(x):
-    return round(float(x), 6)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def top_summary(row):
-    row = row.double()
-    vals, ids = torch.topk(row, TOP_K)
-    return {
-        "top": [[int(i), r(v)] for i, v in zip(ids.tolist(), vals.tolist())],
-        "logsumexp": r(torch.logsumexp(row, dim=-1)),
-    }
-
-
-def top2(row):
-    v, i = torch.topk(row.double(), 2)
-    return [[int(i[0]), r(v[0])], [int(i[1]), r(v[1])]]
-
-
-def gap(row):
-    v = torch.topk(row.double(), 2).values
-    return float(v[0] - v[1])
 
 
 def jsonable(x):
@@ -287,23 +260,6 @@ def build_tiny(seed):
     model.eval()
     model.generation_config = GenerationConfig(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=0)
     return model
-
-
-def greedy(model, prompt):
-    inp = torch.tensor([prompt])
-    with torch.no_grad():
-        gen = model.generate(
-            inp,
-            attention_mask=torch.ones_like(inp),
-            generation_config=GenerationConfig(
-                do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS, eos_token_id=None,
-                pad_token_id=None, bos_token_id=BOS, repetition_penalty=1.0,
-                output_logits=True, return_dict_in_generate=True,
-            ),
-        )
-    new = gen.sequences[0, len(prompt):].tolist()
-    assert len(new) == NEW_TOKENS, len(new)
-    return new, [gap(s[0]) for s in gen.logits]
 
 
 def make_tiny():
