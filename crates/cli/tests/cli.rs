@@ -1210,3 +1210,42 @@ fn closed_stdout_is_not_a_panic() {
         );
     }
 }
+
+/// `ferro run` streams only the new text: transformers' greedy answer on the same GGUF
+/// (tests/fixtures/causal_lm: "I am Qwen, an Alibaba Cloud developed language model.").
+#[test]
+fn run_answers_like_transformers() {
+    let want = fixture_case_causal("who_are_you");
+    let out = ferro(["run", "--max-new-tokens", "32", "Who are you?"]).run();
+    let text = out.text();
+    let want_text = want["new_text"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("<|im_end|>");
+    assert_eq!(text, format!("{want_text}\n"), "{}", out.what());
+}
+
+#[test]
+fn run_bad_arguments_are_errors() {
+    ferro(["run", "--device", "tpu", "hi"])
+        .run()
+        .fails(&["device", "tpu"]);
+    ferro(["run", "--temperature", "0", "hi"])
+        .run()
+        .fails(&["temperature"]);
+    let dir = tmp();
+    let out = ferro(["run", "--model", dir.path().to_str().unwrap(), "hi"]).run();
+    out.fails(&["no tokenizer"]);
+}
+
+fn fixture_case_causal(name: &str) -> Value {
+    let p = fixtures().join("../causal_lm/qwen2.5-coder-0.5b-instruct.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone()
+}
