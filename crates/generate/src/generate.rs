@@ -102,6 +102,8 @@ impl Generate for CausalLm {
             }
             next_input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
         }
+        let new_tokens = seq.len() - input_ids.len();
+        tracing::debug!(new_tokens, elapsed = ?started.elapsed(), "generated");
         Ok(GenerateOutput {
             sequences: vec![seq],
             prompt_lens: vec![input_ids.len()],

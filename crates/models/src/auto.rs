@@ -118,6 +118,7 @@ impl AutoModelForCausalLM {
             let weights =
                 Weights::from_gguf(header, name_map, &opts.device, opts.dtype, opts.dequantize)?;
             let model = Model::load(&weights, &config)?;
+            tracing::debug!(elapsed = ?start.elapsed(), "loaded the GGUF model");
             return Ok(CausalLm {
                 model,
                 config,
@@ -133,6 +134,7 @@ impl AutoModelForCausalLM {
         let files = safetensors_files(source)?;
         let weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
         let model = Model::load(&weights, &config)?;
+        tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
         Ok(CausalLm {
             model,
             config,
