@@ -125,6 +125,63 @@ def gap(row):
     return float(v[0] - v[1])
 
 
+def eos_ids_of(gc, tok):
+    """The eos ids generate stops at: the generation config's, else the tokenizer's."""
+    eos = gc.eos_token_id
+    eos_ids = sorted(set(eos if isinstance(eos, list) else [eos])) if eos is not None else []
+    return eos_ids or [tok.eos_token_id]
+
+
+def greedy_case(model, tok, name, ids, eos_ids, pad_id, near_ties, max_new_tokens=None):
+    """Greedy continuation of `ids` with raw-logit gaps, plus the last-position logits of one
+    forward; appends steps whose top-2 gap is below 0.01 to `near_ties`."""
+    max_new_tokens = max_new_tokens or MAX_NEW_TOKENS
+    inp = torch.tensor([ids])
+    with torch.no_grad():
+        fwd = model(input_ids=inp, attention_mask=torch.ones_like(inp)).logits[0, -1].float()
+        g = model.generate(
+            inp,
+            attention_mask=torch.ones_like(inp),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            repetition_penalty=1.0,
+            eos_token_id=eos_ids,
+            pad_token_id=pad_id,
+            output_scores=True,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    new = [int(t) for t in g.sequences[0, len(ids):].tolist()]
+    logits = [step[0].float() for step in g.logits]
+    assert len(logits) == len(new), (len(logits), len(new))
+    # greedy over raw logits must equal the chosen token (no processors active)
+    for s, (row, t) in enumerate(zip(logits, new)):
+        am = int(torch.argmax(row))
+        if am != t:
+            print(f"WARNING {name} step {s}: argmax {am} != token {t}", file=sys.stderr)
+    gaps = [gap(row) for row in logits]
+    for s, gv in enumerate(gaps):
+        if gv < 0.01:
+            near_ties.append({"case": name, "step": s, "gap": gv})
+    diff = float((logits[0] - fwd).abs().max())
+    print(f"{name}: prompt {len(ids)} tokens, {len(new)} new, min gap {min(gaps):.4g}, "
+          f"step0-vs-forward {diff:.3g}: {tok.decode(new)!r}", file=sys.stderr)
+    return {
+        "input_ids": ids,
+        "new_tokens": new,
+        "new_text": tok.decode(new),
+        "gaps": [r(x) for x in gaps],
+        "top2": [top2(row) for row in logits],
+        "step0": top_summary(logits[0]),
+        "forward_last": top_summary(fwd),
+        "max_abs_diff_step0_forward": diff,
+    }
+
+
 def main():
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -137,10 +194,7 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(mdir, gguf_file=GGUF, dtype=torch.float32)
     model.eval()
     gc = model.generation_config
-    eos = gc.eos_token_id
-    eos_ids = sorted(set(eos if isinstance(eos, list) else [eos])) if eos is not None else []
-    if not eos_ids:
-        eos_ids = [tok.eos_token_id]
+    eos_ids = eos_ids_of(gc, tok)
     print("generation_config:", gc.to_diff_dict(), "eos_ids:", eos_ids, file=sys.stderr)
 
     out_cases = []
@@ -150,54 +204,8 @@ def main():
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         ids = [int(i) for i in ids]
-        inp = torch.tensor([ids])
-        with torch.no_grad():
-            fwd = model(input_ids=inp, attention_mask=torch.ones_like(inp)).logits[0, -1].float()
-            g = model.generate(
-                inp,
-                attention_mask=torch.ones_like(inp),
-                max_new_tokens=MAX_NEW_TOKENS,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                repetition_penalty=1.0,
-                eos_token_id=eos_ids,
-                pad_token_id=eos_ids[0],
-                output_scores=True,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
-        new = [int(t) for t in g.sequences[0, len(ids):].tolist()]
-        logits = [step[0].float() for step in g.logits]
-        assert len(logits) == len(new), (len(logits), len(new))
-        # greedy over raw logits must equal the chosen token (no processors active)
-        for s, (row, t) in enumerate(zip(logits, new)):
-            am = int(torch.argmax(row))
-            if am != t:
-                print(f"WARNING {name} step {s}: argmax {am} != token {t}", file=sys.stderr)
-        gaps = [gap(row) for row in logits]
-        for s, gv in enumerate(gaps):
-            if gv < 0.01:
-                near_ties.append({"case": name, "step": s, "gap": gv})
-        diff = float((logits[0] - fwd).abs().max())
-        out_cases.append(
-            {
-                "name": name,
-                "messages": messages,
-                "input_ids": ids,
-                "new_tokens": new,
-                "new_text": tok.decode(new),
-                "gaps": [r(x) for x in gaps],
-                "top2": [top2(row) for row in logits],
-                "step0": top_summary(logits[0]),
-                "forward_last": top_summary(fwd),
-                "max_abs_diff_step0_forward": diff,
-            }
-        )
-        print(f"{name}: prompt {len(ids)} tokens, {len(new)} new, min gap {min(gaps):.4g}, "
-              f"step0-vs-forward {diff:.3g}: {tok.decode(new)!r}", file=sys.stderr)
+        out_cases.append({"name": name, "messages": messages,
+                          **greedy_case(model, tok, name, ids, eos_ids, eos_ids[0], near_ties)})
 
     doc = {
         "model": MODEL,

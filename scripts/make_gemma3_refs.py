@@ -48,7 +48,7 @@ from transformers import (  # noqa: E402
 
 # Shared with the Qwen reference and the other tiny checkpoints (same JSON formats).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_causal_lm_refs import gap, r, sha256, top2, top_summary  # noqa: E402
+from make_causal_lm_refs import eos_ids_of, greedy_case, r, sha256  # noqa: E402
 from make_tiny_checkpoints import greedy  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -105,10 +105,7 @@ def make_gguf():
     model.eval()
     text_cfg = model.config.get_text_config()
     gc = model.generation_config
-    eos = gc.eos_token_id
-    eos_ids = sorted(set(eos if isinstance(eos, list) else [eos])) if eos is not None else []
-    if not eos_ids:
-        eos_ids = [tok.eos_token_id]
+    eos_ids = eos_ids_of(gc, tok)
     print("model:", type(model).__name__, "config:", config_summary(text_cfg), file=sys.stderr)
     print("generation_config:", gc.to_diff_dict(), "eos_ids:", eos_ids, file=sys.stderr)
     print("norm weight stats (after transformers' -1):",
@@ -119,53 +116,9 @@ def make_gguf():
     near_ties = []
     for name, prompt in PROMPTS:
         ids = [int(i) for i in tok(prompt)["input_ids"]]
-        inp = torch.tensor([ids])
-        with torch.no_grad():
-            fwd = model(input_ids=inp, attention_mask=torch.ones_like(inp)).logits[0, -1].float()
-            g = model.generate(
-                inp,
-                attention_mask=torch.ones_like(inp),
-                max_new_tokens=MAX_NEW_TOKENS,
-                do_sample=False,
-                num_beams=1,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                repetition_penalty=1.0,
-                eos_token_id=eos_ids,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0],
-                output_scores=True,
-                output_logits=True,
-                return_dict_in_generate=True,
-            )
-        new = [int(t) for t in g.sequences[0, len(ids):].tolist()]
-        logits = [step[0].float() for step in g.logits]
-        assert len(logits) == len(new), (len(logits), len(new))
-        for s, (row, t) in enumerate(zip(logits, new)):
-            am = int(torch.argmax(row))
-            if am != t:
-                print(f"WARNING {name} step {s}: argmax {am} != token {t}", file=sys.stderr)
-        gaps = [gap(row) for row in logits]
-        for s, gv in enumerate(gaps):
-            if gv < 0.01:
-                near_ties.append({"case": name, "step": s, "gap": gv})
-        diff = float((logits[0] - fwd).abs().max())
-        out_cases.append(
-            {
-                "name": name,
-                "prompt": prompt,
-                "input_ids": ids,
-                "new_tokens": new,
-                "new_text": tok.decode(new),
-                "gaps": [r(x) for x in gaps],
-                "top2": [top2(row) for row in logits],
-                "step0": top_summary(logits[0]),
-                "forward_last": top_summary(fwd),
-                "max_abs_diff_step0_forward": diff,
-            }
-        )
-        print(f"{name}: prompt {len(ids)} tokens, {len(new)} new, min gap {min(gaps):.4g}, "
-              f"step0-vs-forward {diff:.3g}: {tok.decode(new)!r}", file=sys.stderr)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+        out_cases.append({"name": name, "prompt": prompt,
+                          **greedy_case(model, tok, name, ids, eos_ids, pad_id, near_ties, MAX_NEW_TOKENS)})
 
     doc = {
         "model": MODEL,
