@@ -223,3 +223,54 @@ fn tiny_checkpoints_in_bf16() {
         );
     }
 }
+
+/// Llama GGUF files written as llama.cpp's converter writes them (q/k rows permuted for its
+/// interleaved rotary layout; scripts/make_tiny_llama_gguf.py): loaded back in the
+/// checkpoint's order, they give transformers' logits for the same file (which transformers
+/// dequantizes) and the same greedy tokens, dequantized or run on the quantized kernels.
+#[test]
+fn tiny_llama_gguf_files_are_unpermuted() {
+    let dir = folder("llama_gguf");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let prompt: Vec<u32> = serde_json::from_value(r["prompt_ids"].clone()).unwrap();
+    for file in r["files"].as_array().unwrap() {
+        let name = file["file"].as_str().unwrap();
+        let want: Vec<Vec<f64>> = serde_json::from_value(file["logits"].clone()).unwrap();
+        let want_new: Vec<u32> = serde_json::from_value(file["greedy_new_tokens"].clone()).unwrap();
+        for dequantize in [true, false] {
+            let opts = LoadOptions {
+                gguf_file: Some(name.into()),
+                dequantize,
+                ..LoadOptions::default()
+            };
+            let model =
+                AutoModelForCausalLM::from_pretrained(dir.to_str().unwrap(), &opts).unwrap();
+            let got = forward_all(&model, &prompt);
+            let worst = got
+                .iter()
+                .flatten()
+                .zip(want.iter().flatten())
+                .map(|(a, b)| (f64::from(*a) - b).abs())
+                .fold(0f64, f64::max);
+            // Quantized kernels also quantize the activations (to 8 bits, as llama.cpp).
+            let bound = if dequantize { 1e-4 } else { 0.1 };
+            eprintln!("{name} dequantize={dequantize}: max |logit diff| {worst}");
+            assert!(
+                worst < bound,
+                "{name} (dequantize {dequantize}): logits differ by {worst}"
+            );
+            let cfg = GenerationConfig {
+                eos_token_ids: Some(Vec::new()),
+                ..GenerationConfig::greedy(want_new.len())
+            };
+            let out = model.generate(&prompt, &cfg).unwrap();
+            assert_eq!(
+                out.new_tokens(0),
+                want_new.as_slice(),
+                "{name} (dequantize {dequantize})"
+            );
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
-use ferro_nn::{KvCache, Weights};
+use ferro_nn::{Cache, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
@@ -104,19 +104,18 @@ impl AutoModelForCausalLM {
             let header = GgufFile::open(&path)?;
             tracing::debug!(elapsed = ?start.elapsed(), "read GGUF header");
             let config = CausalLmConfig::from_gguf(&header)?;
-            if config.architecture == Architecture::Llama {
-                // llama.cpp stores Llama's q/k rows permuted for its interleaved rotary layout.
-                return Err(ModelError::Unsupported(format!(
-                    "{}: Llama GGUF files (permuted q/k weights) are not supported yet; use the safetensors checkpoint",
-                    path.display()
-                )));
-            }
             let name_map = match config.architecture {
                 Architecture::Gemma3 => gemma3_gguf_name,
                 _ => llama_family_gguf_name,
             };
-            let weights =
+            let mut weights =
                 Weights::from_gguf(header, name_map, &opts.device, opts.dtype, opts.dequantize)?;
+            if config.architecture == Architecture::Llama {
+                // llama.cpp's converter stores Llama's q/k rows permuted for its interleaved
+                // rotary layout (Qwen2 and Gemma 3 files are not permuted).
+                weights = weights
+                    .with_permuted_qk(config.num_attention_heads, config.num_key_value_heads);
+            }
             let model = Model::load(&weights, &config)?;
             tracing::debug!(elapsed = ?start.elapsed(), "loaded the GGUF model");
             return Ok(CausalLm {
@@ -197,13 +196,19 @@ fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
 }
 
 impl CausalLm {
-    /// One empty KV cache per layer.
-    pub fn new_cache(&self) -> Vec<KvCache> {
+    /// An empty cache for one sequence (or an unpadded batch).
+    pub fn new_cache(&self) -> Cache {
+        self.new_batch_cache(Vec::new())
+    }
+
+    /// An empty cache for a left-padded batch: row `i` starts with `left_pad[i]` padding
+    /// tokens, which are masked and do not count as positions.
+    pub fn new_batch_cache(&self, left_pad: Vec<usize>) -> Cache {
         let layers = match &self.model {
             Model::Llama(m) => m.num_layers(),
             Model::Gemma3(m) => m.num_layers(),
         };
-        vec![KvCache::default(); layers]
+        Cache::new(layers, left_pad)
     }
 
     /// The longest sequence (prompt + generated) the model takes.
@@ -211,11 +216,18 @@ impl CausalLm {
         self.config.max_position_embeddings
     }
 
-    /// Runs `ids (b, t)` at the positions after what `cache` holds; returns f32 logits
+    /// Runs `ids (b, t)` in the slots after what `cache` holds; returns f32 logits
     /// `(b, t, vocab)`, or `(b, 1, vocab)` with `last_only`.
-    pub fn forward(&self, ids: &Tensor, cache: &mut [KvCache], last_only: bool) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let start = cache.first().map_or(0, KvCache::len);
+    pub fn forward(&self, ids: &Tensor, cache: &mut Cache, last_only: bool) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pads = cache.left_pad().len();
+        if pads != 0 && pads != b {
+            return Err(ModelError::InvalidArgument {
+                param: "input_ids",
+                msg: format!("a batch of {b} rows for a cache laid out for {pads}"),
+            });
+        }
+        let start = cache.len();
         if start + t > self.max_positions() {
             return Err(ModelError::InvalidArgument {
                 param: "input_ids",

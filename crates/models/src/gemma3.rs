@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor};
 use ferro_nn::{
-    Activation, Attention, AttentionConfig, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    Activation, Attention, AttentionConfig, Cache, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
     RopeScaling, RotaryEmbedding, Weights,
 };
 
@@ -63,10 +63,16 @@ impl Gemma3DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cache: &mut KvCache) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cache: &mut KvCache,
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, cache)?;
+            .forward(&self.input_layernorm.forward(x)?, rope, cache, left_pad)?;
         let x = (x + self.post_attention_layernorm.forward(&h)?)?;
         let h = self
             .mlp
@@ -140,17 +146,18 @@ impl Gemma3ForCausalLM {
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        caches: &mut [KvCache],
+        cache: &mut Cache,
         last_only: bool,
     ) -> Result<Tensor> {
         let mut x = (self.embed_tokens.forward(input_ids, self.dtype)? * self.embed_scale)?;
+        let (caches, left_pad) = cache.parts();
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             let rope = if layer.sliding {
                 &self.rotary_local
             } else {
                 &self.rotary_global
             };
-            x = layer.forward(&x, rope, cache)?;
+            x = layer.forward(&x, rope, cache, left_pad)?;
         }
         let logits = lm_logits(&x, &self.norm, &self.lm_head, last_only)?;
         Ok(match self.final_logit_softcapping {

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use ferro_nn::{
-    Activation, Attention, AttentionConfig, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    Activation, Attention, AttentionConfig, Cache, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
     RotaryEmbedding, Weights,
 };
 
@@ -59,11 +59,17 @@ impl LlamaDecoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, cache: &mut KvCache) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RotaryEmbedding,
+        cache: &mut KvCache,
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
         let residual = x;
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, cache)?;
+            .forward(&self.input_layernorm.forward(x)?, rope, cache, left_pad)?;
         let x = (residual + h)?;
         let h = self
             .mlp
@@ -120,12 +126,13 @@ impl LlamaForCausalLM {
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        caches: &mut [KvCache],
+        cache: &mut Cache,
         last_only: bool,
     ) -> Result<Tensor> {
         let mut x = self.embed_tokens.forward(input_ids, self.dtype)?;
+        let (caches, left_pad) = cache.parts();
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward(&x, &self.rotary, cache)?;
+            x = layer.forward(&x, &self.rotary, cache, left_pad)?;
         }
         lm_logits(&x, &self.norm, &self.lm_head, last_only)
     }

@@ -3,39 +3,12 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::cache::KvCache;
 use crate::error::Result;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::rotary::RotaryEmbedding;
 use crate::weights::Weights;
-
-/// Keys and values seen so far, `(b, kv_heads, t, head_dim)`.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-}
-
-impl KvCache {
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match (&self.k, &self.v) {
-            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            _ => (k, v),
-        };
-        self.k = Some(k.clone());
-        self.v = Some(v.clone());
-        Ok((k, v))
-    }
-}
 
 /// Shapes and options of one attention layer.
 #[derive(Debug, Clone)]
@@ -104,12 +77,14 @@ impl Attention {
         })
     }
 
-    /// `x (b, t, hidden)` at positions `cache.len()..`; appends to `cache`.
+    /// `x (b, t, hidden)` in slots `cache.len()..`; appends to `cache`. Row `i` of the batch
+    /// starts with `left_pad[i]` padding slots (none when `left_pad` is empty).
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &RotaryEmbedding,
         cache: &mut KvCache,
+        left_pad: &[usize],
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
@@ -124,7 +99,7 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let (q, k) = rope.apply(&q, &k, offset)?;
+        let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
         let k = repeat_kv(&k, nh / nkv)?;
         let v = repeat_kv(&v, nh / nkv)?;
@@ -134,7 +109,15 @@ impl Attention {
             .matmul(&k.to_dtype(DType::F32)?.t()?)?
             * self.cfg.scale)?;
         let total = offset + t;
-        let scores = match causal_mask(t, total, offset, self.cfg.sliding_window, x.device())? {
+        let mask = causal_mask(
+            t,
+            total,
+            offset,
+            self.cfg.sliding_window,
+            left_pad,
+            x.device(),
+        )?;
+        let scores = match mask {
             Some(mask) => scores.broadcast_add(&mask)?,
             None => scores,
         };
@@ -155,29 +138,40 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         .reshape((b, kv * n_rep, t, d))?)
 }
 
-/// An additive `(t, total)` mask: 0 where query `offset + i` may see key `j`, -inf elsewhere.
-/// `None` when nothing is masked.
+/// An additive mask, 0 where query slot `offset + i` may see key slot `j`, -inf elsewhere:
+/// `(t, total)`, or `(b, 1, t, total)` when rows have left padding (padding keys are hidden;
+/// a padding query sees only itself, so its softmax stays finite). `None` when nothing is
+/// masked.
 fn causal_mask(
     t: usize,
     total: usize,
     offset: usize,
     window: Option<usize>,
+    left_pad: &[usize],
     device: &Device,
 ) -> Result<Option<Tensor>> {
     let window = window.unwrap_or(usize::MAX);
-    if t == 1 && total <= window {
+    let padded = left_pad.iter().any(|&p| p > 0);
+    if t == 1 && total <= window && !padded {
         return Ok(None);
     }
-    let mut mask = vec![0f32; t * total];
-    for i in 0..t {
-        let q = offset + i;
-        for j in 0..total {
-            if j > q || q - j >= window {
-                mask[i * total + j] = f32::NEG_INFINITY;
+    let pads: &[usize] = if padded { left_pad } else { &[0] };
+    let mut mask = vec![0f32; pads.len() * t * total];
+    for (row, &pad) in pads.iter().enumerate() {
+        for i in 0..t {
+            let q = offset + i;
+            for j in 0..total {
+                if j > q || q - j >= window || (j < pad && j != q) {
+                    mask[(row * t + i) * total + j] = f32::NEG_INFINITY;
+                }
             }
         }
     }
-    Ok(Some(Tensor::from_vec(mask, (t, total), device)?))
+    Ok(Some(if padded {
+        Tensor::from_vec(mask, (pads.len(), 1, t, total), device)?
+    } else {
+        Tensor::from_vec(mask, (t, total), device)?
+    }))
 }
 
 #[cfg(test)]
@@ -186,7 +180,7 @@ mod tests {
 
     #[test]
     fn mask_is_causal_and_windowed() {
-        let m = causal_mask(3, 5, 2, Some(3), &Device::Cpu)
+        let m = causal_mask(3, 5, 2, Some(3), &[], &Device::Cpu)
             .unwrap()
             .unwrap();
         let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
@@ -194,6 +188,37 @@ mod tests {
         assert_eq!(m[0], vec![0.0, 0.0, 0.0, inf, inf]);
         assert_eq!(m[1], vec![inf, 0.0, 0.0, 0.0, inf]);
         assert_eq!(m[2], vec![inf, inf, 0.0, 0.0, 0.0]);
-        assert!(causal_mask(1, 9, 8, None, &Device::Cpu).unwrap().is_none());
+        assert!(causal_mask(1, 9, 8, None, &[], &Device::Cpu)
+            .unwrap()
+            .is_none());
+        assert!(causal_mask(1, 9, 8, None, &[0, 0], &Device::Cpu)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn padding_keys_are_hidden_and_padding_queries_see_themselves() {
+        let m = causal_mask(3, 3, 0, None, &[0, 2], &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.dims(), &[2, 1, 3, 3]);
+        let m: Vec<Vec<Vec<f32>>> = m.squeeze(1).unwrap().to_vec3().unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            m[0],
+            vec![
+                vec![0.0, inf, inf],
+                vec![0.0, 0.0, inf],
+                vec![0.0, 0.0, 0.0]
+            ]
+        );
+        assert_eq!(
+            m[1],
+            vec![
+                vec![0.0, inf, inf],
+                vec![inf, 0.0, inf],
+                vec![inf, inf, 0.0]
+            ]
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! ferroformers building blocks, shared by every architecture: weights (safetensors or
 //! GGUF), `Linear` (dense or quantized), RMSNorm, embeddings, rotary embeddings,
-//! grouped-query attention with a KV cache, the gated MLP.
+//! grouped-query attention with a KV cache (and left-padded batches), the gated MLP.
 
 pub mod attention;
+pub mod cache;
 pub mod embedding;
 pub mod error;
 pub mod linear;
@@ -11,7 +12,8 @@ pub mod norm;
 pub mod rotary;
 pub mod weights;
 
-pub use attention::{Attention, AttentionConfig, KvCache};
+pub use attention::{Attention, AttentionConfig};
+pub use cache::{Cache, KvCache};
 pub use embedding::Embedding;
 pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};

@@ -1,7 +1,7 @@
 //! Rotary position embeddings (rotate-half layout, as transformers applies them), with
 //! the `rope_scaling` kinds the supported architectures use.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{NnError, Result};
 
@@ -137,9 +137,16 @@ impl RotaryEmbedding {
         self.max_positions
     }
 
-    /// Rotates `q` and `k` of shape `(b, heads, t, head_dim)` for positions `offset..offset+t`.
-    pub fn apply(&self, q: &Tensor, k: &Tensor, offset: usize) -> Result<(Tensor, Tensor)> {
-        let t = q.dim(2)?;
+    /// Rotates `q` and `k` of shape `(b, heads, t, head_dim)` in slots `offset..offset+t`;
+    /// row `i` starts with `left_pad[i]` padding slots (empty: no padding).
+    pub fn apply(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        offset: usize,
+        left_pad: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, _, t, _) = q.dims4()?;
         if offset + t > self.max_positions {
             return Err(NnError::InvalidArgument {
                 param: "positions",
@@ -150,10 +157,26 @@ impl RotaryEmbedding {
                 ),
             });
         }
-        let positions = Tensor::arange(offset as u32, (offset + t) as u32, q.device())?
-            .to_dtype(DType::F32)?
-            .reshape((t, 1))?;
+        // Slot `s` of a row padded by `p` is position `s - p` (padding slots get 0).
+        let padded = left_pad.iter().any(|&p| p > 0);
+        let pads: &[usize] = if padded { left_pad } else { &[0] };
+        if pads.len() != 1 && pads.len() != b {
+            return Err(NnError::InvalidArgument {
+                param: "left_pad",
+                msg: format!("{} entries for a batch of {b}", pads.len()),
+            });
+        }
+        let positions: Vec<f32> = pads
+            .iter()
+            .flat_map(|&p| (offset..offset + t).map(move |s| s.saturating_sub(p) as f32))
+            .collect();
+        let positions = Tensor::from_vec(positions, (pads.len() * t, 1), q.device())?;
         let freqs = positions.matmul(&self.inv_freq)?;
+        let freqs = if padded {
+            freqs.reshape((b, t, ()))?
+        } else {
+            freqs
+        };
         let (cos, sin) = (freqs.cos()?, freqs.sin()?);
         let (cos, sin) = if self.attention_scaling != 1.0 {
             (

@@ -29,6 +29,9 @@ enum Source {
         header: GgufFile,
         index: HashMap<String, usize>,
         name_map: GgufNameMap,
+        /// Head counts of q and k when the file stores their rows in llama.cpp's
+        /// interleaved-rotary order (its converter permutes Llama's q/k weights).
+        permuted_qk: Option<(usize, usize)>,
     },
 }
 
@@ -126,11 +129,22 @@ impl Weights {
                 header,
                 index,
                 name_map,
+                permuted_qk: None,
             },
             device: device.clone(),
             dtype,
             dequantize,
         })
+    }
+
+    /// Declares that `self_attn.{q,k}_proj.weight` are stored permuted as llama.cpp's
+    /// converter writes Llama models (`num_heads` / `num_kv_heads` heads); they are put back
+    /// in the checkpoint's order when read.
+    pub fn with_permuted_qk(mut self, num_heads: usize, num_kv_heads: usize) -> Self {
+        if let Source::Gguf { permuted_qk, .. } = &mut self.source {
+            *permuted_qk = Some((num_heads, num_kv_heads));
+        }
+        self
     }
 
     /// Whether the weights come from a GGUF (llama.cpp conventions, e.g. Gemma's norms).
@@ -211,6 +225,7 @@ impl Weights {
             header,
             index,
             name_map,
+            permuted_qk,
         } = &self.source
         else {
             return Err(self.missing(name));
@@ -228,7 +243,16 @@ impl Weights {
             ty: format!("ggml type {}", info.ggml_type),
         })?;
         let (start, size) = gguf_extent(header, i)?;
-        if self.device.is_cpu() {
+        let heads = permuted_qk.and_then(|(q, k)| {
+            if name.ends_with("self_attn.q_proj.weight") {
+                Some(q)
+            } else if name.ends_with("self_attn.k_proj.weight") {
+                Some(k)
+            } else {
+                None
+            }
+        });
+        if self.device.is_cpu() && heads.is_none() {
             // Read straight into the block storage: no second copy of the largest tensors
             // (the embedding table is ~150 MB) while loading.
             let storage = read_cpu_storage(file, start, size, dtype)
@@ -238,8 +262,44 @@ impl Weights {
         let mut bytes = vec![0u8; size as usize];
         file.read_exact_at(&mut bytes, start)
             .map_err(|e| ferro_core::Error::io(&header.path, e))?;
+        if let Some(heads) = heads {
+            bytes = unpermute_rows(&bytes, shape[0], heads).ok_or_else(|| NnError::Format {
+                file: self.path(),
+                msg: format!(
+                    "tensor `{}`: {} rows do not split into {heads} heads of an even size",
+                    info.name, shape[0]
+                ),
+            })?;
+        }
         Ok(qtensor_from_ggml(dtype, &bytes, dims, &self.device)?)
     }
+}
+
+/// Undoes llama.cpp's `permute(w, n_head)` on the rows of a row-major (quantized or not)
+/// matrix: within each head, stored row `2i + j` is the checkpoint's row `j * half + i`.
+/// Rows are moved whole, so quantized blocks (which never cross a row) stay valid.
+fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Option<Vec<u8>> {
+    if heads == 0
+        || !rows.is_multiple_of(heads)
+        || !(rows / heads).is_multiple_of(2)
+        || !bytes.len().is_multiple_of(rows)
+    {
+        return None;
+    }
+    let (head_dim, row_bytes) = (rows / heads, bytes.len() / rows);
+    let half = head_dim / 2;
+    let mut out = vec![0u8; bytes.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let stored = h * head_dim + 2 * i + j;
+                let original = h * head_dim + j * half + i;
+                out[original * row_bytes..(original + 1) * row_bytes]
+                    .copy_from_slice(&bytes[stored * row_bytes..(stored + 1) * row_bytes]);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Reads `size` bytes at `start` as blocks of `dtype`.
@@ -364,4 +424,42 @@ fn check_safetensors_header(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's converter: `w.reshape(heads, 2, half, cols).swapaxes(1, 2)`, on row ids.
+    fn llama_cpp_permute(rows: usize, heads: usize) -> Vec<usize> {
+        let half = rows / heads / 2;
+        let mut out = Vec::new();
+        for h in 0..heads {
+            for i in 0..half {
+                for j in 0..2 {
+                    out.push(h * 2 * half + j * half + i);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_undoes_llama_cpp_permute() {
+        for (rows, heads, row_bytes) in [(16, 2, 3), (64, 4, 34), (12, 3, 1)] {
+            let order = llama_cpp_permute(rows, heads);
+            // Stored row r holds the checkpoint's row order[r]; each byte names its row.
+            let stored: Vec<u8> = order
+                .iter()
+                .flat_map(|&r| std::iter::repeat_n(r as u8, row_bytes))
+                .collect();
+            let back = unpermute_rows(&stored, rows, heads).unwrap();
+            let expected: Vec<u8> = (0..rows)
+                .flat_map(|r| std::iter::repeat_n(r as u8, row_bytes))
+                .collect();
+            assert_eq!(back, expected, "rows {rows} heads {heads}");
+        }
+        assert!(unpermute_rows(&[0; 12], 6, 4).is_none());
+        assert!(unpermute_rows(&[0; 9], 3, 1).is_none());
+    }
 }
