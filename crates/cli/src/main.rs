@@ -2,6 +2,7 @@
 //! done by the libraries.
 
 mod commands;
+mod generation_args;
 mod model_args;
 
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Answer one message with a chat model, streaming only the new text.
     Run(commands::run::Args),
+    /// Hold a conversation with a chat model (streamed; /help lists the commands).
+    Chat(commands::chat::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::Args),
     /// Print the text of a JSON array of token ids.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::Template(a) => commands::template::run(a),

@@ -8,10 +8,20 @@ pub enum GenerateError {
     Model(#[from] ferro_models::ModelError),
 
     #[error(transparent)]
+    Nn(#[from] ferro_nn::NnError),
+
+    #[error(transparent)]
     Tokenizer(#[from] ferro_tokenizers::TokenizerError),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+
+    /// An unreadable generation_config.json, naming the file.
+    #[error("{}: {msg}", file.display())]
+    Config {
+        file: std::path::PathBuf,
+        msg: String,
+    },
 
     /// A bad argument, naming the parameter.
     #[error("invalid `{param}`: {msg}")]

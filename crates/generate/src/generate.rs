@@ -1,7 +1,10 @@
-//! The generate loop: prefill the prompt, then one token at a time with the KV cache,
-//! until `max_new_tokens` or an end-of-sequence token.
+//! The generate loop: prompts of any lengths are left-padded into one batch and prefilled
+//! together; then one token per sequence per step with the KV cache, each sequence
+//! stopping on its own (end-of-sequence, stop string, length), finished ones leaving the
+//! batch. Beam search lives in `beam.rs`.
 
 use std::ops::ControlFlow;
+use std::time::Instant;
 
 use candle_core::Tensor;
 use ferro_models::CausalLm;
@@ -10,21 +13,42 @@ use rand::SeedableRng;
 
 use crate::config::GenerationConfig;
 use crate::error::{GenerateError, Result};
-use crate::logits::{apply_repetition_penalty, argmax, sample};
+use crate::processors::{LogitsProcessorList, Sequence};
+use crate::sampling::{argmax, log_softmax, sample, TokenLogprob};
+use crate::stopping::{FinishReason, TextTracker};
 
-/// The result of `generate`: the prompt followed by the new tokens.
+/// The result of `generate`: for each prompt, `num_return_sequences` sequences (prompt
+/// followed by the new tokens), in prompt order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOutput {
     pub sequences: Vec<Vec<u32>>,
-    prompt_lens: Vec<usize>,
+    pub(crate) prompt_lens: Vec<usize>,
+    pub finish_reasons: Vec<FinishReason>,
+    /// The text of each sequence's new tokens (special tokens skipped, cut before a stop
+    /// string), when a tokenizer was given.
+    pub texts: Option<Vec<String>>,
+    /// Per sequence and new token, when `top_logprobs` was asked for.
+    pub logprobs: Option<Vec<Vec<TokenLogprob>>>,
+    /// Beam search: each sequence's score (sum of log-probabilities / length^penalty).
+    pub sequences_scores: Option<Vec<f32>>,
 }
 
 impl GenerateOutput {
-    /// The tokens generated for sequence `i` (transformers' `output[0][len(input_ids[0]):]`).
+    /// The tokens generated for sequence `i` (transformers' `output[i][len(input_ids[i]):]`).
     pub fn new_tokens(&self, i: usize) -> &[u32] {
         let seq = &self.sequences[i];
         &seq[self.prompt_lens[i].min(seq.len())..]
     }
+}
+
+/// What the loop reports as it goes: sequence `seq` got `token`, showing `text` (empty
+/// without a tokenizer, or while text is held back). At the end, text still held back
+/// comes with `token: None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEvent<'a> {
+    pub seq: usize,
+    pub token: Option<u32>,
+    pub text: &'a str,
 }
 
 /// `model.generate(...)`, as in transformers.
@@ -41,6 +65,13 @@ pub trait Generate {
         cfg: &GenerationConfig,
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<GenerateOutput>;
+
+    /// Generates after each prompt at once (left padding; each sequence stops on its own).
+    fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerateOutput>;
 }
 
 impl Generate for CausalLm {
@@ -50,65 +81,37 @@ impl Generate for CausalLm {
         cfg: &GenerationConfig,
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<GenerateOutput> {
-        cfg.validate()?;
-        if input_ids.is_empty() {
-            return Err(GenerateError::InvalidArgument {
-                param: "input_ids",
-                msg: "the prompt is empty".into(),
-            });
-        }
-        let context = self.max_positions();
-        if input_ids.len() >= context {
-            return Err(GenerateError::InvalidArgument {
-                param: "input_ids",
-                msg: format!(
-                    "the prompt has {} tokens; the model's context is {context}",
-                    input_ids.len()
-                ),
-            });
-        }
-        let eos: &[u32] = cfg
-            .eos_token_ids
-            .as_deref()
-            .unwrap_or(&self.config.eos_token_ids);
-        let vocab = self.config.vocab_size as u32;
-        if let Some(&bad) = input_ids.iter().find(|&&id| id >= vocab) {
-            return Err(GenerateError::InvalidArgument {
-                param: "input_ids",
-                msg: format!("token id {bad} is outside the vocabulary of {vocab}"),
-            });
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-        let mut cache = self.new_cache();
-        let mut seq = input_ids.to_vec();
-        let budget = cfg.max_new_tokens.min(context - input_ids.len());
-        let mut next_input = Tensor::new(input_ids, &self.device)?.unsqueeze(0)?;
-        let started = std::time::Instant::now();
-        for step in 0..budget {
-            let logits = self.forward(&next_input, &mut cache, true)?;
-            if step == 0 {
-                tracing::debug!(prompt_tokens = input_ids.len(), elapsed = ?started.elapsed(), "prefill");
-            }
-            let mut logits: Vec<f32> = logits.flatten_all()?.to_vec1()?;
-            apply_repetition_penalty(&mut logits, &seq, cfg.repetition_penalty);
-            let token = if cfg.do_sample {
-                sample(&logits, cfg, &mut rng)
-            } else {
-                argmax(&logits)
-            };
-            seq.push(token);
-            if on_token(token).is_break() || eos.contains(&token) {
-                break;
-            }
-            next_input = Tensor::new(&[token], &self.device)?.unsqueeze(0)?;
-        }
-        let new_tokens = seq.len() - input_ids.len();
-        tracing::debug!(new_tokens, elapsed = ?started.elapsed(), "generated");
-        Ok(GenerateOutput {
-            sequences: vec![seq],
-            prompt_lens: vec![input_ids.len()],
-        })
+        run(
+            self,
+            std::slice::from_ref(&input_ids.to_vec()),
+            cfg,
+            None,
+            &mut |e| match e.token {
+                Some(t) => on_token(t),
+                None => ControlFlow::Continue(()),
+            },
+        )
     }
+
+    fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerateOutput> {
+        run(self, prompts, cfg, None, &mut |_| ControlFlow::Continue(()))
+    }
+}
+
+/// Generates with a tokenizer: stop strings work, `texts` is filled, and `on_event` sees
+/// each token with the text it makes visible.
+pub fn generate_text(
+    model: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+) -> Result<GenerateOutput> {
+    run(model, prompts, cfg, Some(tokenizer), on_event)
 }
 
 /// Generates and hands the new text to `on_text` as it is produced (whole characters
@@ -120,24 +123,262 @@ pub fn generate_streaming(
     cfg: &GenerationConfig,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<GenerateOutput> {
-    let mut stream = tokenizer.decode_stream(true);
-    let mut failure = None;
-    let out = model.generate_with(input_ids, cfg, &mut |token| match stream.step(token) {
-        Ok(Some(text)) => {
-            on_text(&text);
+    generate_text(
+        model,
+        tokenizer,
+        std::slice::from_ref(&input_ids.to_vec()),
+        cfg,
+        &mut |e| {
+            if !e.text.is_empty() {
+                on_text(e.text);
+            }
             ControlFlow::Continue(())
-        }
-        Ok(None) => ControlFlow::Continue(()),
-        Err(e) => {
-            failure = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e.into());
+        },
+    )
+}
+
+/// Checks the prompts against the model: non-empty, ids in the vocabulary, room left in
+/// the context. Returns the longest prompt's length.
+pub(crate) fn check_prompts(model: &CausalLm, prompts: &[Vec<u32>]) -> Result<usize> {
+    let bad = |msg: String| GenerateError::InvalidArgument {
+        param: "input_ids",
+        msg,
+    };
+    if prompts.is_empty() {
+        return Err(bad("no prompt was given".into()));
     }
-    if let Some(rest) = stream.finish()? {
-        on_text(&rest);
+    let vocab = model.config.vocab_size as u32;
+    let context = model.max_positions();
+    for (i, p) in prompts.iter().enumerate() {
+        let which = if prompts.len() > 1 {
+            format!("prompt {i}")
+        } else {
+            "the prompt".into()
+        };
+        if p.is_empty() {
+            return Err(bad(format!("{which} is empty")));
+        }
+        if let Some(&id) = p.iter().find(|&&id| id >= vocab) {
+            return Err(bad(format!(
+                "{which}: token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        if p.len() >= context {
+            return Err(bad(format!(
+                "{which} has {} tokens; the model's context is {context}",
+                p.len()
+            )));
+        }
     }
-    Ok(out)
+    Ok(prompts.iter().map(Vec::len).max().unwrap_or(0))
+}
+
+/// Left-pads the prompts into one `(b, longest)` batch; returns it with each row's padding.
+pub(crate) fn left_padded(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    pad: u32,
+) -> Result<(Tensor, Vec<usize>)> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(prompts.len() * longest);
+    let mut pads = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let n = longest - p.len();
+        ids.extend(std::iter::repeat_n(pad, n));
+        ids.extend_from_slice(p);
+        pads.push(n);
+    }
+    let pads = if pads.iter().all(|&p| p == 0) {
+        Vec::new()
+    } else {
+        pads
+    };
+    Ok((
+        Tensor::from_vec(ids, (prompts.len(), longest), &model.device)?,
+        pads,
+    ))
+}
+
+/// One sequence being generated.
+struct Row<'t> {
+    prompt_len: usize,
+    ids: Vec<u32>,
+    finish: Option<FinishReason>,
+    text: Option<TextTracker<'t>>,
+    logprobs: Vec<TokenLogprob>,
+}
+
+fn run(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    tokenizer: Option<&Tokenizer>,
+    on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+) -> Result<GenerateOutput> {
+    cfg.validate()?;
+    if !cfg.stop_strings.is_empty() && tokenizer.is_none() {
+        return Err(GenerateError::InvalidArgument {
+            param: "stop_strings",
+            msg: "matching stop strings needs the tokenizer (use generate_text)".into(),
+        });
+    }
+    if cfg.num_beams > 1 {
+        return crate::beam::beam_search(model, prompts, cfg, tokenizer);
+    }
+    let longest = check_prompts(model, prompts)?;
+    let eos: Vec<u32> = cfg
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.config.eos_token_ids.clone());
+    let processors = LogitsProcessorList::from_config(cfg, &eos)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let started = Instant::now();
+
+    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
+    let (batch, left_pad) = left_padded(model, prompts, pad)?;
+    let mut cache = model.new_batch_cache(left_pad);
+    let mut logits = model.forward(&batch, &mut cache, true)?;
+    tracing::debug!(prompts = prompts.len(), longest, elapsed = ?started.elapsed(), "prefill");
+
+    // Each prompt's sequences share its prefill.
+    let n = cfg.num_return_sequences;
+    let mut rows: Vec<Row<'_>> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, n))
+        .map(|p| Row {
+            prompt_len: p.len(),
+            ids: p.clone(),
+            finish: None,
+            text: tokenizer.map(|t| TextTracker::new(t, &cfg.stop_strings)),
+            logprobs: Vec::new(),
+        })
+        .collect();
+    if n > 1 {
+        let expand: Vec<usize> = (0..prompts.len())
+            .flat_map(|p| std::iter::repeat_n(p, n))
+            .collect();
+        cache.select(&expand)?;
+        let ids = Tensor::new(
+            expand
+                .iter()
+                .map(|&i| i as u32)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            &model.device,
+        )?;
+        logits = logits.index_select(&ids, 0)?;
+    }
+    // `active[k]`: the row in batch position `k`.
+    let mut active: Vec<usize> = (0..rows.len()).collect();
+    let budget = cfg.max_new_tokens.min(model.max_positions() - longest);
+    let mut cancelled = false;
+    for step in 0..budget {
+        let step_logits: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
+        let mut next = Vec::with_capacity(active.len());
+        for (&r, raw) in active.iter().zip(step_logits) {
+            let row = &mut rows[r];
+            let mut scores = raw;
+            let raw_logprobs = cfg.top_logprobs.map(|_| log_softmax(&scores));
+            processors.process(
+                Sequence {
+                    ids: &row.ids,
+                    prompt_len: row.prompt_len,
+                },
+                &mut scores,
+            );
+            let token = if cfg.do_sample {
+                sample(&scores, &mut rng)
+            } else {
+                argmax(&scores)
+            };
+            if let (Some(lp), Some(k)) = (raw_logprobs, cfg.top_logprobs) {
+                row.logprobs.push(TokenLogprob::new(&lp, token, k));
+            }
+            row.ids.push(token);
+            let mut shown = String::new();
+            if let Some(text) = &mut row.text {
+                let (delta, stop) = text.push(token)?;
+                shown = delta;
+                if let Some(s) = stop {
+                    row.finish = Some(FinishReason::StopString(s));
+                }
+            }
+            if row.finish.is_none() && eos.contains(&token) {
+                row.finish = Some(FinishReason::Eos);
+            }
+            let event = TokenEvent {
+                seq: r,
+                token: Some(token),
+                text: &shown,
+            };
+            if on_event(event).is_break() {
+                cancelled = true;
+            }
+            next.push(token);
+        }
+        if cancelled {
+            finish_all(&mut rows, &active, FinishReason::Cancelled);
+            break;
+        }
+        if step + 1 == budget {
+            finish_all(&mut rows, &active, FinishReason::Length);
+            break;
+        }
+        if cfg.max_time.is_some_and(|t| started.elapsed() >= t) {
+            finish_all(&mut rows, &active, FinishReason::Time);
+            break;
+        }
+        // Finished sequences leave the batch.
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&k| rows[active[k]].finish.is_none())
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.select(&keep)?;
+            active = keep.iter().map(|&k| active[k]).collect();
+            next = keep.iter().map(|&k| next[k]).collect();
+        }
+        let input = Tensor::from_vec(next, (active.len(), 1), &model.device)?;
+        logits = model.forward(&input, &mut cache, true)?;
+    }
+    tracing::debug!(
+        new_tokens = rows.iter().map(|r| r.ids.len() - r.prompt_len).sum::<usize>(),
+        elapsed = ?started.elapsed(),
+        "generated"
+    );
+    finish_all(&mut rows, &active, FinishReason::Length);
+    let mut texts = tokenizer.map(|_| Vec::with_capacity(rows.len()));
+    for (r, row) in rows.iter_mut().enumerate() {
+        if let (Some(text), Some(texts)) = (&mut row.text, &mut texts) {
+            let rest = text.finish()?;
+            if !rest.is_empty() {
+                let _ = on_event(TokenEvent {
+                    seq: r,
+                    token: None,
+                    text: &rest,
+                });
+            }
+            texts.push(text.text().to_string());
+        }
+    }
+    let want_logprobs = cfg.top_logprobs.is_some();
+    Ok(GenerateOutput {
+        prompt_lens: rows.iter().map(|r| r.prompt_len).collect(),
+        finish_reasons: rows
+            .iter()
+            .map(|r| r.finish.clone().unwrap_or(FinishReason::Length))
+            .collect(),
+        texts,
+        logprobs: want_logprobs.then(|| rows.iter().map(|r| r.logprobs.clone()).collect()),
+        sequences: rows.into_iter().map(|r| r.ids).collect(),
+        sequences_scores: None,
+    })
+}
+
+fn finish_all(rows: &mut [Row<'_>], active: &[usize], reason: FinishReason) {
+    for &r in active {
+        rows[r].finish.get_or_insert_with(|| reason.clone());
+    }
 }

@@ -1,11 +1,23 @@
-//! ferroformers generation: `GenerationConfig`, logits processors and sampling, the
-//! generate loop over any causal LM, and text streaming.
+//! ferroformers generation: `GenerationConfig`, logits processors and sampling, stopping
+//! criteria and stop strings, the batched generate loop, beam search, and text streaming.
 
+pub mod beam;
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod generate;
-pub mod logits;
+pub mod processors;
+pub mod sampling;
+pub mod stopping;
+pub mod streamer;
+pub mod tool_calls;
 
-pub use config::GenerationConfig;
+pub use config::{EarlyStopping, GenerationConfig};
+pub use conversation::{Conversation, FittedPrompt};
 pub use error::{GenerateError, Result};
-pub use generate::{generate_streaming, Generate, GenerateOutput};
+pub use generate::{generate_streaming, generate_text, Generate, GenerateOutput, TokenEvent};
+pub use processors::{LogitsProcessor, LogitsProcessorList, Sequence};
+pub use sampling::TokenLogprob;
+pub use stopping::FinishReason;
+pub use streamer::{CancelHandle, TextIteratorStreamer};
+pub use tool_calls::{parse_tool_calls, ParsedReply, ToolCall};

@@ -1,3 +1,4 @@
+pub mod chat;
 pub mod detokenize;
 pub mod run;
 pub mod template;

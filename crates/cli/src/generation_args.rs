@@ -1,0 +1,117 @@
+//! The flags `ferro run` and `ferro chat` share: how to load the chat model and how to
+//! generate.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ferroformers::generate::GenerationConfig;
+use ferroformers::models::{AutoModelForCausalLM, CausalLm, LoadOptions};
+use ferroformers::tokenizers::{ChatTemplateOptions, Tokenizer};
+
+use crate::commands::read_file;
+use crate::model_args::ModelArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct ChatModelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Expand quantized GGUF weights to f32 instead of multiplying them quantized.
+    #[arg(long)]
+    pub dequantize: bool,
+    /// Where to run: cpu, cuda[:N], metal[:N] (GPUs need a build with `--features cuda|metal`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// A Jinja chat template file to use instead of the model's own (or when it has none).
+    #[arg(long)]
+    pub chat_template: Option<std::path::PathBuf>,
+}
+
+impl ChatModelArgs {
+    /// The tokenizer and the model.
+    pub fn load(&self) -> Result<(Tokenizer, CausalLm)> {
+        let tokenizer = self.model.tokenizer()?;
+        let spec = self.model.spec()?;
+        let opts = LoadOptions {
+            gguf_file: self.model.gguf_file.clone(),
+            dequantize: self.dequantize,
+            device: ferroformers::models::parse_device(&self.device)?,
+            hub: self.model.hub_options(),
+            ..LoadOptions::default()
+        };
+        let model = AutoModelForCausalLM::from_pretrained(&spec, &opts)
+            .with_context(|| format!("loading the model `{spec}`"))?;
+        Ok((tokenizer, model))
+    }
+
+    /// Template options with a generation prompt, and `--chat-template` when given.
+    pub fn template_options(&self) -> Result<ChatTemplateOptions> {
+        Ok(ChatTemplateOptions {
+            chat_template: self
+                .chat_template
+                .as_deref()
+                .map(|p| read_file("--chat-template", p))
+                .transpose()?,
+            chat_template_name: self.chat_template.as_ref().map(|p| p.display().to_string()),
+            ..ChatTemplateOptions::generation_prompt()
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GenerationArgs {
+    /// How many tokens to generate at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Greedy decoding (the default unless a sampling flag is given).
+    #[arg(long)]
+    pub greedy: bool,
+    /// Sample with this temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample from the smallest set of tokens whose probability reaches this.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Sample from the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample only tokens at least this fraction as likely as the most likely one.
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalize tokens already in the text (> 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Stop when the answer contains this text (repeatable); the text is not shown.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl GenerationArgs {
+    /// The generation config the flags describe, ending on the tokenizer's end tokens.
+    pub fn config(&self, tokenizer: &Tokenizer) -> Result<GenerationConfig> {
+        let sampling = !self.greedy
+            && (self.temperature.is_some()
+                || self.top_p.is_some()
+                || self.top_k.is_some()
+                || self.min_p.is_some());
+        let defaults = GenerationConfig::default();
+        let cfg = GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            do_sample: sampling,
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: self
+                .top_k
+                .unwrap_or(if sampling { 0 } else { defaults.top_k }),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repetition_penalty: self.repetition_penalty,
+            stop_strings: self.stop.clone(),
+            seed: self.seed,
+            eos_token_ids: Some(tokenizer.eos_token_ids.clone()).filter(|e| !e.is_empty()),
+            ..defaults
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
