@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 
 const GGUF_MAGIC: [u8; 4] = *b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// The GGUF value type of arrays.
+const ARRAY_TYPE: u32 = 9;
+
 /// Arrays nest at most this deep; real files use depth 1.
 const MAX_ARRAY_DEPTH: usize = 4;
 const MAX_TENSOR_DIMS: u32 = 8;
@@ -121,12 +124,24 @@ pub struct GgufFile {
     pub tensors: Vec<GgufTensorInfo>,
     /// Absolute file offset where tensor data begins.
     pub data_offset: u64,
+    /// Lengths of the arrays `open_without_large_arrays` left out of `metadata`.
+    pub skipped_arrays: BTreeMap<String, usize>,
 }
 
 impl GgufFile {
     /// Reads the header of `path`. Fails with the file name and the field at fault.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        Self::read(path.as_ref(), usize::MAX)
+    }
+
+    /// Reads the header but only the lengths of arrays over 1024 elements (the tokenizer's
+    /// vocabulary, merges and scores: tens of MB a model's config does not need). The file
+    /// is still checked all through.
+    pub fn open_without_large_arrays(path: impl AsRef<Path>) -> Result<Self> {
+        Self::read(path.as_ref(), 1024)
+    }
+
+    fn read(path: &Path, keep_arrays_up_to: usize) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut r = Reader {
@@ -134,8 +149,18 @@ impl GgufFile {
             pos: 0,
             len,
             path,
+            keep_arrays_up_to,
+            skipped: BTreeMap::new(),
         };
         r.read_header()
+    }
+
+    /// The number of elements of an array value (also when its contents were skipped).
+    pub fn array_len(&self, key: &str) -> Option<usize> {
+        match self.metadata.get(key) {
+            Some(GgufValue::Array(a)) => Some(a.len()),
+            _ => self.skipped_arrays.get(key).copied(),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
@@ -226,6 +251,9 @@ struct Reader<'p> {
     pos: u64,
     len: u64,
     path: &'p Path,
+    /// Arrays longer than this are read through without being kept.
+    keep_arrays_up_to: usize,
+    skipped: BTreeMap<String, usize>,
 }
 
 impl Reader<'_> {
@@ -300,8 +328,20 @@ impl Reader<'_> {
         for i in 0..n_kv {
             let key = self.string(&format!("metadata key #{i}"))?;
             let ty = self.u32(&format!("type of `{key}`"))?;
-            let value = self.value(ty, &key, 0)?;
-            metadata.insert(key, value);
+            if ty == ARRAY_TYPE {
+                let (items, len) = self.array(&key, 0, self.keep_arrays_up_to)?;
+                match items {
+                    Some(items) => {
+                        metadata.insert(key, GgufValue::Array(items));
+                    }
+                    None => {
+                        self.skipped.insert(key, len);
+                    }
+                }
+            } else {
+                let value = self.value(ty, &key, 0)?;
+                metadata.insert(key, value);
+            }
         }
 
         let mut tensors = Vec::with_capacity(n_tensors);
@@ -344,7 +384,41 @@ impl Reader<'_> {
             metadata,
             tensors,
             data_offset,
+            skipped_arrays: std::mem::take(&mut self.skipped),
         })
+    }
+
+    /// An array's elements, or `None` (read through, not kept) when it has more than
+    /// `keep_up_to`; with its length.
+    fn array(
+        &mut self,
+        key: &str,
+        depth: usize,
+        keep_up_to: usize,
+    ) -> Result<(Option<Vec<GgufValue>>, usize)> {
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(self.err(format!("value of `{key}`: arrays nested too deeply")));
+        }
+        let item_ty = self.u32(&format!("element type of `{key}`"))?;
+        let min = match item_ty {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8..=12 => 8,
+            t => return Err(self.err(format!("`{key}`: unknown array element type {t}"))),
+        };
+        let n = self.count(&format!("length of `{key}`"), min)?;
+        if n > keep_up_to {
+            for _ in 0..n {
+                self.value(item_ty, key, depth + 1)?;
+            }
+            return Ok((None, n));
+        }
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.value(item_ty, key, depth + 1)?);
+        }
+        Ok((Some(items), n))
     }
 
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<GgufValue> {
@@ -363,25 +437,10 @@ impl Reader<'_> {
                 b => return Err(self.err(format!("{what}: bool byte {b} is neither 0 nor 1"))),
             },
             8 => GgufValue::String(self.string(&what)?),
-            9 => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(self.err(format!("{what}: arrays nested too deeply")));
-                }
-                let item_ty = self.u32(&format!("element type of `{key}`"))?;
-                let min = match item_ty {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8..=12 => 8,
-                    t => return Err(self.err(format!("`{key}`: unknown array element type {t}"))),
-                };
-                let n = self.count(&format!("length of `{key}`"), min)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(item_ty, key, depth + 1)?);
-                }
-                GgufValue::Array(items)
-            }
+            ARRAY_TYPE => match self.array(key, depth, usize::MAX)? {
+                (Some(items), _) => GgufValue::Array(items),
+                (None, _) => GgufValue::Array(Vec::new()),
+            },
             10 => GgufValue::U64(self.u64(&what)?),
             11 => GgufValue::I64(i64::from_le_bytes(self.bytes::<8>(&what)?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.bytes::<8>(&what)?)),

@@ -114,6 +114,16 @@ impl GenerationConfig {
         }
     }
 
+    /// The model's own defaults (its generation_config.json over transformers' defaults,
+    /// as `model.generation_config` in transformers); transformers' defaults without one.
+    pub fn from_model(model: &ferro_models::CausalLm) -> Result<Self> {
+        let mut cfg = Self::default();
+        if let Some(v) = &model.generation_config {
+            cfg.update(v)?;
+        }
+        Ok(cfg)
+    }
+
     /// A model's generation_config.json over transformers' defaults.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |msg: String| GenerateError::Config {

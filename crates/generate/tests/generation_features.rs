@@ -348,3 +348,17 @@ fn streamer_yields_the_text_and_can_be_cancelled() {
     assert_eq!(out.finish_reasons[0], FinishReason::Cancelled);
     assert!(out.new_tokens(0).len() < 40, "{}", out.new_tokens(0).len());
 }
+
+/// A checkpoint's generation_config.json gives the defaults (as `model.generation_config`).
+#[test]
+fn generation_config_json_gives_the_defaults() {
+    let model = load("gemma3");
+    let cfg = GenerationConfig::from_model(&model).unwrap();
+    assert_eq!(cfg.eos_token_ids, Some(vec![2]));
+    assert_eq!(cfg.pad_token_id, Some(0));
+    assert!(!cfg.do_sample);
+    let file = GenerationConfig::from_file(&tiny("gemma3").join("generation_config.json")).unwrap();
+    assert_eq!(file, cfg);
+    let err = GenerationConfig::from_file(&tiny("llama").join("config.json.missing")).unwrap_err();
+    assert!(err.to_string().contains("config.json.missing"), "{err}");
+}

@@ -87,6 +87,8 @@ pub struct CausalLm {
     model: Model,
     pub config: CausalLmConfig,
     pub device: Device,
+    /// The checkpoint's generation_config.json (generation defaults), when it has one.
+    pub generation_config: Option<serde_json::Value>,
 }
 
 /// transformers' `AutoModelForCausalLM`.
@@ -101,7 +103,8 @@ impl AutoModelForCausalLM {
     pub fn from_source(source: &ModelSource, opts: &LoadOptions) -> Result<CausalLm> {
         let start = std::time::Instant::now();
         if let Some(path) = source.gguf(opts.gguf_file.as_deref())? {
-            let header = GgufFile::open(&path)?;
+            // The tokenizer's arrays are not needed for the model (and take tens of MB).
+            let header = GgufFile::open_without_large_arrays(&path)?;
             tracing::debug!(elapsed = ?start.elapsed(), "read GGUF header");
             let config = CausalLmConfig::from_gguf(&header)?;
             let name_map = match config.architecture {
@@ -122,13 +125,18 @@ impl AutoModelForCausalLM {
                 model,
                 config,
                 device: opts.device.clone(),
+                generation_config: None,
             });
         }
         let config_path = source.required_file("config.json")?;
-        let generation_eos = match source.optional_file("generation_config.json")? {
-            Some(p) => generation_eos(&p)?,
-            None => Vec::new(),
-        };
+        let generation_config = source
+            .optional_file("generation_config.json")?
+            .map(|p| read_json(&p))
+            .transpose()?;
+        let generation_eos = generation_config
+            .as_ref()
+            .map(generation_eos)
+            .unwrap_or_default();
         let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
         let files = safetensors_files(source)?;
         let weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
@@ -138,6 +146,7 @@ impl AutoModelForCausalLM {
             model,
             config,
             device: opts.device.clone(),
+            generation_config,
         })
     }
 }
@@ -153,8 +162,8 @@ fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
 }
 
 /// `eos_token_id` of generation_config.json (an id or a list).
-fn generation_eos(path: &std::path::Path) -> Result<Vec<u32>> {
-    Ok(match read_json(path)?.get("eos_token_id") {
+fn generation_eos(config: &serde_json::Value) -> Vec<u32> {
+    match config.get("eos_token_id") {
         Some(serde_json::Value::Number(n)) => {
             n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
         }
@@ -164,7 +173,7 @@ fn generation_eos(path: &std::path::Path) -> Result<Vec<u32>> {
             .map(|x| x as u32)
             .collect(),
         _ => Vec::new(),
-    })
+    }
 }
 
 /// model.safetensors, or the shards model.safetensors.index.json lists.

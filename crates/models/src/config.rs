@@ -366,10 +366,7 @@ impl CausalLmConfig {
         let heads = req("attention.head_count")?;
         let vocab = match int("vocab_size")? {
             Some(v) => v,
-            None => g
-                .get_str_array("tokenizer.ggml.tokens")?
-                .map(|t| t.len())
-                .unwrap_or(0),
+            None => g.array_len("tokenizer.ggml.tokens").unwrap_or(0),
         };
         let eos = g
             .get_i64("tokenizer.ggml.eos_token_id")?
