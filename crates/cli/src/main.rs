@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Answer one message with a chat model, streaming only the new text.
     Run(commands::run::Args),
+    /// Measure prompt processing and decode speed, load time and peak memory.
+    Bench(commands::bench::Args),
     /// Hold a conversation with a chat model (streamed; /help lists the commands).
     Chat(commands::chat::Args),
     /// Print the token ids of a text as a JSON array.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
+        Command::Bench(a) => commands::bench::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::Template(a) => commands::template::run(a),

@@ -10,9 +10,11 @@
 //! # Ok::<(), ferroformers::tokenizers::TokenizerError>(())
 //! ```
 
+pub use candle_core as candle;
 pub use ferro_core as core;
 pub use ferro_generate as generate;
 pub use ferro_models as models;
+pub use ferro_nn as nn;
 pub use ferro_tokenizers as tokenizers;
 
 /// The names a transformers user reaches for.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+pub mod quant;
 pub mod rotary;
 pub mod weights;
 
@@ -19,5 +20,6 @@ pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};
 pub use mlp::{Activation, GatedMlp};
 pub use norm::RmsNorm;
+pub use quant::QuantMatrix;
 pub use rotary::{RopeScaling, RotaryEmbedding};
 pub use weights::{GgufNameMap, Weights};

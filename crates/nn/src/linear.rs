@@ -1,5 +1,6 @@
 //! `Linear`: one layer type whatever the weight's storage — dense (trainable, and the
-//! base a LoRA adapter wraps) or quantized (GGUF blocks multiplied by quantized kernels).
+//! base a LoRA adapter wraps) or quantized (GGUF blocks multiplied by quantized kernels:
+//! ours on the CPU, candle's on GPUs).
 
 use std::sync::Arc;
 
@@ -7,13 +8,17 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 
 use crate::error::Result;
+use crate::quant::QuantMatrix;
 use crate::weights::Weights;
 
 #[derive(Debug, Clone)]
 pub enum LinearWeight {
     /// `(out_features, in_features)`, as transformers stores it.
     Dense(Tensor),
+    /// GGUF blocks for candle's kernels (GPUs).
     Quantized(Arc<QTensor>),
+    /// GGUF blocks for our CPU kernels.
+    Ggml(Arc<QuantMatrix>),
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +32,7 @@ pub struct Linear {
 enum LinearImpl {
     Dense(candle_nn::Linear),
     Quantized(QMatMul),
+    Ggml(Arc<QuantMatrix>),
 }
 
 impl Linear {
@@ -34,6 +40,7 @@ impl Linear {
         let matmul = match &weight {
             LinearWeight::Dense(w) => LinearImpl::Dense(candle_nn::Linear::new(w.clone(), None)),
             LinearWeight::Quantized(q) => LinearImpl::Quantized(QMatMul::from_arc(q.clone())?),
+            LinearWeight::Ggml(q) => LinearImpl::Ggml(q.clone()),
         };
         Ok(Self {
             weight,
@@ -53,6 +60,14 @@ impl Linear {
     ) -> Result<Self> {
         let name = format!("{prefix}.weight");
         let shape = [out_features, in_features];
+        if let Some(q) = w.quant_matrix(&name, out_features, in_features)? {
+            let bias = if bias {
+                Some(w.tensor(&format!("{prefix}.bias"), &[out_features])?)
+            } else {
+                None
+            };
+            return Self::new(LinearWeight::Ggml(q), bias);
+        }
         let weight = match w.quantized(&name, &shape)? {
             Some(q) if !w.dequantize => LinearWeight::Quantized(q),
             Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
@@ -75,10 +90,34 @@ impl Linear {
         let y = match &self.matmul {
             LinearImpl::Dense(l) => l.forward(x)?,
             LinearImpl::Quantized(q) => q.forward(x)?,
+            LinearImpl::Ggml(q) => quant_forward(q, x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
             None => y,
         })
     }
+}
+
+/// `x (..., in) -> (..., out)` with our kernels (f32 in and out).
+fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = dims.last().copied().unwrap_or(0);
+    if k != q.cols() {
+        return Err(crate::error::NnError::InvalidArgument {
+            param: "x",
+            msg: format!("last dimension {k}, the weight takes {}", q.cols()),
+        });
+    }
+    let m = x.elem_count() / k.max(1);
+    let input: Vec<f32> = x
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    let y = q.matmul(&input, m);
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = q.rows();
+    }
+    Ok(Tensor::from_vec(y, out_dims, x.device())?.to_dtype(x.dtype())?)
 }

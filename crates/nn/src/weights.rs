@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use ferro_core::GgufFile;
 
 use crate::error::{NnError, Result};
+use crate::quant::QuantMatrix;
 
 /// Maps a transformers weight name to its GGUF name, per architecture.
 pub type GgufNameMap = fn(&str) -> Option<String>;
@@ -43,6 +44,8 @@ pub struct Weights {
     pub dtype: DType,
     /// Turn quantized tensors into dense ones when loading.
     pub dequantize: bool,
+    /// Quantized matrices already read, by GGUF name (a tied embedding is read once).
+    shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
 }
 
 /// The ggml type id of a GGUF tensor as candle's type.
@@ -89,6 +92,7 @@ impl Weights {
             device: device.clone(),
             dtype,
             dequantize: true,
+            shared: Default::default(),
         })
     }
 
@@ -134,6 +138,7 @@ impl Weights {
             device: device.clone(),
             dtype,
             dequantize,
+            shared: Default::default(),
         })
     }
 
@@ -219,7 +224,8 @@ impl Weights {
         }
     }
 
-    fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+    /// Where a GGUF tensor is and how to read it.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<Located<'_>> {
         let Source::Gguf {
             file,
             header,
@@ -252,27 +258,107 @@ impl Weights {
                 None
             }
         });
-        if self.device.is_cpu() && heads.is_none() {
-            // Read straight into the block storage: no second copy of the largest tensors
-            // (the embedding table is ~150 MB) while loading.
-            let storage = read_cpu_storage(file, start, size, dtype)
-                .map_err(|e| ferro_core::Error::io(&header.path, e))?;
-            return Ok(QTensor::new(QStorage::Cpu(storage), dims)?);
-        }
-        let mut bytes = vec![0u8; size as usize];
-        file.read_exact_at(&mut bytes, start)
-            .map_err(|e| ferro_core::Error::io(&header.path, e))?;
-        if let Some(heads) = heads {
-            bytes = unpermute_rows(&bytes, shape[0], heads).ok_or_else(|| NnError::Format {
+        Ok(Located {
+            file,
+            path: &header.path,
+            gguf_name: &info.name,
+            dims,
+            dtype,
+            start,
+            size,
+            heads,
+        })
+    }
+
+    /// The tensor's bytes in the checkpoint's row order (q/k un-permuted).
+    fn read_bytes(&self, at: &Located<'_>) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; at.size as usize];
+        at.file
+            .read_exact_at(&mut bytes, at.start)
+            .map_err(|e| ferro_core::Error::io(at.path, e))?;
+        if let Some(heads) = at.heads {
+            let rows = at.dims[0];
+            bytes = unpermute_rows(&bytes, rows, heads).ok_or_else(|| NnError::Format {
                 file: self.path(),
                 msg: format!(
-                    "tensor `{}`: {} rows do not split into {heads} heads of an even size",
-                    info.name, shape[0]
+                    "tensor `{}`: {rows} rows do not split into {heads} heads of an even size",
+                    at.gguf_name
                 ),
             })?;
         }
-        Ok(qtensor_from_ggml(dtype, &bytes, dims, &self.device)?)
+        Ok(bytes)
     }
+
+    fn qtensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let at = self.locate(name, shape)?;
+        if self.device.is_cpu() && at.heads.is_none() {
+            // Read straight into the block storage: no second copy of the largest tensors
+            // (the embedding table is ~150 MB) while loading.
+            let storage = read_cpu_storage(at.file, at.start, at.size, at.dtype)
+                .map_err(|e| ferro_core::Error::io(at.path, e))?;
+            return Ok(QTensor::new(QStorage::Cpu(storage), at.dims)?);
+        }
+        let bytes = self.read_bytes(&at)?;
+        Ok(qtensor_from_ggml(at.dtype, &bytes, at.dims, &self.device)?)
+    }
+
+    /// A quantized GGUF matrix for our CPU kernels (`QuantMatrix`), shared between the
+    /// layers that use the same tensor (tied embeddings). `None` when the weights are not a
+    /// GGUF on the CPU, when dequantization was asked for, or when the tensor is not
+    /// quantized (f32/f16/bf16).
+    pub fn quant_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Arc<QuantMatrix>>> {
+        if !self.is_gguf() || !self.device.is_cpu() || self.dequantize {
+            return Ok(None);
+        }
+        let at = self.locate(name, &[rows, cols])?;
+        if !QuantMatrix::supports(at.dtype) {
+            return Ok(None);
+        }
+        let key = format!("{}#{rows}x{cols}", at.gguf_name);
+        if let Some(m) = self.shared.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(Some(m));
+        }
+        let bad = |e: std::io::Error| NnError::from(ferro_core::Error::io(at.path, e));
+        let matrix = if at.heads.is_some() {
+            let bytes = self.read_bytes(&at)?;
+            QuantMatrix::from_bytes(at.dtype, rows, cols, &bytes)
+        } else {
+            QuantMatrix::read(at.dtype, rows, cols, |buf| {
+                at.file.read_exact_at(buf, at.start)
+            })
+            .map_err(bad)?
+        };
+        let matrix = Arc::new(matrix.ok_or_else(|| NnError::Format {
+            file: self.path(),
+            msg: format!(
+                "tensor `{}`: its bytes do not form {rows} rows of {:?} blocks",
+                at.gguf_name, at.dtype
+            ),
+        })?);
+        if let Ok(mut cache) = self.shared.lock() {
+            cache.insert(key, matrix.clone());
+        }
+        Ok(Some(matrix))
+    }
+}
+
+/// A GGUF tensor found by `Weights::locate`.
+struct Located<'a> {
+    file: &'a File,
+    path: &'a Path,
+    gguf_name: &'a str,
+    /// Outermost first.
+    dims: Vec<usize>,
+    dtype: GgmlDType,
+    start: u64,
+    size: u64,
+    /// Stored permuted for llama.cpp's rotary layout, with this many heads.
+    heads: Option<usize>,
 }
 
 /// Undoes llama.cpp's `permute(w, n_head)` on the rows of a row-major (quantized or not)
@@ -329,33 +415,10 @@ fn read_cpu_storage(
     })
 }
 
-/// `size` bytes of the file at `start` as a vector of `T`: ggml blocks, which are
-/// `#[repr(C)]` records of integers and halves, so every byte pattern is a valid value.
-fn read_blocks<T: candle_core::quantized::k_quants::GgmlType>(
-    file: &File,
-    start: u64,
-    size: u64,
-) -> std::io::Result<Vec<T>> {
-    let item = std::mem::size_of::<T>();
+/// `size` bytes of the file at `start` as a vector of `T`.
+fn read_blocks<T>(file: &File, start: u64, size: u64) -> std::io::Result<Vec<T>> {
     let size = usize::try_from(size).map_err(|_| std::io::Error::other("tensor too large"))?;
-    if item == 0 || size % item != 0 {
-        return Err(std::io::Error::other(format!(
-            "{size} bytes are not a whole number of {item}-byte blocks"
-        )));
-    }
-    let n = size / item;
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    // SAFETY: the allocation holds `n * item` bytes; we zero them (a valid value of every
-    // block type) before viewing them as bytes, fill them from the file, and only then
-    // set the length. T is plain data (see above), so any bytes read form valid values.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::ptr::write_bytes(v.as_mut_ptr(), 0, n);
-        let bytes = std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), size);
-        file.read_exact_at(bytes, start)?;
-        v.set_len(n);
-    }
-    Ok(v)
+    crate::quant::read_blocks(size, |buf| file.read_exact_at(buf, start))
 }
 
 /// Absolute start and byte size of tensor `i`, with overflow and type checks.
