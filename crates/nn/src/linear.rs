@@ -110,14 +110,18 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
         });
     }
     let m = x.elem_count() / k.max(1);
-    let input: Vec<f32> = x
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?;
-    let y = q.matmul(&input, m);
     let mut out_dims = dims;
     if let Some(last) = out_dims.last_mut() {
         *last = q.rows();
     }
+    let x32 = x.to_dtype(candle_core::DType::F32)?;
+    if q.prefers_dense(m) {
+        // A prompt: expand the weights once and run candle's f32 GEMM.
+        let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
+        let y = x32.reshape((m, k))?.matmul(&w.t()?)?;
+        return Ok(y.reshape(out_dims)?.to_dtype(x.dtype())?);
+    }
+    let input: Vec<f32> = x32.flatten_all()?.to_vec1()?;
+    let y = q.matmul(&input, m);
     Ok(Tensor::from_vec(y, out_dims, x.device())?.to_dtype(x.dtype())?)
 }

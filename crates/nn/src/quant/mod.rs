@@ -17,6 +17,11 @@ use rayon::prelude::*;
 
 pub use q5_0::{BlockQ5_0, BlockQ8};
 
+/// Input rows from which `prefers_dense` says yes.
+const DENSE_MIN_ROWS: usize = 16;
+/// The largest f32 copy of a matrix made for a dense GEMM.
+const DENSE_MAX_BYTES: usize = 64 << 20;
+
 /// Sizes the thread pool the kernels run on (call before any model work; by default one
 /// thread per core). Fails if the pool already started.
 pub fn set_num_threads(threads: usize) -> Result<(), String> {
@@ -117,10 +122,28 @@ impl QuantMatrix {
         self.dtype
     }
 
-    /// `x (m, cols)` row-major → `(m, rows)`: each input row times every matrix row.
+    /// `x (m, cols)` row-major → `(m, rows)`: each input row times every matrix row, with
+    /// the activations quantized to 8 bits (as llama.cpp).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.cols);
         self.data.matmul(self.rows, self.cols, x, m)
+    }
+
+    /// The whole matrix in f32, `(rows, cols)` row-major, expanded in parallel.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.rows * self.cols];
+        w.par_chunks_mut(self.cols)
+            .enumerate()
+            .for_each(|(r, row)| self.data.row_to_f32(r, self.cols, row));
+        w
+    }
+
+    /// Whether `x (m, cols)` is better multiplied by expanding the matrix to f32 and running
+    /// a dense GEMM: with many rows (a prompt) the expansion is paid once for all of them,
+    /// and f32 GEMM kernels reuse each weight across rows far better than dot products do.
+    /// Not for matrices whose f32 copy would be large (a 150k-row output head).
+    pub fn prefers_dense(&self, m: usize) -> bool {
+        m >= DENSE_MIN_ROWS && self.rows * self.cols * 4 <= DENSE_MAX_BYTES
     }
 
     /// Row `row` expanded to f32 (`cols` values), for embedding lookups.
