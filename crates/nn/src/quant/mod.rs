@@ -1,21 +1,22 @@
 //! Quantized GGUF matrices on the CPU, multiplied by our own driver: activations quantized
 //! once per call, output rows spread over rayon's persistent pool, each row's dot products
 //! computed by the fastest kernel we have for its block type — candle's SIMD kernels where
-//! it has them (Q4_0, Q8_0, k-quants), ours where it has none (Q5_0: `q5_0.rs`).
+//! it has them (Q4_0, k-quants), ours where they are missing or slow (Q5_0, Q8_0:
+//! `blocks32.rs`).
 //!
 //! candle 0.11's own `QMatMul` runs Q5_0 through a scalar loop and spawns work per call;
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
 
-mod q5_0;
+mod blocks32;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_1, GgmlType,
+    BlockQ8_1, GgmlType,
 };
 use candle_core::quantized::GgmlDType;
 use rayon::prelude::*;
 
-pub use q5_0::{BlockQ5_0, BlockQ8};
+pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 
 /// Input rows from which `prefers_dense` says yes.
 const DENSE_MIN_ROWS: usize = 16;
@@ -88,11 +89,11 @@ impl QuantMatrix {
         }
         let size = rows * (cols / block) * dtype.type_size();
         let data: Box<dyn QuantRows> = match dtype {
-            GgmlDType::Q5_0 => Box::new(q5_0::Q5_0Rows(read_blocks(size, fill)?)),
+            GgmlDType::Q5_0 => Box::new(blocks32::Rows32::<BlockQ5_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_0 => Box::new(CandleRows::<BlockQ4_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_1 => Box::new(CandleRows::<BlockQ4_1>(read_blocks(size, fill)?)),
             GgmlDType::Q5_1 => Box::new(CandleRows::<BlockQ5_1>(read_blocks(size, fill)?)),
-            GgmlDType::Q8_0 => Box::new(CandleRows::<BlockQ8_0>(read_blocks(size, fill)?)),
+            GgmlDType::Q8_0 => Box::new(blocks32::Rows32::<BlockQ8_0>(read_blocks(size, fill)?)),
             GgmlDType::Q8_1 => Box::new(CandleRows::<BlockQ8_1>(read_blocks(size, fill)?)),
             GgmlDType::Q2K => Box::new(CandleRows::<BlockQ2K>(read_blocks(size, fill)?)),
             GgmlDType::Q3K => Box::new(CandleRows::<BlockQ3K>(read_blocks(size, fill)?)),
@@ -327,14 +328,18 @@ mod tests {
     }
 
     #[test]
-    fn q5_0_matches_the_reference() {
-        check(GgmlDType::Q5_0, q5_0::tests::quantize_q5_0, 32);
+    fn q5_0_and_q8_0_match_the_reference() {
+        check(GgmlDType::Q5_0, blocks32::tests::quantize_q5_0, 32);
+        check(
+            GgmlDType::Q8_0,
+            quantize::<candle_core::quantized::k_quants::BlockQ8_0>,
+            32,
+        );
     }
 
     #[test]
     fn candle_block_types_match_the_reference() {
         check(GgmlDType::Q4_0, quantize::<BlockQ4_0>, 32);
-        check(GgmlDType::Q8_0, quantize::<BlockQ8_0>, 32);
         check(GgmlDType::Q4K, quantize::<BlockQ4K>, 256);
         check(GgmlDType::Q5K, quantize::<BlockQ5K>, 256);
         check(GgmlDType::Q6K, quantize::<BlockQ6K>, 256);

@@ -1,0 +1,348 @@
+//! llama.cpp's 32-weight block types times 8-bit activations, with AVX2 kernels chosen at
+//! run time and portable ones: Q5_0 (candle has no SIMD kernel for it, and most tensors of
+//! llama.cpp's small-model files use it) and Q8_0 (the output heads; candle's kernel
+//! converts each scale through a function call).
+//!
+//! A Q5_0 block holds 32 weights: an f16 scale `d`, the low 4 bits of each weight in 16
+//! bytes (weight `j < 16` in the low nibble of byte `j`, weight `j + 16` in its high
+//! nibble) and the fifth bits in a u32 (bit `j` for weight `j`); weight = d · (q − 16).
+//! A Q8_0 block holds an f16 scale and 32 signed bytes; weight = d · q.
+
+use rayon::prelude::*;
+
+use super::{drive, QuantRows};
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    /// f16 bits.
+    d: u16,
+    qh: [u8; 4],
+    qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    /// f16 bits.
+    d: u16,
+    qs: [i8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+
+/// 32 activations as 8-bit integers times a scale.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockQ8 {
+    d: f32,
+    qs: [i8; 32],
+}
+
+impl BlockQ8 {
+    /// Rounds 32 values to the nearest multiple of `max|x| / 127`.
+    fn quantize(x: &[f32]) -> Self {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; 32];
+        for (q, v) in qs.iter_mut().zip(x) {
+            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+        Self { d, qs }
+    }
+}
+
+/// What the portable kernel and the row expansion need of a block type.
+pub(super) trait Block32: Copy + Send + Sync + std::fmt::Debug {
+    /// The 32 integer weights.
+    fn values(&self) -> [i8; 32];
+    /// The scale.
+    fn scale(&self) -> f32;
+    /// The fastest dot-product kernel this CPU runs for the type.
+    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32;
+}
+
+impl Block32 for BlockQ8_0 {
+    fn values(&self) -> [i8; 32] {
+        self.qs
+    }
+
+    fn scale(&self) -> f32 {
+        half::f16::from_bits(self.d).to_f32()
+    }
+
+    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            return avx2::dot_q8_0;
+        }
+        dot_portable
+    }
+}
+
+impl Block32 for BlockQ5_0 {
+    /// The 32 integer weights, `q − 16` in `-16..=15`.
+    fn values(&self) -> [i8; 32] {
+        let qh = u32::from_le_bytes(self.qh);
+        let mut out = [0i8; 32];
+        for j in 0..16 {
+            let lo = self.qs[j] & 0x0F;
+            let hi = self.qs[j] >> 4;
+            let b0 = ((qh >> j) & 1) as u8;
+            let b1 = ((qh >> (j + 16)) & 1) as u8;
+            out[j] = (lo | (b0 << 4)) as i8 - 16;
+            out[j + 16] = (hi | (b1 << 4)) as i8 - 16;
+        }
+        out
+    }
+
+    fn scale(&self) -> f32 {
+        half::f16::from_bits(self.d).to_f32()
+    }
+
+    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            return avx2::dot_q5_0;
+        }
+        dot_portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// Rows of a 32-weight block type.
+#[derive(Debug)]
+pub(super) struct Rows32<B>(pub(super) Vec<B>);
+
+impl<B: Block32> QuantRows for Rows32<B> {
+    fn matmul(&self, n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+        let nb = k / 32;
+        let act: Vec<BlockQ8> = x.par_chunks(32).map(BlockQ8::quantize).collect();
+        let dot = B::kernel();
+        drive(n, m, |j, i| {
+            dot(&self.0[j * nb..(j + 1) * nb], &act[i * nb..(i + 1) * nb])
+        })
+    }
+
+    fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
+        let nb = k / 32;
+        for (b, o) in self.0[row * nb..(row + 1) * nb]
+            .iter()
+            .zip(out.chunks_mut(32))
+        {
+            let d = b.scale();
+            for (v, q) in o.iter_mut().zip(b.values()) {
+                *v = d * f32::from(q);
+            }
+        }
+    }
+}
+
+fn dot_portable<B: Block32>(w: &[B], a: &[BlockQ8]) -> f32 {
+    w.iter()
+        .zip(a)
+        .map(|(b, q)| {
+            let s: i32 = b
+                .values()
+                .iter()
+                .zip(&q.qs)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            b.scale() * q.d * s as f32
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ5_0, BlockQ8, BlockQ8_0};
+
+    pub(super) fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8]) -> f32 {
+        // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
+        unsafe { dot_avx2(w, a) }
+    }
+
+    pub(super) fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8]) -> f32 {
+        // SAFETY: as above.
+        unsafe { dot_avx2(w, a) }
+    }
+
+    /// A block's 32 weights as signed bytes in a register, and its f16 scale bits.
+    trait Weights {
+        /// # Safety
+        /// Only on CPUs with AVX2 (inlined into the AVX2 kernel).
+        unsafe fn weights(&self) -> (__m256i, u16);
+    }
+
+    impl Weights for BlockQ8_0 {
+        #[inline(always)]
+        unsafe fn weights(&self) -> (__m256i, u16) {
+            // SAFETY: reads the 32 bytes of `qs`; AVX2 per the contract.
+            (
+                unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) },
+                self.d,
+            )
+        }
+    }
+
+    impl Weights for BlockQ5_0 {
+        #[inline(always)]
+        unsafe fn weights(&self) -> (__m256i, u16) {
+            // SAFETY: reads the 16 bytes of `qs`; AVX2 per the contract.
+            unsafe {
+                let low4 = _mm_set1_epi8(0x0F);
+                let packed = _mm_loadu_si128(self.qs.as_ptr().cast());
+                let lo = _mm_and_si128(packed, low4);
+                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
+                let nibbles = _mm256_set_m128i(hi, lo);
+                // Weight = nibble + 16·bit − 16: the nibble where the bit is set, the nibble
+                // with its high four bits set (nibble − 16 as i8) where it is not.
+                let set = bit_bytes(u32::from_le_bytes(self.qh));
+                let wq =
+                    _mm256_or_si256(nibbles, _mm256_andnot_si256(set, _mm256_set1_epi8(-16i8)));
+                (wq, self.d)
+            }
+        }
+    }
+
+    /// 0xFF in byte `j` where bit `j` of `bits` is set.
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2.
+    #[inline(always)]
+    unsafe fn bit_bytes(bits: u32) -> __m256i {
+        // Lane 0 (bytes 0..16) reads source bytes 0 and 1, lane 1 bytes 2 and 3: the u32 is
+        // repeated in both lanes, so lane-relative indices 0..4 reach it.
+        unsafe {
+            let spread = _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+            );
+            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+            let mask =
+                _mm256_set1_epi64x(i64::from_le_bytes([1, 2, 4, 8, 16, 32, 64, -128i8 as u8]));
+            _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
+        }
+    }
+
+    /// One block's scaled products added to `acc` (8 lanes of partial sums).
+    #[inline(always)]
+    unsafe fn block<B: Weights>(b: &B, q: &BlockQ8, acc: __m256) -> __m256 {
+        // SAFETY: AVX2/FMA/F16C per the caller; reads the 32 bytes of `q.qs`.
+        unsafe {
+            let (wq, d) = b.weights();
+            let aq = _mm256_loadu_si256(q.qs.as_ptr().cast());
+            // |w| · (a with w's sign): unsigned × signed products, pairs summed to i16 (|w|,
+            // |a| ≤ 127, so a pair fits: activations are never -128), then to i32.
+            let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(aq, wq));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
+            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d))));
+            _mm256_fmadd_ps(_mm256_set1_ps(d * q.d), sums, acc)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_avx2<B: Weights>(w: &[B], a: &[BlockQ8]) -> f32 {
+        // Two blocks per step into two accumulators: independent chains keep the FMA
+        // units busy.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        // SAFETY: this function runs only with AVX2, FMA and F16C (see `dot_*`).
+        unsafe {
+            for (b, q) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
+                acc0 = block(&b[0], &q[0], acc0);
+                acc1 = block(&b[1], &q[1], acc1);
+            }
+            if w.len() % 2 == 1 {
+                acc0 = block(&w[w.len() - 1], &a[w.len() - 1], acc0);
+            }
+        }
+        let acc = _mm256_add_ps(acc0, acc1);
+        let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use candle_core::quantized::k_quants::{BlockQ5_0 as CandleQ5_0, GgmlType};
+
+    /// Quantizes with candle (llama.cpp's Q5_0 quantizer), as GGUF bytes.
+    pub(crate) fn quantize_q5_0(w: &[f32]) -> Vec<u8> {
+        let mut blocks = vec![CandleQ5_0::zeros(); w.len() / 32];
+        CandleQ5_0::from_float(w, &mut blocks);
+        let bytes = std::mem::size_of_val(blocks.as_slice());
+        // SAFETY: reading plain-data blocks as their bytes.
+        #[allow(unsafe_code)]
+        unsafe { std::slice::from_raw_parts(blocks.as_ptr().cast::<u8>(), bytes) }.to_vec()
+    }
+
+    fn from_bytes<T>(bytes: &[u8]) -> Vec<T> {
+        super::super::read_blocks(bytes.len(), |b| {
+            b.copy_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    fn random(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn our_layout_reads_as_candle_dequantizes() {
+        let w = random(32 * 9, 3);
+        let bytes = quantize_q5_0(&w);
+        let ours: Vec<BlockQ5_0> = from_bytes(&bytes);
+        let theirs: Vec<CandleQ5_0> = from_bytes(&bytes);
+        let mut a = vec![0f32; w.len()];
+        Rows32(ours).row_to_f32(0, w.len(), &mut a);
+        let mut b = vec![0f32; w.len()];
+        CandleQ5_0::to_float(&theirs, &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn simd_and_portable_kernels_agree() {
+        for blocks in [1, 2, 7, 28] {
+            let bytes = quantize_q5_0(&random(32 * blocks, blocks as u32));
+            let w: Vec<BlockQ5_0> = from_bytes(&bytes);
+            let a: Vec<BlockQ8> = random(32 * blocks, 99)
+                .chunks(32)
+                .map(BlockQ8::quantize)
+                .collect();
+            let (x, y) = (dot_portable(&w, &a), BlockQ5_0::kernel()(&w, &a));
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "Q5_0, {blocks} blocks: {x} vs {y}"
+            );
+            let w8: Vec<BlockQ8_0> = (0..blocks)
+                .map(|i| BlockQ8_0 {
+                    d: half::f16::from_f32(0.01 + i as f32 * 1e-3).to_bits(),
+                    qs: std::array::from_fn(|j| ((i * 31 + j * 17) % 255) as u8 as i8),
+                })
+                .collect();
+            let (x, y) = (dot_portable(&w8, &a), BlockQ8_0::kernel()(&w8, &a));
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "Q8_0, {blocks} blocks: {x} vs {y}"
+            );
+        }
+    }
+}
