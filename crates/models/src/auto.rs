@@ -247,9 +247,10 @@ impl CausalLm {
                 ),
             });
         }
-        match &self.model {
+        // On the kernels' thread pool, so that their parallel loops start from a worker.
+        ferro_nn::quant::install(|| match &self.model {
             Model::Llama(m) => m.forward(ids, cache, last_only),
             Model::Gemma3(m) => m.forward(ids, cache, last_only),
-        }
+        })
     }
 }

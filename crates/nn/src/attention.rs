@@ -92,9 +92,16 @@ impl Attention {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?)
         };
-        let mut q = heads(self.q_proj.forward(x)?, nh)?;
-        let mut k = heads(self.k_proj.forward(x)?, nkv)?;
-        let v = heads(self.v_proj.forward(x)?, nkv)?.contiguous()?;
+        let mut qkv = Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let (Some(v), Some(k), Some(q)) = (qkv.pop(), qkv.pop(), qkv.pop()) else {
+            return Err(crate::error::NnError::InvalidArgument {
+                param: "attention",
+                msg: "q, k and v projections gave no output".into(),
+            });
+        };
+        let mut q = heads(q, nh)?;
+        let mut k = heads(k, nkv)?;
+        let v = heads(v, nkv)?.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;

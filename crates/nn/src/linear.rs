@@ -85,6 +85,44 @@ impl Linear {
         &self.weight
     }
 
+    /// Several layers on the same input (q, k, v; gate, up): quantized ones in one parallel
+    /// loop when the input is a few rows (decoding), each on its own otherwise.
+    pub fn forward_many(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+        let mats: Option<Vec<&QuantMatrix>> = layers
+            .iter()
+            .map(|l| match &l.matmul {
+                LinearImpl::Ggml(q) => Some(q.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let k = x.dims().last().copied().unwrap_or(0);
+        let m = x.elem_count() / k.max(1);
+        let Some(mats) = mats.filter(|ms| ms.iter().all(|q| q.cols() == k && !q.prefers_dense(m)))
+        else {
+            return layers.iter().map(|l| l.forward(x)).collect();
+        };
+        let input: Vec<f32> = x
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let outs = QuantMatrix::matmul_many(&mats, &input, m);
+        layers
+            .iter()
+            .zip(outs)
+            .map(|(l, y)| {
+                let mut dims = x.dims().to_vec();
+                if let Some(last) = dims.last_mut() {
+                    *last = y.len() / m.max(1);
+                }
+                let y = Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?;
+                Ok(match &l.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+                    None => y,
+                })
+            })
+            .collect()
+    }
+
     /// `x (..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.matmul {

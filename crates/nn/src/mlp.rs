@@ -51,12 +51,16 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?;
+        let [gate, up]: [Tensor; 2] = Linear::forward_many(&[&self.gate_proj, &self.up_proj], x)?
+            .try_into()
+            .map_err(|_| crate::error::NnError::InvalidArgument {
+                param: "mlp",
+                msg: "gate and up projections gave no output".into(),
+            })?;
         let gate = match self.act {
             Activation::Silu => candle_nn::ops::silu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
         };
-        let up = self.up_proj.forward(x)?;
         self.down_proj.forward(&(gate * up)?)
     }
 }

@@ -10,7 +10,9 @@
 
 use rayon::prelude::*;
 
-use super::{drive, QuantRows};
+use std::ops::Range;
+
+use super::{Prepared, QuantRows};
 
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
@@ -121,13 +123,31 @@ fn has_avx2() -> bool {
 pub(super) struct Rows32<B>(pub(super) Vec<B>);
 
 impl<B: Block32> QuantRows for Rows32<B> {
-    fn matmul(&self, n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    fn prepare(&self, x: &[f32], m: usize, _k: usize) -> Prepared {
+        let act: Vec<BlockQ8> = if m < super::PARALLEL_QUANTIZE_ROWS {
+            x.chunks(32).map(BlockQ8::quantize).collect()
+        } else {
+            super::install(|| x.par_chunks(32).map(BlockQ8::quantize).collect())
+        };
+        Box::new(act)
+    }
+
+    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
         let nb = k / 32;
-        let act: Vec<BlockQ8> = x.par_chunks(32).map(BlockQ8::quantize).collect();
+        let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
+            return vec![f32::NAN; m * rows.len()];
+        };
         let dot = B::kernel();
-        drive(n, m, |j, i| {
-            dot(&self.0[j * nb..(j + 1) * nb], &act[i * nb..(i + 1) * nb])
-        })
+        let mut out = Vec::with_capacity(m * rows.len());
+        for i in 0..m {
+            for j in rows.clone() {
+                out.push(dot(
+                    &self.0[j * nb..(j + 1) * nb],
+                    &act[i * nb..(i + 1) * nb],
+                ));
+            }
+        }
+        out
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {

@@ -14,6 +14,8 @@ use candle_core::quantized::k_quants::{
     BlockQ8_1, GgmlType,
 };
 use candle_core::quantized::GgmlDType;
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
@@ -23,24 +25,63 @@ const DENSE_MIN_ROWS: usize = 16;
 /// The largest f32 copy of a matrix made for a dense GEMM.
 const DENSE_MAX_BYTES: usize = 64 << 20;
 
-/// Sizes the thread pool the kernels run on (call before any model work; by default one
-/// thread per core). Fails if the pool already started.
-pub fn set_num_threads(threads: usize) -> Result<(), String> {
+/// The kernels' persistent thread pool.
+static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+
+fn pool_with(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build_global()
-        .map_err(|e| e.to_string())
+        .thread_name(|i| format!("ferro-kernel-{i}"))
+        .build()
+        .unwrap_or_else(|_| {
+            // Threads could not be started: run on the calling thread.
+            #[allow(clippy::expect_used)] // a one-thread pool needs no new thread
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .use_current_thread()
+                .build()
+                .expect("a pool on the current thread")
+        })
+}
+
+/// Sizes the kernels' thread pool (call before any model work; by default one thread per
+/// core). Fails once the pool is running.
+pub fn set_num_threads(threads: usize) -> Result<(), String> {
+    POOL.set(pool_with(threads.max(1)))
+        .map_err(|_| "the thread pool is already running".to_string())
 }
 
 /// The number of threads the kernels run on.
 pub fn num_threads() -> usize {
-    rayon::current_num_threads()
+    pool().current_num_threads()
 }
+
+fn pool() -> &'static rayon::ThreadPool {
+    POOL.get_or_init(|| pool_with(std::thread::available_parallelism().map_or(1, |n| n.get())))
+}
+
+/// Runs `f` (a whole forward pass) on the kernels' pool: the parallel loops inside then
+/// start from a pool thread, which works along instead of waiting for each loop to end.
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    pool().install(f)
+}
+
+/// Inputs this small are quantized on the calling thread (a parallel loop costs more).
+const PARALLEL_QUANTIZE_ROWS: usize = 8;
+
+/// An input quantized by `QuantRows::prepare` (its type is the matrix type's business).
+type Prepared = Box<dyn std::any::Any + Send + Sync>;
 
 /// The rows of a quantized matrix, with the operations a layer needs.
 trait QuantRows: Send + Sync + std::fmt::Debug {
-    /// `y (m, n) = x (m, k) · self (n, k)^T`.
-    fn matmul(&self, n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32>;
+    /// The input `x (m, k)` quantized for this type's dot products.
+    fn prepare(&self, x: &[f32], m: usize, k: usize) -> Prepared;
+    /// The dot products of matrix rows `rows` with every prepared input row, input row
+    /// major: `out[i * rows.len() + (j - rows.start)]`.
+    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32>;
     /// Row `row` (of `k` values) expanded to f32.
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]);
 }
@@ -126,16 +167,67 @@ impl QuantMatrix {
     /// `x (m, cols)` row-major → `(m, rows)`: each input row times every matrix row, with
     /// the activations quantized to 8 bits (as llama.cpp).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        debug_assert_eq!(x.len(), m * self.cols);
-        self.data.matmul(self.rows, self.cols, x, m)
+        Self::matmul_many(&[self], x, m).pop().unwrap_or_default()
+    }
+
+    /// `matmul` of several matrices taking the same input (q, k and v; gate and up) in one
+    /// parallel loop: one start and one finish of the pool instead of one per matrix.
+    pub fn matmul_many(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+        let Some(first) = mats.first() else {
+            return Vec::new();
+        };
+        let k = first.cols;
+        debug_assert!(mats.iter().all(|q| q.cols == k) && x.len() == m * k);
+        // One quantized input per block type.
+        let mut inputs: Vec<(GgmlDType, Prepared)> = Vec::new();
+        let which: Vec<usize> = mats
+            .iter()
+            .map(|q| match inputs.iter().position(|(d, _)| *d == q.dtype) {
+                Some(i) => i,
+                None => {
+                    inputs.push((q.dtype, q.data.prepare(x, m, k)));
+                    inputs.len() - 1
+                }
+            })
+            .collect();
+        let total: usize = mats.iter().map(|q| q.rows).sum();
+        let threads = pool().current_num_threads().max(1);
+        // Several chunks per thread balance the load; chunks of at least 16 rows keep the
+        // scheduling cost small next to the work.
+        let chunk = total.div_ceil(threads * 4).max(16);
+        let tasks: Vec<(usize, Range<usize>)> = mats
+            .iter()
+            .enumerate()
+            .flat_map(|(a, q)| {
+                (0..q.rows.div_ceil(chunk))
+                    .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
+            })
+            .collect();
+        let parts: Vec<Vec<f32>> = install(|| {
+            tasks
+                .par_iter()
+                .map(|(a, rows)| mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1))
+                .collect()
+        });
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|q| vec![0f32; m * q.rows]).collect();
+        for ((a, rows), part) in tasks.iter().zip(parts) {
+            let (n, len) = (mats[*a].rows, rows.len());
+            for i in 0..m {
+                outs[*a][i * n + rows.start..i * n + rows.end]
+                    .copy_from_slice(&part[i * len..(i + 1) * len]);
+            }
+        }
+        outs
     }
 
     /// The whole matrix in f32, `(rows, cols)` row-major, expanded in parallel.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut w = vec![0f32; self.rows * self.cols];
-        w.par_chunks_mut(self.cols)
-            .enumerate()
-            .for_each(|(r, row)| self.data.row_to_f32(r, self.cols, row));
+        install(|| {
+            w.par_chunks_mut(self.cols)
+                .enumerate()
+                .for_each(|(r, row)| self.data.row_to_f32(r, self.cols, row))
+        });
         w
     }
 
@@ -191,57 +283,49 @@ impl<T: GgmlType> std::fmt::Debug for CandleRows<T> {
     }
 }
 
-impl<T: GgmlType> QuantRows for CandleRows<T> {
-    fn matmul(&self, n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
-        let (wb, ab) = (k / T::BLCK_SIZE, k / T::VecDotType::BLCK_SIZE);
+impl<T: GgmlType + 'static> QuantRows for CandleRows<T>
+where
+    T::VecDotType: 'static,
+{
+    fn prepare(&self, x: &[f32], m: usize, k: usize) -> Prepared {
+        let ab = k / T::VecDotType::BLCK_SIZE;
         let mut act = vec![T::VecDotType::zeros(); m * ab];
-        act.par_chunks_mut(ab)
-            .zip(x.par_chunks(k))
-            .for_each(|(a, xr)| T::VecDotType::from_float(xr, a));
-        drive(n, m, |j, i| {
-            T::vec_dot(k, &self.0[j * wb..(j + 1) * wb], &act[i * ab..(i + 1) * ab])
-        })
+        if m < PARALLEL_QUANTIZE_ROWS {
+            act.chunks_mut(ab)
+                .zip(x.chunks(k))
+                .for_each(|(a, xr)| T::VecDotType::from_float(xr, a));
+        } else {
+            install(|| {
+                act.par_chunks_mut(ab)
+                    .zip(x.par_chunks(k))
+                    .for_each(|(a, xr)| T::VecDotType::from_float(xr, a))
+            });
+        }
+        Box::new(act)
+    }
+
+    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
+        let (wb, ab) = (k / T::BLCK_SIZE, k / T::VecDotType::BLCK_SIZE);
+        let Some(act) = input.downcast_ref::<Vec<T::VecDotType>>() else {
+            return vec![f32::NAN; m * rows.len()];
+        };
+        let mut out = Vec::with_capacity(m * rows.len());
+        for i in 0..m {
+            for j in rows.clone() {
+                out.push(T::vec_dot(
+                    k,
+                    &self.0[j * wb..(j + 1) * wb],
+                    &act[i * ab..(i + 1) * ab],
+                ));
+            }
+        }
+        out
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
         let wb = k / T::BLCK_SIZE;
         T::to_float(&self.0[row * wb..(row + 1) * wb], out);
     }
-}
-
-/// `y[i * n + j] = dot(j, i)` for every output row `j < n` and input row `i < m`, the
-/// output rows split over the thread pool in chunks (each chunk's weights are read once
-/// for all input rows).
-fn drive(n: usize, m: usize, dot: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f32> {
-    let threads = rayon::current_num_threads().max(1);
-    // Several chunks per thread balance the load; chunks of at least 16 rows keep the
-    // scheduling cost small next to the work.
-    let chunk = n.div_ceil(threads * 4).max(16);
-    let parts: Vec<Vec<f32>> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let rows = (c * chunk)..((c + 1) * chunk).min(n);
-            let mut part = Vec::with_capacity(m * rows.len());
-            for i in 0..m {
-                for j in rows.clone() {
-                    part.push(dot(j, i));
-                }
-            }
-            part
-        })
-        .collect();
-    if m == 1 {
-        return parts.concat();
-    }
-    let mut y = vec![0f32; m * n];
-    for (c, part) in parts.iter().enumerate() {
-        let start = c * chunk;
-        let len = part.len() / m;
-        for i in 0..m {
-            y[i * n + start..i * n + start + len].copy_from_slice(&part[i * len..(i + 1) * len]);
-        }
-    }
-    y
 }
 
 #[cfg(test)]
@@ -343,6 +427,29 @@ mod tests {
         check(GgmlDType::Q4K, quantize::<BlockQ4K>, 256);
         check(GgmlDType::Q5K, quantize::<BlockQ5K>, 256);
         check(GgmlDType::Q6K, quantize::<BlockQ6K>, 256);
+    }
+
+    #[test]
+    fn several_matrices_in_one_loop_equal_each_alone() {
+        let k = 256;
+        let x = values(3 * k, 5);
+        let mats: Vec<QuantMatrix> = [
+            (
+                GgmlDType::Q5_0,
+                40,
+                blocks32::tests::quantize_q5_0 as fn(&[f32]) -> Vec<u8>,
+            ),
+            (GgmlDType::Q4K, 17, quantize::<BlockQ4K>),
+            (GgmlDType::Q5_0, 9, blocks32::tests::quantize_q5_0),
+        ]
+        .iter()
+        .map(|(d, n, q)| QuantMatrix::from_bytes(*d, *n, k, &q(&values(n * k, *n as u64))).unwrap())
+        .collect();
+        let refs: Vec<&QuantMatrix> = mats.iter().collect();
+        let many = QuantMatrix::matmul_many(&refs, &x, 3);
+        for (q, y) in mats.iter().zip(&many) {
+            assert_eq!(&q.matmul(&x, 3), y);
+        }
     }
 
     #[test]
