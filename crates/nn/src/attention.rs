@@ -108,9 +108,11 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
-        let k = repeat_kv(&k, nh / nkv)?;
-        let v = repeat_kv(&v, nh / nkv)?;
-
+        // Grouped-query attention without copying k and v per query head: the query heads
+        // sharing a kv head are stacked as extra rows, `(b, kv, n_rep * t, d)` (heads are
+        // ordered kv-major, so this is a reshape of the contiguous q).
+        let n_rep = nh / nkv;
+        let q = q.reshape((b, nkv, n_rep * t, d))?;
         let scores = (q
             .to_dtype(DType::F32)?
             .matmul(&k.to_dtype(DType::F32)?.t()?)?
@@ -125,24 +127,28 @@ impl Attention {
             x.device(),
         )?;
         let scores = match mask {
-            Some(mask) => scores.broadcast_add(&mask)?,
+            Some(mask) => {
+                // `(t, total)` or `(b, 1, t, total)`, the same for every stacked head.
+                let mask = if mask.rank() == 4 {
+                    mask.unsqueeze(2)?
+                } else {
+                    mask
+                };
+                scores
+                    .reshape((b, nkv, n_rep, t, total))?
+                    .broadcast_add(&mask)?
+                    .reshape((b, nkv, n_rep * t, total))?
+            }
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * d))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, nh, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * d))?;
         self.o_proj.forward(&out)
     }
-}
-
-/// `(b, kv, t, d) -> (b, kv * n_rep, t, d)`, each kv head serving `n_rep` query heads.
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))?)
 }
 
 /// An additive mask, 0 where query slot `offset + i` may see key slot `j`, -inf elsewhere:

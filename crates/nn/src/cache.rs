@@ -5,32 +5,50 @@ use candle_core::Tensor;
 
 use crate::error::{NnError, Result};
 
-/// Keys and values of one layer seen so far, `(b, kv_heads, slots, head_dim)`.
+/// Keys and values of one layer seen so far, `(b, kv_heads, slots, head_dim)`, in buffers
+/// with room to grow: appending a decoded token writes one slot instead of copying the
+/// whole cache (capacity doubles when full).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    len: usize,
 }
+
+/// The smallest capacity a cache starts with (slots).
+const MIN_CAPACITY: usize = 64;
 
 impl KvCache {
     /// Number of cached slots (positions, padding included).
     pub fn len(&self) -> usize {
-        self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    /// Appends this call's keys and values; returns everything cached.
+    /// Appends this call's keys and values; returns everything cached (views of the
+    /// buffers).
     pub(crate) fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match (&self.k, &self.v) {
-            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            _ => (k, v),
+        let t = k.dim(2)?;
+        let needed = self.len + t;
+        let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
+        if needed > capacity {
+            let new_capacity = needed.max(2 * capacity).max(MIN_CAPACITY);
+            self.k = Some(grow(self.k.as_ref(), &k, self.len, new_capacity)?);
+            self.v = Some(grow(self.v.as_ref(), &v, self.len, new_capacity)?);
+        }
+        let (Some(kb), Some(vb)) = (&self.k, &self.v) else {
+            return Err(NnError::InvalidArgument {
+                param: "kv cache",
+                msg: "buffers missing after growing".into(),
+            });
         };
-        self.k = Some(k.clone());
-        self.v = Some(v.clone());
-        Ok((k, v))
+        kb.slice_set(&k.contiguous()?, 2, self.len)?;
+        vb.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = needed;
+        Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
     }
 
     fn select(&mut self, rows: &Tensor) -> Result<()> {
@@ -40,6 +58,17 @@ impl KvCache {
         }
         Ok(())
     }
+}
+
+/// A zeroed buffer of `capacity` slots shaped like `like`, holding the first `len` slots of
+/// `old`.
+fn grow(old: Option<&Tensor>, like: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
+    let (b, h, _, d) = like.dims4()?;
+    let buf = Tensor::zeros((b, h, capacity, d), like.dtype(), like.device())?;
+    if let Some(old) = old.filter(|_| len > 0) {
+        buf.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+    }
+    Ok(buf)
 }
 
 /// Every layer's `KvCache` plus the batch layout: row `i` begins with `left_pad[i]` padding

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use ferroformers::generate::{Generate, GenerationConfig};
+use ferroformers::generate::{generate_text, GenerationConfig};
 use ferroformers::models::CausalLm;
 use serde_json::json;
 
@@ -63,8 +63,8 @@ pub fn run(args: Args) -> Result<()> {
     prompt.truncate(args.prompt_tokens);
 
     let prefill_s = prefill_time(&model, &prompt)?;
-    // Decode: the whole generation minus its prefill (measured again inside, so the same
-    // prompt is processed the same way).
+    // Decode: the whole generation minus the time to its first token (the prefill, measured
+    // again inside, so the same prompts are processed the same way).
     let prompts = vec![prompt.clone(); args.batch];
     let cfg = GenerationConfig {
         eos_token_ids: Some(Vec::new()),
@@ -72,16 +72,12 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut first = None;
     let gen_started = Instant::now();
-    let out = if args.batch == 1 {
-        model.generate_with(&prompt, &cfg, &mut |_| {
-            first.get_or_insert_with(|| gen_started.elapsed().as_secs_f64());
-            std::ops::ControlFlow::Continue(())
-        })?
-    } else {
-        model.generate_batch(&prompts, &cfg)?
-    };
+    let out = generate_text(&model, &tokenizer, &prompts, &cfg, &mut |_| {
+        first.get_or_insert_with(|| gen_started.elapsed().as_secs_f64());
+        std::ops::ControlFlow::Continue(())
+    })?;
     let total_s = gen_started.elapsed().as_secs_f64();
-    let ttft_s = first.unwrap_or(prefill_s * args.batch as f64);
+    let ttft_s = first.unwrap_or(total_s);
     let generated: usize = (0..out.sequences.len())
         .map(|i| out.new_tokens(i).len())
         .sum();
@@ -97,6 +93,7 @@ pub fn run(args: Args) -> Result<()> {
         "load_s": load_s,
         "prompt_s": prefill_s,
         "prompt_tokens_per_s": args.prompt_tokens as f64 / prefill_s,
+        "batch_prompt_tokens_per_s": (args.prompt_tokens * args.batch) as f64 / ttft_s,
         "ttft_s": ttft_s,
         "decode_s": decode_s,
         "decode_tokens_per_s": decoded as f64 / decode_s,

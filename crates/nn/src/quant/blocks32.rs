@@ -54,14 +54,18 @@ impl BlockQ8 {
     }
 }
 
+/// One weight row against up to 4 activation rows.
+pub(super) type DotsFn<B> = fn(&[B], &[&[BlockQ8]], &mut [f32]);
+
 /// What the portable kernel and the row expansion need of a block type.
 pub(super) trait Block32: Copy + Send + Sync + std::fmt::Debug {
     /// The 32 integer weights.
     fn values(&self) -> [i8; 32];
     /// The scale.
     fn scale(&self) -> f32;
-    /// The fastest dot-product kernel this CPU runs for the type.
-    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32;
+    /// The fastest kernel this CPU runs for the type: one row of weights against up to
+    /// four rows of activations (`out[r]` for `acts[r]`).
+    fn kernel() -> DotsFn<Self>;
 }
 
 impl Block32 for BlockQ8_0 {
@@ -73,12 +77,12 @@ impl Block32 for BlockQ8_0 {
         half::f16::from_bits(self.d).to_f32()
     }
 
-    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32 {
+    fn kernel() -> DotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            return avx2::dot_q8_0;
+            return avx2::dots_q8_0;
         }
-        dot_portable
+        dots_portable
     }
 }
 
@@ -102,12 +106,12 @@ impl Block32 for BlockQ5_0 {
         half::f16::from_bits(self.d).to_f32()
     }
 
-    fn kernel() -> fn(&[Self], &[BlockQ8]) -> f32 {
+    fn kernel() -> DotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
-            return avx2::dot_q5_0;
+            return avx2::dots_q5_0;
         }
-        dot_portable
+        dots_portable
     }
 }
 
@@ -137,14 +141,19 @@ impl<B: Block32> QuantRows for Rows32<B> {
         let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
             return vec![f32::NAN; m * rows.len()];
         };
-        let dot = B::kernel();
-        let mut out = Vec::with_capacity(m * rows.len());
-        for i in 0..m {
-            for j in rows.clone() {
-                out.push(dot(
-                    &self.0[j * nb..(j + 1) * nb],
-                    &act[i * nb..(i + 1) * nb],
-                ));
+        let dots = B::kernel();
+        let len = rows.len();
+        let mut out = vec![0f32; m * len];
+        let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
+        let mut four = [0f32; 4];
+        for (jj, j) in rows.enumerate() {
+            let w = &self.0[j * nb..(j + 1) * nb];
+            // Up to four input rows per pass: each weight block is expanded once for them.
+            for (c, group) in inputs.chunks(4).enumerate() {
+                dots(w, group, &mut four[..group.len()]);
+                for (r, v) in four[..group.len()].iter().enumerate() {
+                    out[(c * 4 + r) * len + jj] = *v;
+                }
             }
         }
         out
@@ -161,6 +170,12 @@ impl<B: Block32> QuantRows for Rows32<B> {
                 *v = d * f32::from(q);
             }
         }
+    }
+}
+
+fn dots_portable<B: Block32>(w: &[B], acts: &[&[BlockQ8]], out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = dot_portable(w, a);
     }
 }
 
@@ -186,14 +201,66 @@ mod avx2 {
 
     use super::{BlockQ5_0, BlockQ8, BlockQ8_0};
 
-    pub(super) fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8]) -> f32 {
+    pub(super) fn dots_q5_0(w: &[BlockQ5_0], acts: &[&[BlockQ8]], out: &mut [f32]) {
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
-        unsafe { dot_avx2(w, a) }
+        unsafe { dots_avx2(w, acts, out) }
     }
 
-    pub(super) fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8]) -> f32 {
+    pub(super) fn dots_q8_0(w: &[BlockQ8_0], acts: &[&[BlockQ8]], out: &mut [f32]) {
         // SAFETY: as above.
-        unsafe { dot_avx2(w, a) }
+        unsafe { dots_avx2(w, acts, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dots_avx2<B: Weights>(w: &[B], acts: &[&[BlockQ8]], out: &mut [f32]) {
+        // SAFETY: AVX2, FMA and F16C per the caller.
+        unsafe {
+            match acts {
+                [a] => out[0] = dot_avx2(w, a),
+                [a, b] => out[..2].copy_from_slice(&dot_rows(w, [*a, *b])),
+                [a, b, c] => out[..3].copy_from_slice(&dot_rows(w, [*a, *b, *c])),
+                [a, b, c, d] => out[..4].copy_from_slice(&dot_rows(w, [*a, *b, *c, *d])),
+                _ => {
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        *o = dot_avx2(w, a);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One weight row against `R` activation rows: each block's weights are expanded once.
+    #[inline(always)]
+    unsafe fn dot_rows<B: Weights, const R: usize>(w: &[B], acts: [&[BlockQ8]; R]) -> [f32; R] {
+        // SAFETY: AVX2, FMA and F16C per the caller; the loads read whole blocks.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let ones = _mm256_set1_epi16(1);
+            for (bi, b) in w.iter().enumerate() {
+                let (wq, d) = b.weights();
+                let wabs = _mm256_sign_epi8(wq, wq);
+                let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d))));
+                for r in 0..R {
+                    let q = &acts[r][bi];
+                    let aq = _mm256_loadu_si256(q.qs.as_ptr().cast());
+                    let prod = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq, wq));
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d), sums, acc[r]);
+                }
+            }
+            acc.map(|a| hsum(a))
+        }
+    }
+
+    /// The sum of the 8 lanes.
+    #[inline(always)]
+    unsafe fn hsum(acc: __m256) -> f32 {
+        // SAFETY: AVX per the caller.
+        unsafe {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+        }
     }
 
     /// A block's 32 weights as signed bytes in a register, and its f16 scale bits.
@@ -285,10 +352,8 @@ mod avx2 {
                 acc0 = block(&w[w.len() - 1], &a[w.len() - 1], acc0);
             }
         }
-        let acc = _mm256_add_ps(acc0, acc1);
-        let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+        // SAFETY: AVX per this function's features.
+        unsafe { hsum(_mm256_add_ps(acc0, acc1)) }
     }
 }
 
@@ -347,7 +412,12 @@ pub(super) mod tests {
                 .chunks(32)
                 .map(BlockQ8::quantize)
                 .collect();
-            let (x, y) = (dot_portable(&w, &a), BlockQ5_0::kernel()(&w, &a));
+            let one = |dots: DotsFn<BlockQ5_0>| {
+                let mut o = [0f32];
+                dots(&w, &[&a], &mut o);
+                o[0]
+            };
+            let (x, y) = (dot_portable(&w, &a), one(BlockQ5_0::kernel()));
             assert!(
                 (x - y).abs() <= 1e-4 * x.abs().max(1.0),
                 "Q5_0, {blocks} blocks: {x} vs {y}"
@@ -358,7 +428,9 @@ pub(super) mod tests {
                     qs: std::array::from_fn(|j| ((i * 31 + j * 17) % 255) as u8 as i8),
                 })
                 .collect();
-            let (x, y) = (dot_portable(&w8, &a), BlockQ8_0::kernel()(&w8, &a));
+            let mut o = [0f32];
+            BlockQ8_0::kernel()(&w8, &[&a], &mut o);
+            let (x, y) = (dot_portable(&w8, &a), o[0]);
             assert!(
                 (x - y).abs() <= 1e-4 * x.abs().max(1.0),
                 "Q8_0, {blocks} blocks: {x} vs {y}"
