@@ -141,7 +141,7 @@ def build(cfg_cls, model_cls, seed, extra):
     return model
 
 
-def greedy(model, prompt):
+def greedy(model, prompt, bos=BOS):
     inp = torch.tensor([prompt])
     with torch.no_grad():
         gen = model.generate(
@@ -149,7 +149,7 @@ def greedy(model, prompt):
             attention_mask=torch.ones_like(inp),
             generation_config=GenerationConfig(
                 do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS, eos_token_id=None,
-                pad_token_id=None, bos_token_id=BOS, repetition_penalty=1.0,
+                pad_token_id=None, bos_token_id=bos, repetition_penalty=1.0,
                 output_logits=True, return_dict_in_generate=True,
             ),
         )

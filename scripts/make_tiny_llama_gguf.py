@@ -73,12 +73,14 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from gguf import GGMLQuantizationType, LlamaFileType  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
-from transformers import AutoModelForCausalLM, GenerationConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaForCausalLM  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_tiny_checkpoints import greedy  # noqa: E402
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 SRC_DIR = os.path.join(ROOT, "tests", "fixtures", "causal_lm", "tiny", "llama")
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures", "causal_lm", "tiny", "llama_gguf")
-NEW_TOKENS = 20
 MAX_FILE_BYTES = 600_000
 
 # name -> (2-D weight type, general.file_type)
@@ -229,28 +231,6 @@ def expected_state_dict(src, wtype):
 
 def r(x):
     return round(float(x), 6)
-
-
-def gap(row):
-    v = torch.topk(row.double(), 2).values
-    return float(v[0] - v[1])
-
-
-def greedy(model, prompt, bos):
-    inp = torch.tensor([prompt])
-    with torch.no_grad():
-        gen = model.generate(
-            inp,
-            attention_mask=torch.ones_like(inp),
-            generation_config=GenerationConfig(
-                do_sample=False, num_beams=1, max_new_tokens=NEW_TOKENS, eos_token_id=None,
-                pad_token_id=None, bos_token_id=bos, repetition_penalty=1.0,
-                output_logits=True, return_dict_in_generate=True,
-            ),
-        )
-    new = gen.sequences[0, len(prompt):].tolist()
-    assert len(new) == NEW_TOKENS, len(new)
-    return new, [gap(s[0]) for s in gen.logits]
 
 
 def main():

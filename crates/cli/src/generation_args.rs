@@ -7,7 +7,7 @@ use ferroformers::generate::GenerationConfig;
 use ferroformers::models::{AutoModelForCausalLM, CausalLm, LoadOptions};
 use ferroformers::tokenizers::{ChatTemplateOptions, Tokenizer};
 
-use crate::commands::read_file;
+use crate::commands::chat_template_flag;
 use crate::model_args::ModelArgs;
 
 #[derive(Args, Debug, Clone)]
@@ -44,13 +44,11 @@ impl ChatModelArgs {
 
     /// Template options with a generation prompt, and `--chat-template` when given.
     pub fn template_options(&self) -> Result<ChatTemplateOptions> {
+        let (chat_template, chat_template_name) =
+            chat_template_flag(self.chat_template.as_deref())?;
         Ok(ChatTemplateOptions {
-            chat_template: self
-                .chat_template
-                .as_deref()
-                .map(|p| read_file("--chat-template", p))
-                .transpose()?,
-            chat_template_name: self.chat_template.as_ref().map(|p| p.display().to_string()),
+            chat_template,
+            chat_template_name,
             ..ChatTemplateOptions::generation_prompt()
         })
     }

@@ -43,6 +43,22 @@ fn forward_all(model: &CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
+/// Greedy generation (no end token) gives transformers' `want` continuation.
+fn assert_greedy(
+    model: &CausalLm,
+    prompt: &[u32],
+    want: &[u32],
+    label: &str,
+) -> ferro_generate::GenerateOutput {
+    let cfg = GenerationConfig {
+        eos_token_ids: Some(Vec::new()),
+        ..GenerationConfig::greedy(want.len())
+    };
+    let out = model.generate(prompt, &cfg).unwrap();
+    assert_eq!(out.new_tokens(0), want, "{label}: greedy continuation");
+    out
+}
+
 fn check(name: &str) {
     let (model, r) = load(name);
     let prompt: Vec<u32> = serde_json::from_value(r["prompt_ids"].clone()).unwrap();
@@ -60,16 +76,7 @@ fn check(name: &str) {
     );
 
     let want_new: Vec<u32> = serde_json::from_value(r["greedy_new_tokens"].clone()).unwrap();
-    let cfg = GenerationConfig {
-        eos_token_ids: Some(Vec::new()),
-        ..GenerationConfig::greedy(want_new.len())
-    };
-    let out = model.generate(&prompt, &cfg).unwrap();
-    assert_eq!(
-        out.new_tokens(0),
-        want_new.as_slice(),
-        "{name}: greedy continuation"
-    );
+    let out = assert_greedy(&model, &prompt, &want_new, name);
 
     // Cached, token-by-token decoding equals one forward over the whole sequence.
     let full: Vec<u32> = out.sequences[0].clone();
@@ -276,15 +283,11 @@ fn tiny_llama_gguf_files_are_unpermuted() {
                 worst < bound,
                 "{name} (dequantize {dequantize}): logits differ by {worst}"
             );
-            let cfg = GenerationConfig {
-                eos_token_ids: Some(Vec::new()),
-                ..GenerationConfig::greedy(want_new.len())
-            };
-            let out = model.generate(&prompt, &cfg).unwrap();
-            assert_eq!(
-                out.new_tokens(0),
-                want_new.as_slice(),
-                "{name} (dequantize {dequantize})"
+            assert_greedy(
+                &model,
+                &prompt,
+                &want_new,
+                &format!("{name} (dequantize {dequantize})"),
             );
         }
     }

@@ -28,6 +28,19 @@ pub fn read_file(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
 }
 
+/// `--chat-template FILE`, as `ChatTemplateOptions` takes it: the template and its name.
+pub fn chat_template_flag(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    Ok(match path {
+        Some(p) => (
+            Some(read_file("--chat-template", p)?),
+            Some(p.display().to_string()),
+        ),
+        None => (None, None),
+    })
+}
+
 /// Parses JSON from `text`, naming where it came from on failure.
 pub fn parse_json(what: &str, text: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{what}: invalid JSON: {e}"))

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use ferroformers::tokenizers::ChatTemplateOptions;
 use serde_json::Value;
 
-use super::{parse_json, print_exact, print_line, read_file};
+use super::{chat_template_flag, parse_json, print_exact, print_line, read_file};
 use crate::model_args::ModelArgs;
 
 #[derive(clap::Args)]
@@ -56,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         _ => bail!("{name}: expected a JSON array of messages"),
     };
+    let (chat_template, chat_template_name) = chat_template_flag(args.chat_template.as_deref())?;
     let opts = ChatTemplateOptions {
         add_generation_prompt: !args.no_generation_prompt && !args.continue_final_message,
         continue_final_message: args.continue_final_message,
@@ -69,12 +70,8 @@ pub fn run(args: Args) -> Result<()> {
             .as_ref()
             .map(|p| json_list(p, "documents"))
             .transpose()?,
-        chat_template: args
-            .chat_template
-            .as_ref()
-            .map(|p| read_file("--chat-template", p))
-            .transpose()?,
-        chat_template_name: args.chat_template.as_ref().map(|p| p.display().to_string()),
+        chat_template,
+        chat_template_name,
         ..ChatTemplateOptions::default()
     };
     let tok = args.model.tokenizer()?;
