@@ -11,7 +11,7 @@ use ferro_tokenizers::Tokenizer;
 
 use crate::config::{EarlyStopping, GenerationConfig};
 use crate::error::{GenerateError, Result};
-use crate::generate::{check_prompts, left_padded, GenerateOutput};
+use crate::generate::{check_prompts, eos_and_pad, prefill_copies, GenerateOutput};
 use crate::processors::{LogitsProcessorList, Sequence};
 use crate::sampling::log_softmax;
 use crate::stopping::FinishReason;
@@ -62,10 +62,7 @@ pub(crate) fn beam_search(
     }
     let longest = check_prompts(model, prompts)?;
     let n = cfg.num_beams;
-    let eos: Vec<u32> = cfg
-        .eos_token_ids
-        .clone()
-        .unwrap_or_else(|| model.config.eos_token_ids.clone());
+    let (eos, pad) = eos_and_pad(model, cfg);
     let processors = LogitsProcessorList::from_config(cfg, &eos)?;
     let keep = 2usize.max(1 + eos.len()) * n;
     let max_new = cfg.max_new_tokens.min(model.max_positions() - longest);
@@ -77,17 +74,8 @@ pub(crate) fn beam_search(
     }
     let lp = cfg.length_penalty;
 
-    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
-    let (batch, left_pad) = left_padded(model, prompts, pad)?;
-    let mut cache = model.new_batch_cache(left_pad);
-    let logits = model.forward(&batch, &mut cache, true)?;
     // Every prompt's row becomes `n` beams (all equal, so only beam 0 starts live).
-    let rows: Vec<usize> = (0..prompts.len())
-        .flat_map(|b| std::iter::repeat_n(b, n))
-        .collect();
-    cache.select(&rows)?;
-    let row_ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-    let mut logits = logits.index_select(&Tensor::new(row_ids.as_slice(), &model.device)?, 0)?;
+    let (mut cache, mut logits) = prefill_copies(model, prompts, pad, n)?;
     let mut searches: Vec<Search> = prompts
         .iter()
         .map(|p| Search {

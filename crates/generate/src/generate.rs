@@ -199,6 +199,41 @@ pub(crate) fn left_padded(
     ))
 }
 
+/// The end-of-sequence tokens `cfg` asks for (the model's own unless overridden), and the
+/// token that fills padding.
+pub(crate) fn eos_and_pad(model: &CausalLm, cfg: &GenerationConfig) -> (Vec<u32>, u32) {
+    let eos = cfg
+        .eos_token_ids
+        .clone()
+        .unwrap_or_else(|| model.config.eos_token_ids.clone());
+    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
+    (eos, pad)
+}
+
+/// Prefills the prompts as one left-padded batch, then repeats each prompt's row `copies`
+/// times (sampled sequences, beams), cache included: prompt `p`'s copies are rows
+/// `p * copies..(p + 1) * copies`. Returns the cache and the last logits `(b * copies, 1, vocab)`.
+pub(crate) fn prefill_copies(
+    model: &CausalLm,
+    prompts: &[Vec<u32>],
+    pad: u32,
+    copies: usize,
+) -> Result<(ferro_nn::Cache, Tensor)> {
+    let (batch, left_pad) = left_padded(model, prompts, pad)?;
+    let mut cache = model.new_batch_cache(left_pad);
+    let logits = model.forward(&batch, &mut cache, true)?;
+    if copies == 1 {
+        return Ok((cache, logits));
+    }
+    let rows: Vec<usize> = (0..prompts.len())
+        .flat_map(|p| std::iter::repeat_n(p, copies))
+        .collect();
+    cache.select(&rows)?;
+    let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    let logits = logits.index_select(&Tensor::new(ids.as_slice(), &model.device)?, 0)?;
+    Ok((cache, logits))
+}
+
 /// One sequence being generated.
 struct Row<'t> {
     prompt_len: usize,
@@ -226,22 +261,15 @@ fn run(
         return crate::beam::beam_search(model, prompts, cfg, tokenizer);
     }
     let longest = check_prompts(model, prompts)?;
-    let eos: Vec<u32> = cfg
-        .eos_token_ids
-        .clone()
-        .unwrap_or_else(|| model.config.eos_token_ids.clone());
+    let (eos, pad) = eos_and_pad(model, cfg);
     let processors = LogitsProcessorList::from_config(cfg, &eos)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
     let started = Instant::now();
 
-    let pad = cfg.pad_token_id.or(eos.first().copied()).unwrap_or(0);
-    let (batch, left_pad) = left_padded(model, prompts, pad)?;
-    let mut cache = model.new_batch_cache(left_pad);
-    let mut logits = model.forward(&batch, &mut cache, true)?;
-    tracing::debug!(prompts = prompts.len(), longest, elapsed = ?started.elapsed(), "prefill");
-
     // Each prompt's sequences share its prefill.
     let n = cfg.num_return_sequences;
+    let (mut cache, mut logits) = prefill_copies(model, prompts, pad, n)?;
+    tracing::debug!(prompts = prompts.len(), longest, elapsed = ?started.elapsed(), "prefill");
     let mut rows: Vec<Row<'_>> = prompts
         .iter()
         .flat_map(|p| std::iter::repeat_n(p, n))
@@ -253,21 +281,6 @@ fn run(
             logprobs: Vec::new(),
         })
         .collect();
-    if n > 1 {
-        let expand: Vec<usize> = (0..prompts.len())
-            .flat_map(|p| std::iter::repeat_n(p, n))
-            .collect();
-        cache.select(&expand)?;
-        let ids = Tensor::new(
-            expand
-                .iter()
-                .map(|&i| i as u32)
-                .collect::<Vec<_>>()
-                .as_slice(),
-            &model.device,
-        )?;
-        logits = logits.index_select(&ids, 0)?;
-    }
     // `active[k]`: the row in batch position `k`.
     let mut active: Vec<usize> = (0..rows.len()).collect();
     let budget = cfg.max_new_tokens.min(model.max_positions() - longest);

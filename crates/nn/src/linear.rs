@@ -60,18 +60,13 @@ impl Linear {
     ) -> Result<Self> {
         let name = format!("{prefix}.weight");
         let shape = [out_features, in_features];
-        if let Some(q) = w.quant_matrix(&name, out_features, in_features)? {
-            let bias = if bias {
-                Some(w.tensor(&format!("{prefix}.bias"), &[out_features])?)
-            } else {
-                None
-            };
-            return Self::new(LinearWeight::Ggml(q), bias);
-        }
-        let weight = match w.quantized(&name, &shape)? {
-            Some(q) if !w.dequantize => LinearWeight::Quantized(q),
-            Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
-            None => LinearWeight::Dense(w.tensor(&name, &shape)?),
+        let weight = match w.quant_matrix(&name, out_features, in_features)? {
+            Some(q) => LinearWeight::Ggml(q),
+            None => match w.quantized(&name, &shape)? {
+                Some(q) if !w.dequantize => LinearWeight::Quantized(q),
+                Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
+                None => LinearWeight::Dense(w.tensor(&name, &shape)?),
+            },
         };
         let bias = if bias {
             Some(w.tensor(&format!("{prefix}.bias"), &[out_features])?)
@@ -108,19 +103,17 @@ impl Linear {
         let outs = QuantMatrix::matmul_many(&mats, &input, m);
         layers
             .iter()
+            .zip(mats)
             .zip(outs)
-            .map(|(l, y)| {
-                let mut dims = x.dims().to_vec();
-                if let Some(last) = dims.last_mut() {
-                    *last = y.len() / m.max(1);
-                }
-                let y = Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?;
-                Ok(match &l.bias {
-                    Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-                    None => y,
-                })
-            })
+            .map(|((l, q), y)| l.add_bias(rows_like(y, x, q.rows())?))
             .collect()
+    }
+
+    fn add_bias(&self, y: Tensor) -> Result<Tensor> {
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+            None => y,
+        })
     }
 
     /// `x (..., in) -> (..., out)`.
@@ -130,17 +123,13 @@ impl Linear {
             LinearImpl::Quantized(q) => q.forward(x)?,
             LinearImpl::Ggml(q) => quant_forward(q, x)?,
         };
-        Ok(match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-            None => y,
-        })
+        self.add_bias(y)
     }
 }
 
 /// `x (..., in) -> (..., out)` with our kernels (f32 in and out).
 fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let k = dims.last().copied().unwrap_or(0);
+    let k = x.dims().last().copied().unwrap_or(0);
     if k != q.cols() {
         return Err(crate::error::NnError::InvalidArgument {
             param: "x",
@@ -148,18 +137,27 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
         });
     }
     let m = x.elem_count() / k.max(1);
-    let mut out_dims = dims;
-    if let Some(last) = out_dims.last_mut() {
-        *last = q.rows();
-    }
     let x32 = x.to_dtype(candle_core::DType::F32)?;
     if q.prefers_dense(m) {
         // A prompt: expand the weights once and run candle's f32 GEMM.
         let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
         let y = x32.reshape((m, k))?.matmul(&w.t()?)?;
-        return Ok(y.reshape(out_dims)?.to_dtype(x.dtype())?);
+        return Ok(y.reshape(out_dims(x, q.rows()))?.to_dtype(x.dtype())?);
     }
     let input: Vec<f32> = x32.flatten_all()?.to_vec1()?;
-    let y = q.matmul(&input, m);
-    Ok(Tensor::from_vec(y, out_dims, x.device())?.to_dtype(x.dtype())?)
+    rows_like(q.matmul(&input, m), x, q.rows())
+}
+
+/// `x`'s shape with the last dimension `n`.
+fn out_dims(x: &Tensor, n: usize) -> Vec<usize> {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    dims
+}
+
+/// Output rows `y` (`n` values per input row of `x`) as a tensor shaped and typed like `x`.
+fn rows_like(y: Vec<f32>, x: &Tensor, n: usize) -> Result<Tensor> {
+    Ok(Tensor::from_vec(y, out_dims(x, n), x.device())?.to_dtype(x.dtype())?)
 }
