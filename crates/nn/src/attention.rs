@@ -108,6 +108,20 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
+        if x.device().is_cpu()
+            && q.dtype() == DType::F32
+            && !q.track_op()
+            && t <= crate::attention_cpu::MAX_QUERIES
+        {
+            let fused = crate::attention_cpu::CpuAttention {
+                offset,
+                scale: self.cfg.scale as f32,
+                window: self.cfg.sliding_window,
+                left_pad,
+            };
+            let out = q.contiguous()?.apply_op3_no_bwd(&k, &v, &fused)?;
+            return self.o_proj.forward(&out);
+        }
         // Grouped-query attention without copying k and v per query head: the query heads
         // sharing a kv head are stacked as extra rows, `(b, kv, n_rep * t, d)` (heads are
         // ordered kv-major, so this is a reshape of the contiguous q).

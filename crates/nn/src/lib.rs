@@ -3,6 +3,7 @@
 //! grouped-query attention with a KV cache (and left-padded batches), the gated MLP.
 
 pub mod attention;
+mod attention_cpu;
 pub mod cache;
 pub mod embedding;
 pub mod error;

@@ -1,7 +1,9 @@
 //! Rotary position embeddings (rotate-half layout, as transformers applies them), with
 //! the `rope_scaling` kinds the supported architectures use.
 
-use candle_core::{Device, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{NnError, Result};
 
@@ -42,6 +44,19 @@ pub struct RotaryEmbedding {
     /// cos and sin are multiplied by this (YaRN's attention factor; 1 otherwise).
     attention_scaling: f64,
     max_positions: usize,
+    /// The angles of the last call: every layer of a forward pass asks for the same ones.
+    last: Arc<Mutex<Option<Angles>>>,
+}
+
+/// cos and sin for one set of slots.
+#[derive(Debug)]
+struct Angles {
+    offset: usize,
+    t: usize,
+    pads: Vec<usize>,
+    dtype: DType,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 impl RotaryEmbedding {
@@ -129,6 +144,7 @@ impl RotaryEmbedding {
             inv_freq,
             attention_scaling,
             max_positions,
+            last: Arc::default(),
         })
     }
 
@@ -157,7 +173,6 @@ impl RotaryEmbedding {
                 ),
             });
         }
-        // Slot `s` of a row padded by `p` is position `s - p` (padding slots get 0).
         let padded = left_pad.iter().any(|&p| p > 0);
         let pads: &[usize] = if padded { left_pad } else { &[0] };
         if pads.len() != 1 && pads.len() != b {
@@ -166,13 +181,38 @@ impl RotaryEmbedding {
                 msg: format!("{} entries for a batch of {b}", pads.len()),
             });
         }
+        let (cos, sin) = self.angles(offset, t, b, pads, q.dtype())?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
+        Ok((q, k))
+    }
+
+    /// cos and sin for slots `offset..offset + t` of rows padded by `pads` (one entry: the
+    /// same for all `b` rows), `(t, head_dim / 2)` or `(b, t, head_dim / 2)`.
+    fn angles(
+        &self,
+        offset: usize,
+        t: usize,
+        b: usize,
+        pads: &[usize],
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = last
+            .as_ref()
+            .filter(|a| (a.offset, a.t, a.dtype) == (offset, t, dtype) && a.pads == pads)
+        {
+            return Ok((a.cos.clone(), a.sin.clone()));
+        }
+        // Slot `s` of a row padded by `p` is position `s - p` (padding slots get 0).
         let positions: Vec<f32> = pads
             .iter()
             .flat_map(|&p| (offset..offset + t).map(move |s| s.saturating_sub(p) as f32))
             .collect();
-        let positions = Tensor::from_vec(positions, (pads.len() * t, 1), q.device())?;
-        let freqs = positions.matmul(&self.inv_freq)?;
-        let freqs = if padded {
+        let positions = Tensor::from_vec(positions, (pads.len() * t, 1), self.inv_freq.device())?;
+        // An outer product: each angle is one f32 product, as transformers' matmul gives.
+        let freqs = positions.broadcast_mul(&self.inv_freq)?;
+        let freqs = if pads.len() > 1 {
             freqs.reshape((b, t, ()))?
         } else {
             freqs
@@ -186,9 +226,15 @@ impl RotaryEmbedding {
         } else {
             (cos, sin)
         };
-        let (cos, sin) = (cos.to_dtype(q.dtype())?, sin.to_dtype(q.dtype())?);
-        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-        Ok((q, k))
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        *last = Some(Angles {
+            offset,
+            t,
+            pads: pads.to_vec(),
+            dtype,
+            cos: cos.clone(),
+            sin: sin.clone(),
+        });
+        Ok((cos, sin))
     }
 }

@@ -1,0 +1,48 @@
+//! Throughput of the quantized matrix kernels on the shapes of the Qwen2.5-0.5B GGUF, in
+//! GB/s of weights read: `cargo run --release -p ferro-nn --example kernel_bench [THREADS]`.
+//! The random bytes make arbitrary (even NaN) scales: only the speed means anything.
+use candle_core::quantized::GgmlDType;
+use ferro_nn::quant::QuantMatrix;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    ferro_nn::quant::set_num_threads(threads)?;
+    for (dtype, rows, cols) in [
+        (GgmlDType::Q8_0, 151936, 896),
+        (GgmlDType::Q5_0, 4864, 896),
+        (GgmlDType::Q5_0, 896, 896),
+        (GgmlDType::Q6K, 896, 4864),
+        (GgmlDType::Q4K, 896, 4864),
+    ] {
+        let bytes = rows * cols / dtype.block_size() * dtype.type_size();
+        let mut s = 12345u64;
+        let data: Vec<u8> = (0..bytes)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (s >> 56) as u8 & 0x3b
+            })
+            .collect();
+        let q = QuantMatrix::from_bytes(dtype, rows, cols, &data).ok_or("unsupported type")?;
+        let x: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
+        for m in [1usize, 4] {
+            let xs: Vec<f32> = x.iter().cycle().take(m * cols).copied().collect();
+            let reps = (400_000_000 / bytes).max(3);
+            q.matmul(&xs, m);
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(q.matmul(&xs, m));
+            }
+            let dt = t.elapsed().as_secs_f64() / reps as f64;
+            println!(
+                "{dtype:?} {rows}x{cols} m={m}: {:.3} ms  {:.2} GB/s",
+                dt * 1e3,
+                bytes as f64 / dt / 1e9
+            );
+        }
+    }
+    Ok(())
+}

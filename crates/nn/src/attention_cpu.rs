@@ -1,0 +1,443 @@
+//! Attention on the CPU in one pass per (batch row, head): scores, mask, softmax and the
+//! weighted sum of values, reading the KV cache buffers in place. Decoding one token this
+//! way costs a few microseconds per head; through candle it was two GEMM calls per layer,
+//! each asking the system for the CPU count, plus a mask, a softmax and four temporary
+//! tensors.
+//!
+//! f32 only, inference only (no backward): `Attention::forward` uses it for f32 CPU
+//! tensors that are not being trained and candle's ops otherwise.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use rayon::prelude::*;
+
+/// The attention of `q (b, heads, t, d)` over `k`, `v (b, kv_heads, total, d)`, giving
+/// `(b, t, heads · d)`: query `i` sits at slot `offset + i`.
+#[derive(Debug, Clone)]
+pub(crate) struct CpuAttention<'a> {
+    /// Query slot of the first row of `q` (cached slots before this call).
+    pub offset: usize,
+    pub scale: f32,
+    /// Keys further back than this many slots are hidden.
+    pub window: Option<usize>,
+    /// Padding slots at the start of each batch row (empty: none).
+    pub left_pad: &'a [usize],
+}
+
+/// Calls with more queries (prompts) go through candle's GEMM, which reuses each key
+/// across queries far better than one dot product per pair.
+pub(crate) const MAX_QUERIES: usize = 16;
+
+/// Below this many multiply-adds a call runs on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// A 4-d tensor's storage offset and strides, its last dimension contiguous.
+fn strides4(l: &Layout, what: &str) -> candle_core::Result<(usize, [usize; 3])> {
+    match l.stride() {
+        [s0, s1, s2, 1] => Ok((l.start_offset(), [*s0, *s1, *s2])),
+        s => Err(candle_core::Error::Msg(format!(
+            "cpu attention: {what} needs 4 dimensions with a contiguous last one, got strides {s:?}"
+        ))),
+    }
+}
+
+impl CustomOp3 for CpuAttention<'_> {
+    fn name(&self) -> &'static str {
+        "cpu-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
+            return Err(candle_core::Error::Msg(
+                "cpu attention: q, k and v must be f32".into(),
+            ));
+        };
+        let (b, heads, t, d) = ql.shape().dims4()?;
+        let (kb, kv_heads, total, kd) = kl.shape().dims4()?;
+        if kb != b || kd != d || vl.shape() != kl.shape() || kv_heads == 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "cpu attention: q {:?} does not fit k {:?} / v {:?}",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            )));
+        }
+        if !heads.is_multiple_of(kv_heads) || total != self.offset + t {
+            return Err(candle_core::Error::Msg(format!(
+                "cpu attention: {heads} heads over {kv_heads} kv heads, {total} keys for \
+                 {t} queries after {}",
+                self.offset
+            )));
+        }
+        let (q, k, v) = (
+            View::new(q, ql, "q")?,
+            View::new(k, kl, "k")?,
+            View::new(v, vl, "v")?,
+        );
+        let n_rep = heads / kv_heads;
+        // One task per (row, kv head): the query heads sharing a kv head read each key
+        // and value once between them.
+        let run = |task: usize| -> Vec<f32> {
+            let group = Group {
+                q: &q,
+                k: &k,
+                v: &v,
+                row: task / kv_heads,
+                kv_head: task % kv_heads,
+                n_rep,
+                t,
+                d,
+            };
+            let pad = self.left_pad.get(group.row).copied().unwrap_or(0);
+            #[cfg(target_arch = "x86_64")]
+            if lanes::has_avx2() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                #[allow(unsafe_code)]
+                return unsafe { group.attend_avx2(self, pad) };
+            }
+            group.attend::<lanes::Portable>(self, pad)
+        };
+        let tasks = b * kv_heads;
+        let parts: Vec<Vec<f32>> = if tasks * n_rep * t * total * d < PARALLEL_MIN_WORK {
+            (0..tasks).map(run).collect()
+        } else {
+            crate::quant::install(|| (0..tasks).into_par_iter().map(run).collect())
+        };
+        // (t, n_rep, d) pieces of each (row, kv head) into (b, t, heads · d).
+        let mut y = vec![0f32; b * t * heads * d];
+        for (task, part) in parts.iter().enumerate() {
+            let (row, g) = (task / kv_heads, task % kv_heads);
+            for (i, o) in part.chunks_exact(n_rep * d).enumerate() {
+                let at = ((row * t + i) * heads + g * n_rep) * d;
+                y[at..at + n_rep * d].copy_from_slice(o);
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))))
+    }
+}
+
+/// The key slots query slot `slot` sees: causal, within the window, past the padding (a
+/// padding query sees only itself, so its softmax stays finite).
+fn visible(slot: usize, pad: usize, window: Option<usize>) -> std::ops::Range<usize> {
+    if slot < pad {
+        return slot..slot + 1;
+    }
+    let from_window = window.map_or(0, |w| (slot + 1).saturating_sub(w));
+    pad.max(from_window)..slot + 1
+}
+
+/// A 4-d f32 tensor read in place.
+struct View<'a> {
+    data: &'a [f32],
+    offset: usize,
+    strides: [usize; 3],
+}
+
+impl<'a> View<'a> {
+    fn new(data: &'a [f32], l: &Layout, what: &str) -> candle_core::Result<Self> {
+        let (offset, strides) = strides4(l, what)?;
+        Ok(Self {
+            data,
+            offset,
+            strides,
+        })
+    }
+
+    /// The `d` values at `[a, b, c, ..]`.
+    fn row(&self, a: usize, b: usize, c: usize, d: usize) -> &'a [f32] {
+        let at = self.offset + a * self.strides[0] + b * self.strides[1] + c * self.strides[2];
+        &self.data[at..at + d]
+    }
+}
+
+/// The query heads of one batch row sharing one kv head.
+struct Group<'a, 'v> {
+    q: &'v View<'a>,
+    k: &'v View<'a>,
+    v: &'v View<'a>,
+    row: usize,
+    kv_head: usize,
+    n_rep: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Group<'_, '_> {
+    /// `(t, n_rep, d)`: for each query and head, `softmax(scale · q·k) · v` over the keys
+    /// it sees.
+    #[inline(always)]
+    fn attend<L: lanes::Lanes>(&self, op: &CpuAttention<'_>, pad: usize) -> Vec<f32> {
+        let (n_rep, d) = (self.n_rep, self.d);
+        let mut out = vec![0f32; self.t * n_rep * d];
+        let mut scores = vec![0f32; n_rep * (op.offset + self.t)];
+        for (i, o) in out.chunks_exact_mut(n_rep * d).enumerate() {
+            let keys = visible(op.offset + i, pad, op.window);
+            let n = keys.len();
+            let qs: Vec<&[f32]> = (0..n_rep)
+                .map(|r| self.q.row(self.row, self.kv_head * n_rep + r, i, d))
+                .collect();
+            for (jj, j) in keys.clone().enumerate() {
+                let kj = self.k.row(self.row, self.kv_head, j, d);
+                for (r, qr) in qs.iter().enumerate() {
+                    scores[r * n + jj] = L::dot(qr, kj) * op.scale;
+                }
+            }
+            for s in scores[..n_rep * n].chunks_exact_mut(n) {
+                let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0f32;
+                for x in s.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let inv = 1.0 / sum;
+                s.iter_mut().for_each(|x| *x *= inv);
+            }
+            for (jj, j) in keys.enumerate() {
+                let vj = self.v.row(self.row, self.kv_head, j, d);
+                for (r, or) in o.chunks_exact_mut(d).enumerate() {
+                    L::axpy(scores[r * n + jj], vj, or);
+                }
+            }
+        }
+        out
+    }
+
+    /// `attend` compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(unsafe_code)]
+    unsafe fn attend_avx2(&self, op: &CpuAttention<'_>, pad: usize) -> Vec<f32> {
+        self.attend::<lanes::Avx2>(op, pad)
+    }
+}
+
+/// Dot products and `y += a·x` over head-sized rows.
+mod lanes {
+    pub(super) trait Lanes {
+        fn dot(a: &[f32], b: &[f32]) -> f32;
+        /// `out += a · x`.
+        fn axpy(a: f32, x: &[f32], out: &mut [f32]);
+    }
+
+    pub(super) struct Portable;
+
+    impl Lanes for Portable {
+        /// In eight lanes, so that it vectorizes.
+        #[inline(always)]
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            let mut lanes = [0f32; 8];
+            let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+            let tail: f32 = ac
+                .remainder()
+                .iter()
+                .zip(bc.remainder())
+                .map(|(x, y)| x * y)
+                .sum();
+            for (x, y) in ac.zip(bc) {
+                for l in 0..8 {
+                    lanes[l] += x[l] * y[l];
+                }
+            }
+            lanes.iter().sum::<f32>() + tail
+        }
+
+        #[inline(always)]
+        fn axpy(a: f32, x: &[f32], out: &mut [f32]) {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o += a * v;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn has_avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    /// Only inlined into `attend_avx2` (which has the features).
+    #[cfg(target_arch = "x86_64")]
+    pub(super) struct Avx2;
+
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    impl Lanes for Avx2 {
+        #[inline(always)]
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            use std::arch::x86_64::*;
+            let n = a.len().min(b.len());
+            let whole = n - n % 8;
+            // SAFETY: AVX2/FMA (this is only inlined into `attend_avx2`); the loads read
+            // `c..c + 8` with `c + 8 <= whole <= n`.
+            let mut sum = unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for c in (0..whole).step_by(8) {
+                    acc = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(a.as_ptr().add(c)),
+                        _mm256_loadu_ps(b.as_ptr().add(c)),
+                        acc,
+                    );
+                }
+                let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+                let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+                _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+            };
+            for c in whole..n {
+                sum += a[c] * b[c];
+            }
+            sum
+        }
+
+        #[inline(always)]
+        fn axpy(a: f32, x: &[f32], out: &mut [f32]) {
+            use std::arch::x86_64::*;
+            let n = x.len().min(out.len());
+            let whole = n - n % 8;
+            // SAFETY: as in `dot`; the stores write `out[c..c + 8]` within `out`.
+            unsafe {
+                let av = _mm256_set1_ps(a);
+                for c in (0..whole).step_by(8) {
+                    let o = out.as_mut_ptr().add(c);
+                    _mm256_storeu_ps(
+                        o,
+                        _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(c)), _mm256_loadu_ps(o)),
+                    );
+                }
+            }
+            for c in whole..n {
+                out[c] += a * x[c];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn visible_keys_follow_the_mask() {
+        assert_eq!(visible(4, 0, None), 0..5);
+        assert_eq!(visible(4, 0, Some(3)), 2..5);
+        assert_eq!(visible(4, 2, None), 2..5);
+        assert_eq!(visible(1, 2, None), 1..2);
+    }
+
+    /// The fused op against softmax(q kᵀ · scale + mask) v written with tensor ops.
+    #[test]
+    fn equals_the_tensor_formula() {
+        let dev = Device::Cpu;
+        let (b, heads, kv_heads, t, offset, d) = (2, 4, 2, 3, 5, 12);
+        let total = offset + t;
+        let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &dev).unwrap();
+        // k and v as views of larger buffers, as the cache hands them out.
+        let kbuf = Tensor::randn(0f32, 1.0, (b, kv_heads, total + 4, d), &dev).unwrap();
+        let vbuf = Tensor::randn(0f32, 1.0, (b, kv_heads, total + 4, d), &dev).unwrap();
+        let (k, v) = (
+            kbuf.narrow(2, 0, total).unwrap(),
+            vbuf.narrow(2, 0, total).unwrap(),
+        );
+        let pads = [0usize, 6];
+        let op = CpuAttention {
+            offset,
+            scale: 0.3,
+            window: Some(6),
+            left_pad: &pads,
+        };
+        let got: Vec<f32> = q
+            .apply_op3_no_bwd(&k, &v, &op)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let n_rep = heads / kv_heads;
+        let k = k.repeat_interleave_heads(n_rep);
+        let v = v.repeat_interleave_heads(n_rep);
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * 0.3).unwrap();
+        let mut mask = vec![0f32; b * t * total];
+        for (row, &pad) in pads.iter().enumerate() {
+            for i in 0..t {
+                let seen = visible(offset + i, pad, Some(6));
+                for j in 0..total {
+                    if !seen.contains(&j) {
+                        mask[(row * t + i) * total + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::from_vec(mask, (b, 1, t, total), &dev).unwrap();
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
+        let want: Vec<f32> = probs
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, w) in got.iter().zip(&want) {
+            assert!((a - w).abs() < 1e-5, "{a} vs {w}");
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_lanes_equal_portable_ones() {
+        use lanes::{Avx2, Lanes, Portable};
+        if !lanes::has_avx2() {
+            return;
+        }
+        for n in [1usize, 7, 8, 13, 64, 70] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            #[allow(unsafe_code)]
+            let (dot, axpy) = unsafe { simd_ops(&a, &b) };
+            assert!((dot - Portable::dot(&a, &b)).abs() < 1e-5, "dot, n = {n}");
+            let mut want = b.clone();
+            Portable::axpy(0.5, &a, &mut want);
+            for (x, y) in axpy.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-6, "axpy, n = {n}");
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(unsafe_code)]
+        unsafe fn simd_ops(a: &[f32], b: &[f32]) -> (f32, Vec<f32>) {
+            let mut y = b.to_vec();
+            Avx2::axpy(0.5, a, &mut y);
+            (Avx2::dot(a, b), y)
+        }
+    }
+
+    trait RepeatHeads {
+        fn repeat_interleave_heads(&self, n: usize) -> Tensor;
+    }
+
+    impl RepeatHeads for Tensor {
+        /// kv head `g` repeated for query heads `g·n .. (g+1)·n`.
+        fn repeat_interleave_heads(&self, n: usize) -> Tensor {
+            let (b, h, s, d) = self.dims4().unwrap();
+            self.unsqueeze(2)
+                .unwrap()
+                .expand((b, h, n, s, d))
+                .unwrap()
+                .reshape((b, h * n, s, d))
+                .unwrap()
+        }
+    }
+}
