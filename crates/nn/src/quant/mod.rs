@@ -8,6 +8,7 @@
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
 
 mod blocks32;
+mod pool;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ6K, BlockQ8K,
@@ -15,59 +16,18 @@ use candle_core::quantized::k_quants::{
 };
 use candle_core::quantized::GgmlDType;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
+pub(crate) use pool::for_each_task;
+pub use pool::{install, num_threads, set_num_threads};
 
 /// Input rows from which `prefers_dense` says yes.
 const DENSE_MIN_ROWS: usize = 16;
 /// The largest f32 copy of a matrix made for a dense GEMM.
 const DENSE_MAX_BYTES: usize = 64 << 20;
-
-/// The kernels' persistent thread pool.
-static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-
-fn pool_with(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("ferro-kernel-{i}"))
-        .build()
-        .unwrap_or_else(|_| {
-            // Threads could not be started: run on the calling thread.
-            #[allow(clippy::expect_used)] // a one-thread pool needs no new thread
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .use_current_thread()
-                .build()
-                .expect("a pool on the current thread")
-        })
-}
-
-/// Sizes the kernels' thread pool (call before any model work; by default one thread per
-/// core). Fails once the pool is running.
-pub fn set_num_threads(threads: usize) -> Result<(), String> {
-    POOL.set(pool_with(threads.max(1)))
-        .map_err(|_| "the thread pool is already running".to_string())
-}
-
-/// The number of threads the kernels run on.
-pub fn num_threads() -> usize {
-    pool().current_num_threads()
-}
-
-fn pool() -> &'static rayon::ThreadPool {
-    POOL.get_or_init(|| pool_with(std::thread::available_parallelism().map_or(1, |n| n.get())))
-}
-
-/// Runs `f` (a whole forward pass) on the kernels' pool: the parallel loops inside then
-/// start from a pool thread, which works along instead of waiting for each loop to end.
-pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    pool().install(f)
-}
 
 /// Inputs this small are quantized on the calling thread (a parallel loop costs more).
 const PARALLEL_QUANTIZE_ROWS: usize = 8;
@@ -191,7 +151,7 @@ impl QuantMatrix {
             })
             .collect();
         let total: usize = mats.iter().map(|q| q.rows).sum();
-        let threads = pool().current_num_threads().max(1);
+        let threads = num_threads();
         // Several chunks per thread balance the load; chunks of at least 16 rows keep the
         // scheduling cost small next to the work.
         let chunk = total.div_ceil(threads * 4).max(16);
@@ -203,15 +163,15 @@ impl QuantMatrix {
                     .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
             })
             .collect();
-        let parts: Vec<Vec<f32>> = install(|| {
-            tasks
-                .par_iter()
-                .map(|(a, rows)| mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1))
-                .collect()
+        let parts: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
+        pool::for_each_task(tasks.len(), &|t| {
+            let (a, rows) = &tasks[t];
+            let _ = parts[t].set(mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1));
         });
         let mut outs: Vec<Vec<f32>> = mats.iter().map(|q| vec![0f32; m * q.rows]).collect();
         for ((a, rows), part) in tasks.iter().zip(parts) {
             let (n, len) = (mats[*a].rows, rows.len());
+            let part = part.into_inner().unwrap_or_default();
             for i in 0..m {
                 outs[*a][i * n + rows.start..i * n + rows.end]
                     .copy_from_slice(&part[i * len..(i + 1) * len]);
