@@ -10,7 +10,7 @@ machines are shared and their speed drifts (see shared/BENCHMARKING.md).
     cargo build --release -p ferro-cli
     bench/.venv/bin/python bench/compare.py [--prompt-tokens 512] [--gen-tokens 128]
         [--threads 2] [--rounds 3] [--systems ferro,llama.cpp,transformers] [--batch 8]
-        [--model PATH.gguf] [--json results.json]
+        [--model PATH.gguf] [--json results.json] [--speculate N [--task bench/prompts/code_edit.txt]]
 
 What is measured, the same way for every system (greedy, end-of-sequence ignored):
   prompt_tokens_per_s  one forward pass over the prompt (--prompt-tokens tokens of the same
@@ -20,6 +20,12 @@ What is measured, the same way for every system (greedy, end-of-sequence ignored
                        llama.cpp is measured at batch 1 only)
   ttft_s, load_s, peak_rss_bytes
 transformers runs the GGUF dequantized to fp32, as `from_pretrained(dir, gguf_file=...)` loads it.
+
+With --speculate N, each round also runs a real task (--task: a file whose text is the user
+message, through the model's chat template; greedy until the end of the answer or
+--task-tokens): ferro plain, ferro with prompt-lookup speculation (N draft tokens), and
+llama.cpp plain, on the same prompt token ids; the ratio of interest is ferro speculative /
+llama.cpp plain decode, and ferro checks that both of its runs gave the same tokens.
 """
 
 import argparse
@@ -99,6 +105,31 @@ print(json.dumps({"load_s": load_s, "prompt_s": prompt_s, "prompt_tokens_per_s":
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
+LLAMA_CPP_TASK = r"""
+import json, sys, time
+import numpy as np
+import llama_cpp
+from llama_cpp import Llama
+path, ids, G, T = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+llm = Llama(model_path=path, n_ctx=len(ids) + G + 16, n_threads=T, n_threads_batch=T,
+            n_batch=len(ids), n_ubatch=len(ids), verbose=False)
+n_vocab = llm.n_vocab()
+def last_logits():
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+llm.eval(ids)
+tok = int(np.argmax(last_logits()))
+new = [tok]
+t0 = time.perf_counter()
+vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+while len(new) < G and not llama_cpp.llama_vocab_is_eog(vocab, tok):
+    llm.eval([tok])
+    tok = int(np.argmax(last_logits()))
+    new.append(tok)
+decode_s = time.perf_counter() - t0
+print(json.dumps({"decode_s": decode_s, "decode_tokens_per_s": (len(new) - 1) / decode_s,
+                  "generated_tokens": len(new)}))
+"""
+
 
 def default_model():
     base = os.environ.get("FERRO_MODELS_DIR") or os.path.expanduser("~/.cache/ferroformers/models")
@@ -123,6 +154,29 @@ def measure(system, args, batch):
     if system == "transformers":
         return run_json([sys.executable, "-c", TRANSFORMERS, args.model, P, G, T, str(batch), FILLER])
     raise SystemExit(f"unknown system {system}")
+
+
+def measure_task(system, args):
+    """One run of the --task prompt: (system name, measurement)."""
+    ferro = os.path.join(ROOT, "target", "release", "ferro")
+    G, T = str(args.task_tokens), str(args.threads)
+    if system == "llama.cpp plain":
+        return run_json([sys.executable, "-c", LLAMA_CPP_TASK, args.model, json.dumps(args.task_ids), G, T])
+    cmd = [ferro, "bench", "--model", args.model, "--prompt-file", args.task, "--gen-tokens", G,
+           "--threads", T, "--json"]
+    if system == "ferro speculative":
+        cmd += ["--speculate", str(args.speculate)]
+    return run_json(cmd)
+
+
+def task_ids(args):
+    """The --task prompt's token ids through the chat template, as ferro renders it."""
+    ferro = os.path.join(ROOT, "target", "release", "ferro")
+    with open(args.task) as f:
+        messages = json.dumps([{"role": "user", "content": f.read()}])
+    out = subprocess.run([ferro, "template", "--model", args.model, "--messages", messages, "--tokenize"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def versions():
@@ -153,12 +207,21 @@ def main():
     ap.add_argument("--systems", default="ferro,llama.cpp,transformers")
     ap.add_argument("--batch", type=int, default=0, help="also measure batch-B decode (ferro, transformers)")
     ap.add_argument("--json", help="write every measurement and the medians here")
+    ap.add_argument("--speculate", type=int, default=0, help="also run --task with N-token prompt lookup")
+    ap.add_argument("--task", default=os.path.join(ROOT, "bench", "prompts", "code_edit.txt"))
+    ap.add_argument("--task-tokens", type=int, default=512)
     args = ap.parse_args()
+    if args.speculate:
+        args.task_ids = task_ids(args)
     systems = args.systems.split(",")
     runs = [(s, 1) for s in systems]
     if args.batch > 1:
         runs += [(s, args.batch) for s in systems if s != "llama.cpp"]
     results = {f"{s} b{b}": [] for s, b in runs}
+    tasks = ["ferro plain", "ferro speculative", "llama.cpp plain"] if args.speculate else []
+    if "llama.cpp" not in systems:
+        tasks = [t for t in tasks if t != "llama.cpp plain"]
+    task_results = {t: [] for t in tasks}
     for r in range(args.rounds):
         for s, b in runs:
             m = measure(s, args, b)
@@ -166,6 +229,11 @@ def main():
             print(f"round {r + 1} {s} batch {b}: prompt {m['prompt_tokens_per_s']:.1f} tok/s, "
                   f"decode {m['decode_tokens_per_s']:.2f} tok/s, rss {m['peak_rss_bytes'] / 1e6:.0f} MB",
                   file=sys.stderr, flush=True)
+        for t in tasks:
+            m = measure_task(t, args)
+            task_results[t].append(m)
+            print(f"round {r + 1} task {t}: decode {m['decode_tokens_per_s']:.2f} tok/s, "
+                  f"{m['generated_tokens']} tokens {m.get('speculation') or ''}", file=sys.stderr, flush=True)
     keys = ["prompt_tokens_per_s", "decode_tokens_per_s", "ttft_s", "load_s", "peak_rss_bytes"]
     medians = {name: {k: statistics.median(m[k] for m in ms) for k in keys} for name, ms in results.items()}
     print(f"\n{args.prompt_tokens}-token prompt, {args.gen_tokens} new tokens, {args.threads} threads, "
@@ -189,6 +257,21 @@ def main():
             "decode": medians[f"ferro {bkey}"]["decode_tokens_per_s"]
             / medians[f"transformers {bkey}"]["decode_tokens_per_s"]
         }
+    if tasks:
+        task_medians = {t: statistics.median(m["decode_tokens_per_s"] for m in ms) for t, ms in task_results.items()}
+        print(f"\ntask {os.path.relpath(args.task, ROOT)} ({len(args.task_ids)}-token prompt), decode tok/s, "
+              f"medians of {args.rounds} rounds")
+        for t, v in task_medians.items():
+            print(f"{t:<20}{v:>10.2f}")
+        same = all(a["generated_tokens"] == b["generated_tokens"]
+                   for a, b in zip(task_results["ferro plain"], task_results["ferro speculative"]))
+        print(f"ferro speculative and plain generated the same number of tokens: {same}")
+        for base in ["llama.cpp plain", "ferro plain"]:
+            if base in task_medians:
+                ratios[f"ferro speculative / {base}, task"] = {
+                    "decode": task_medians["ferro speculative"] / task_medians[base]}
+        medians["tasks"] = task_medians
+        results["tasks"] = task_results
     print()
     for name, r in ratios.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))

@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferroformers::generate::GenerationConfig;
+use ferroformers::generate::{
+    generate_streaming, generate_text_assisted, GenerateOutput, GenerationConfig,
+};
 use ferroformers::models::{AutoModelForCausalLM, CausalLm, LoadOptions};
 use ferroformers::tokenizers::{ChatTemplateOptions, Tokenizer};
 
@@ -112,4 +114,79 @@ impl GenerationArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Speculative decoding flags of `ferro run`, `ferro chat` and `ferro bench`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SpeculationArgs {
+    /// Speculative decoding: draft up to N tokens per step (by prompt lookup: copying what
+    /// followed the last words where they appeared before, or with --draft-model) and check
+    /// them in one pass. The output does not change.
+    #[arg(long, value_name = "N")]
+    pub speculate: Option<usize>,
+    /// A smaller model with the same tokenizer that drafts the tokens for --speculate
+    /// (a local directory or GGUF file, or a Hub id).
+    #[arg(long, value_name = "MODEL", requires = "speculate")]
+    pub draft_model: Option<String>,
+}
+
+impl SpeculationArgs {
+    /// Sets the speculation knobs of `cfg` (prompt lookup unless a draft model is given).
+    pub fn apply(&self, cfg: &mut GenerationConfig) -> Result<()> {
+        match (self.speculate, &self.draft_model) {
+            (Some(0), _) => anyhow::bail!("--speculate must be at least 1"),
+            (Some(n), None) => cfg.prompt_lookup_num_tokens = Some(n),
+            (Some(n), Some(_)) => cfg.num_assistant_tokens = n,
+            (None, _) => {}
+        }
+        cfg.validate()?;
+        Ok(())
+    }
+
+    /// The draft model, loaded like the main one (same device, same `--dequantize`).
+    pub fn load_draft(&self, main: &ChatModelArgs) -> Result<Option<CausalLm>> {
+        let Some(spec) = &self.draft_model else {
+            return Ok(None);
+        };
+        let opts = LoadOptions {
+            dequantize: main.dequantize,
+            device: ferroformers::models::parse_device(&main.device)?,
+            hub: main.model.hub_options(),
+            ..LoadOptions::default()
+        };
+        let draft = AutoModelForCausalLM::from_pretrained(spec, &opts)
+            .with_context(|| format!("loading the draft model `{spec}`"))?;
+        Ok(Some(draft))
+    }
+}
+
+/// Generates after `input_ids`, handing the new text to `on_text` as it comes, with
+/// `draft` drafting tokens when given.
+pub fn generate_streaming_with(
+    model: &CausalLm,
+    draft: Option<&CausalLm>,
+    tokenizer: &Tokenizer,
+    input_ids: &[u32],
+    cfg: &GenerationConfig,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<GenerateOutput> {
+    let Some(draft) = draft else {
+        return Ok(generate_streaming(
+            model, tokenizer, input_ids, cfg, on_text,
+        )?);
+    };
+    let prompts = [input_ids.to_vec()];
+    Ok(generate_text_assisted(
+        model,
+        draft,
+        tokenizer,
+        &prompts,
+        cfg,
+        &mut |e| {
+            if !e.text.is_empty() {
+                on_text(e.text);
+            }
+            std::ops::ControlFlow::Continue(())
+        },
+    )?)
 }

@@ -1225,6 +1225,33 @@ fn run_answers_like_transformers() {
     assert_eq!(text, format!("{want_text}\n"), "{}", out.what());
 }
 
+/// Prompt-lookup speculation on a code edit (the answer copies most of the prompt): the
+/// same text as plain greedy decoding.
+#[test]
+fn run_with_speculation_answers_the_same() {
+    let task = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/prompts/code_edit.txt"),
+    )
+    .unwrap();
+    let plain = ferro(["run", "--max-new-tokens", "96", task.as_str()]).run();
+    let spec = ferro([
+        "run",
+        "--max-new-tokens",
+        "96",
+        "--speculate",
+        "10",
+        task.as_str(),
+    ])
+    .run();
+    assert_eq!(spec.text(), plain.text(), "{}", spec.what());
+    // The answer copies the function (what prompt lookup drafts from).
+    assert!(
+        plain.text().contains("def summarize_orders("),
+        "{}",
+        plain.what()
+    );
+}
+
 #[test]
 fn run_bad_arguments_are_errors() {
     ferro(["run", "--device", "tpu", "hi"])

@@ -182,6 +182,7 @@ pub(crate) fn beam_search(
         texts: tokenizer.map(|_| Vec::new()),
         logprobs: None,
         sequences_scores: Some(Vec::new()),
+        speculation: None,
     };
     for s in searches {
         for f in s.finished.into_iter().take(cfg.num_return_sequences) {

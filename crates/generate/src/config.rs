@@ -72,6 +72,16 @@ pub struct GenerationConfig {
     /// Return the log-probability of every generated token (under the model's raw
     /// distribution), with this many most likely alternatives (`None` = off).
     pub top_logprobs: Option<usize>,
+    /// Speculative decoding by prompt lookup: up to this many tokens are copied as a draft
+    /// from where the last n-gram occurred before (`None` = off), and the model checks them
+    /// in one forward pass. The output is what generation without drafts gives.
+    pub prompt_lookup_num_tokens: Option<usize>,
+    /// The longest n-gram prompt lookup matches (it tries shorter ones down to 1).
+    pub max_matching_ngram_size: usize,
+    /// Tokens an assistant (draft) model proposes per round to start with; the count then
+    /// grows by 2 after a round whose drafts were all accepted and shrinks by 1 otherwise
+    /// (transformers' "heuristic" schedule).
+    pub num_assistant_tokens: usize,
 }
 
 impl Default for GenerationConfig {
@@ -101,6 +111,9 @@ impl Default for GenerationConfig {
             length_penalty: 1.0,
             early_stopping: EarlyStopping::False,
             top_logprobs: None,
+            prompt_lookup_num_tokens: None,
+            max_matching_ngram_size: 2,
+            num_assistant_tokens: 5,
         }
     }
 }
@@ -209,6 +222,11 @@ impl GenerationConfig {
                     };
                 }
                 "top_logprobs" => self.top_logprobs = Some(as_usize(key, val)?),
+                "prompt_lookup_num_tokens" => {
+                    self.prompt_lookup_num_tokens = Some(as_usize(key, val)?)
+                }
+                "max_matching_ngram_size" => self.max_matching_ngram_size = as_usize(key, val)?,
+                "num_assistant_tokens" => self.num_assistant_tokens = as_usize(key, val)?,
                 _ => {}
             }
         }
@@ -274,7 +292,25 @@ impl GenerationConfig {
         if self.num_beams == 0 {
             return bad("num_beams", "must be at least 1".into());
         }
+        for (param, x) in [
+            (
+                "prompt_lookup_num_tokens",
+                self.prompt_lookup_num_tokens.unwrap_or(1),
+            ),
+            ("max_matching_ngram_size", self.max_matching_ngram_size),
+            ("num_assistant_tokens", self.num_assistant_tokens),
+        ] {
+            if x == 0 {
+                return bad(param, "must be at least 1".into());
+            }
+        }
         if self.num_beams > 1 {
+            if self.prompt_lookup_num_tokens.is_some() {
+                return bad(
+                    "prompt_lookup_num_tokens",
+                    "speculative decoding does not combine with beam search".into(),
+                );
+            }
             if self.do_sample {
                 return bad(
                     "num_beams",

@@ -3,6 +3,7 @@
 //! stopping on its own (end-of-sequence, stop string, length), finished ones leaving the
 //! batch. Beam search lives in `beam.rs`.
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::config::GenerationConfig;
 use crate::error::{GenerateError, Result};
 use crate::processors::{LogitsProcessorList, Sequence};
 use crate::sampling::{argmax, log_softmax, sample, TokenLogprob};
+use crate::speculative::{Drafter, SpeculationStats, MAX_DRAFT_TOKENS};
 use crate::stopping::{FinishReason, TextTracker};
 
 /// The result of `generate`: for each prompt, `num_return_sequences` sequences (prompt
@@ -31,6 +33,8 @@ pub struct GenerateOutput {
     pub logprobs: Option<Vec<Vec<TokenLogprob>>>,
     /// Beam search: each sequence's score (sum of log-probabilities / length^penalty).
     pub sequences_scores: Option<Vec<f32>>,
+    /// Speculative decoding: how many draft tokens were proposed and confirmed.
+    pub speculation: Option<SpeculationStats>,
 }
 
 impl GenerateOutput {
@@ -86,6 +90,7 @@ impl Generate for CausalLm {
             std::slice::from_ref(&input_ids.to_vec()),
             cfg,
             None,
+            None,
             &mut |e| match e.token {
                 Some(t) => on_token(t),
                 None => ControlFlow::Continue(()),
@@ -98,7 +103,9 @@ impl Generate for CausalLm {
         prompts: &[Vec<u32>],
         cfg: &GenerationConfig,
     ) -> Result<GenerateOutput> {
-        run(self, prompts, cfg, None, &mut |_| ControlFlow::Continue(()))
+        run(self, prompts, cfg, None, None, &mut |_| {
+            ControlFlow::Continue(())
+        })
     }
 }
 
@@ -111,7 +118,28 @@ pub fn generate_text(
     cfg: &GenerationConfig,
     on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
 ) -> Result<GenerateOutput> {
-    run(model, prompts, cfg, Some(tokenizer), on_event)
+    run(model, prompts, cfg, Some(tokenizer), None, on_event)
+}
+
+/// `generate_text` with an assistant model drafting tokens for the model to check
+/// (transformers' `generate(..., assistant_model=...)`): the same output, fewer passes over
+/// the model's weights when the assistant guesses well. One prompt, one sequence.
+pub fn generate_text_assisted(
+    model: &CausalLm,
+    assistant: &CausalLm,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+) -> Result<GenerateOutput> {
+    run(
+        model,
+        prompts,
+        cfg,
+        Some(tokenizer),
+        Some(assistant),
+        on_event,
+    )
 }
 
 /// Generates and hands the new text to `on_text` as it is produced (whole characters
@@ -248,6 +276,7 @@ fn run(
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
     tokenizer: Option<&Tokenizer>,
+    assistant: Option<&CausalLm>,
     on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
 ) -> Result<GenerateOutput> {
     cfg.validate()?;
@@ -268,6 +297,7 @@ fn run(
 
     // Each prompt's sequences share its prefill.
     let n = cfg.num_return_sequences;
+    let mut drafter = Drafter::new(model, cfg, assistant, prompts.len() * n)?;
     let (mut cache, mut logits) = prefill_copies(model, prompts, pad, n)?;
     tracing::debug!(prompts = prompts.len(), longest, elapsed = ?started.elapsed(), "prefill");
     let mut rows: Vec<Row<'_>> = prompts
@@ -285,6 +315,11 @@ fn run(
     let mut active: Vec<usize> = (0..rows.len()).collect();
     let budget = cfg.max_new_tokens.min(model.max_positions() - longest);
     let mut cancelled = false;
+    // Speculation: the drafts of the last verify pass, each with the logits that follow
+    // it (valid while the chosen tokens equal the drafts), and the round's counts.
+    let mut pending: VecDeque<(u32, Tensor)> = VecDeque::new();
+    let mut stats = drafter.as_ref().map(|_| SpeculationStats::default());
+    let mut round = (0usize, 0usize);
     for step in 0..budget {
         let step_logits: Vec<Vec<f32>> = logits.squeeze(1)?.to_vec2()?;
         let mut next = Vec::with_capacity(active.len());
@@ -353,6 +388,41 @@ fn run(
             active = keep.iter().map(|&k| active[k]).collect();
             next = keep.iter().map(|&k| next[k]).collect();
         }
+        if let (Some(drafter), Some(stats)) = (drafter.as_mut(), stats.as_mut()) {
+            let ids = &rows[active[0]].ids;
+            if let Some((draft, following)) = pending.pop_front() {
+                if draft == next[0] {
+                    // Confirmed: its keys and values are cached, its successor's logits known.
+                    logits = following;
+                    stats.accepted += 1;
+                    round.1 += 1;
+                    continue;
+                }
+            }
+            drafter.feedback(round.0, round.1);
+            pending.clear();
+            // Drop the rejected drafts; feed the new token and the next drafts.
+            cache.truncate(ids.len() - 1);
+            let room = (budget - step - 1).min(model.max_positions() - ids.len());
+            let drafts = drafter.propose(ids, room.min(MAX_DRAFT_TOKENS))?;
+            let mut input = Vec::with_capacity(1 + drafts.len());
+            input.push(next[0]);
+            input.extend_from_slice(&drafts);
+            let t = input.len();
+            let all = model.forward(
+                &Tensor::from_vec(input, (1, t), &model.device)?,
+                &mut cache,
+                drafts.is_empty(),
+            )?;
+            logits = all.narrow(1, 0, 1)?;
+            for (i, &d) in drafts.iter().enumerate() {
+                pending.push_back((d, all.narrow(1, i + 1, 1)?));
+            }
+            stats.drafted += drafts.len();
+            stats.verify_passes += 1;
+            round = (drafts.len(), 0);
+            continue;
+        }
         let input = Tensor::from_vec(next, (active.len(), 1), &model.device)?;
         logits = model.forward(&input, &mut cache, true)?;
     }
@@ -387,6 +457,7 @@ fn run(
         logprobs: want_logprobs.then(|| rows.iter().map(|r| r.logprobs.clone()).collect()),
         sequences: rows.into_iter().map(|r| r.ids).collect(),
         sequences_scores: None,
+        speculation: stats,
     })
 }
 

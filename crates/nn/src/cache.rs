@@ -51,6 +51,11 @@ impl KvCache {
         Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
     }
 
+    /// Forgets the slots from `len` on (rejected draft tokens); the buffers stay.
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     fn select(&mut self, rows: &Tensor) -> Result<()> {
         if let (Some(k), Some(v)) = (&self.k, &self.v) {
             self.k = Some(k.index_select(rows, 0)?);
@@ -106,6 +111,14 @@ impl Cache {
     /// The layers' caches and the padding, for a forward pass.
     pub fn parts(&mut self) -> (&mut [KvCache], &[usize]) {
         (&mut self.layers, &self.left_pad)
+    }
+
+    /// Keeps the first `len` slots of every layer and row, dropping the rest (speculative
+    /// decoding takes back the draft tokens the model did not confirm).
+    pub fn truncate(&mut self, len: usize) {
+        for layer in &mut self.layers {
+            layer.truncate(len);
+        }
     }
 
     /// Keeps rows `rows` of the batch, in that order (a row may repeat): reorders beams,

@@ -4,11 +4,12 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use ferroformers::generate::{generate_text, GenerationConfig};
+use ferroformers::generate::{generate_text, generate_text_assisted, GenerationConfig};
 use ferroformers::models::CausalLm;
+use ferroformers::tokenizers::ChatMessage;
 use serde_json::json;
 
-use crate::generation_args::ChatModelArgs;
+use crate::generation_args::{ChatModelArgs, SpeculationArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,6 +30,13 @@ pub struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// A real task instead of the synthetic prompt: this file's text is the user message
+    /// (through the chat template; --prompt-tokens is ignored) and generation stops at the
+    /// model's end of turn or after --gen-tokens.
+    #[arg(long)]
+    prompt_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    speculation: SpeculationArgs,
 }
 
 /// Text the prompt is cut from: ordinary prose and code, as prompts are.
@@ -47,35 +55,53 @@ pub fn run(args: Args) -> Result<()> {
     }
     let started = Instant::now();
     let (tokenizer, model) = args.load.load()?;
+    let draft = args.speculation.load_draft(&args.load)?;
     let load_s = started.elapsed().as_secs_f64();
+    let prompt: Vec<u32> = match &args.prompt_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--prompt-file {}: {e}", path.display()))?;
+            tokenizer
+                .apply_chat_template(&[ChatMessage::user(text)], &args.load.template_options()?)?
+        }
+        None => {
+            let mut prompt = Vec::with_capacity(args.prompt_tokens);
+            while prompt.len() < args.prompt_tokens {
+                prompt.extend(tokenizer.encode(FILLER, false)?.ids);
+            }
+            prompt.truncate(args.prompt_tokens);
+            prompt
+        }
+    };
     let context = model.max_positions();
-    if args.prompt_tokens + args.gen_tokens > context {
+    if prompt.len() + args.gen_tokens > context {
         bail!(
-            "--prompt-tokens {} + --gen-tokens {} exceed the model's context of {context}",
-            args.prompt_tokens,
+            "a prompt of {} tokens + --gen-tokens {} exceed the model's context of {context}",
+            prompt.len(),
             args.gen_tokens
         );
     }
-    let mut prompt: Vec<u32> = Vec::with_capacity(args.prompt_tokens);
-    while prompt.len() < args.prompt_tokens {
-        prompt.extend(tokenizer.encode(FILLER, false)?.ids);
-    }
-    prompt.truncate(args.prompt_tokens);
 
     let prefill_s = prefill_time(&model, &prompt)?;
     // Decode: the whole generation minus the time to its first token (the prefill, measured
     // again inside, so the same prompts are processed the same way).
     let prompts = vec![prompt.clone(); args.batch];
-    let cfg = GenerationConfig {
-        eos_token_ids: Some(Vec::new()),
+    let mut cfg = GenerationConfig {
+        // The synthetic prompt runs its full length; a real task ends where it ends.
+        eos_token_ids: args.prompt_file.is_none().then(Vec::new),
         ..GenerationConfig::greedy(args.gen_tokens)
     };
+    args.speculation.apply(&mut cfg)?;
     let mut first = None;
     let gen_started = Instant::now();
-    let out = generate_text(&model, &tokenizer, &prompts, &cfg, &mut |_| {
+    let mut on_event = |_: ferroformers::generate::TokenEvent<'_>| {
         first.get_or_insert_with(|| gen_started.elapsed().as_secs_f64());
         std::ops::ControlFlow::Continue(())
-    })?;
+    };
+    let out = match &draft {
+        Some(d) => generate_text_assisted(&model, d, &tokenizer, &prompts, &cfg, &mut on_event)?,
+        None => generate_text(&model, &tokenizer, &prompts, &cfg, &mut on_event)?,
+    };
     let total_s = gen_started.elapsed().as_secs_f64();
     let ttft_s = first.unwrap_or(total_s);
     let generated: usize = (0..out.sequences.len())
@@ -86,18 +112,24 @@ pub fn run(args: Args) -> Result<()> {
     let decode_s = (total_s - ttft_s).max(f64::MIN_POSITIVE);
     let report = json!({
         "model": args.load.model.spec()?,
-        "prompt_tokens": args.prompt_tokens,
+        "prompt_tokens": prompt.len(),
         "gen_tokens": args.gen_tokens,
         "batch": args.batch,
         "threads": ferroformers::nn::quant::num_threads(),
         "load_s": load_s,
         "prompt_s": prefill_s,
-        "prompt_tokens_per_s": args.prompt_tokens as f64 / prefill_s,
-        "batch_prompt_tokens_per_s": (args.prompt_tokens * args.batch) as f64 / ttft_s,
+        "prompt_tokens_per_s": prompt.len() as f64 / prefill_s,
+        "batch_prompt_tokens_per_s": (prompt.len() * args.batch) as f64 / ttft_s,
         "ttft_s": ttft_s,
         "decode_s": decode_s,
         "decode_tokens_per_s": decoded as f64 / decode_s,
+        "generated_tokens": generated,
         "peak_rss_bytes": peak_rss_bytes(),
+        "speculation": out.speculation.map(|s| json!({
+            "drafted_tokens": s.drafted,
+            "accepted_tokens": s.accepted,
+            "verify_passes": s.verify_passes,
+        })),
     });
     if args.json {
         println!("{report}");
@@ -108,7 +140,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("load       {:.2} s", f("load_s"));
         println!(
             "prompt     {} tokens in {:.2} s = {:.1} tokens/s",
-            args.prompt_tokens,
+            prompt.len(),
             f("prompt_s"),
             f("prompt_tokens_per_s")
         );
@@ -118,6 +150,12 @@ pub fn run(args: Args) -> Result<()> {
             f("decode_s"),
             f("decode_tokens_per_s")
         );
+        if let Some(s) = out.speculation {
+            println!(
+                "speculate  {} of {} drafted tokens accepted, {} passes for {decoded} tokens",
+                s.accepted, s.drafted, s.verify_passes
+            );
+        }
         match report["peak_rss_bytes"].as_u64() {
             Some(b) => println!("peak RSS   {:.0} MB", b as f64 / 1e6),
             None => println!("peak RSS   (unknown on this system)"),

@@ -7,11 +7,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ferroformers::generate::{generate_streaming, Conversation, GenerationConfig};
+use ferroformers::generate::{Conversation, GenerationConfig};
 use ferroformers::models::CausalLm;
 use ferroformers::tokenizers::{ChatMessage, ChatTemplateOptions, Tokenizer};
 
-use crate::generation_args::{ChatModelArgs, GenerationArgs};
+use crate::generation_args::{
+    generate_streaming_with, ChatModelArgs, GenerationArgs, SpeculationArgs,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +21,8 @@ pub struct Args {
     load: ChatModelArgs,
     #[command(flatten)]
     generation: GenerationArgs,
+    #[command(flatten)]
+    speculation: SpeculationArgs,
     /// The system message.
     #[arg(long)]
     system: Option<String>,
@@ -33,6 +37,8 @@ pub struct Args {
 struct Chat {
     tokenizer: Tokenizer,
     model: CausalLm,
+    /// Drafts tokens for speculative decoding (`--draft-model`).
+    draft: Option<CausalLm>,
     cfg: GenerationConfig,
     template: ChatTemplateOptions,
     budget: usize,
@@ -49,7 +55,9 @@ const HELP: &str = "/reset  forget the conversation (the system message stays)
 
 pub fn run(args: Args) -> Result<()> {
     let (tokenizer, model) = args.load.load()?;
-    let cfg = args.generation.config(&tokenizer)?;
+    let draft = args.speculation.load_draft(&args.load)?;
+    let mut cfg = args.generation.config(&tokenizer)?;
+    args.speculation.apply(&mut cfg)?;
     let context = model.max_positions();
     let budget = args.context.unwrap_or(context).min(context);
     if cfg.max_new_tokens >= budget {
@@ -74,6 +82,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut chat = Chat {
         tokenizer,
         model,
+        draft,
         cfg,
         template: args.load.template_options()?,
         budget,
@@ -182,8 +191,9 @@ impl Chat {
         }
         let mut out = std::io::stdout().lock();
         let mut write_error = None;
-        let result = generate_streaming(
+        let result = generate_streaming_with(
             &self.model,
+            self.draft.as_ref(),
             &self.tokenizer,
             &fitted.input_ids,
             &self.cfg,

@@ -4,10 +4,11 @@
 use std::io::Write;
 
 use anyhow::Result;
-use ferroformers::generate::generate_streaming;
 use ferroformers::tokenizers::ChatMessage;
 
-use crate::generation_args::{ChatModelArgs, GenerationArgs};
+use crate::generation_args::{
+    generate_streaming_with, ChatModelArgs, GenerationArgs, SpeculationArgs,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,27 +21,46 @@ pub struct Args {
     system: Option<String>,
     #[command(flatten)]
     generation: GenerationArgs,
+    #[command(flatten)]
+    speculation: SpeculationArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let (tokenizer, model) = args.load.load()?;
+    let draft = args.speculation.load_draft(&args.load)?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(ChatMessage::system(system.clone()));
     }
     messages.push(ChatMessage::user(args.prompt.clone()));
     let input_ids = tokenizer.apply_chat_template(&messages, &args.load.template_options()?)?;
-    let cfg = args.generation.config(&tokenizer)?;
+    let mut cfg = args.generation.config(&tokenizer)?;
+    args.speculation.apply(&mut cfg)?;
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    generate_streaming(&model, &tokenizer, &input_ids, &cfg, &mut |text| {
-        if write_error.is_none() {
-            write_error = out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .err();
-        }
-    })?;
+    let result = generate_streaming_with(
+        &model,
+        draft.as_ref(),
+        &tokenizer,
+        &input_ids,
+        &cfg,
+        &mut |text| {
+            if write_error.is_none() {
+                write_error = out
+                    .write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .err();
+            }
+        },
+    )?;
+    if let Some(s) = result.speculation {
+        tracing::info!(
+            drafted = s.drafted,
+            accepted = s.accepted,
+            passes = s.verify_passes,
+            "speculative decoding"
+        );
+    }
     if let Some(e) = write_error {
         return Err(e.into());
     }

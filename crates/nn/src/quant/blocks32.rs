@@ -211,18 +211,20 @@ mod avx2 {
         unsafe { dots_avx2(w, acts, out) }
     }
 
+    /// Every input row is summed in the same order however many rows come together, so a
+    /// token's logits do not depend on the batch it is verified in (speculative decoding
+    /// keeps greedy output identical).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dots_avx2<B: Weights>(w: &[B], acts: &[&[BlockQ8]], out: &mut [f32]) {
         // SAFETY: AVX2, FMA and F16C per the caller.
         unsafe {
             match acts {
-                [a] => out[0] = dot_avx2(w, a),
                 [a, b] => out[..2].copy_from_slice(&dot_rows(w, [*a, *b])),
                 [a, b, c] => out[..3].copy_from_slice(&dot_rows(w, [*a, *b, *c])),
                 [a, b, c, d] => out[..4].copy_from_slice(&dot_rows(w, [*a, *b, *c, *d])),
                 _ => {
                     for (o, a) in out.iter_mut().zip(acts) {
-                        *o = dot_avx2(w, a);
+                        *o = dot_rows(w, [*a])[0];
                     }
                 }
             }
@@ -234,21 +236,26 @@ mod avx2 {
     unsafe fn dot_rows<B: Weights, const R: usize>(w: &[B], acts: [&[BlockQ8]; R]) -> [f32; R] {
         // SAFETY: AVX2, FMA and F16C per the caller; the loads read whole blocks.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
+            // Even and odd blocks in two accumulators per row: independent chains keep the
+            // FMA units busy when there is one row.
+            let mut acc = [[_mm256_setzero_ps(); R]; 2];
             let ones = _mm256_set1_epi16(1);
             for (bi, b) in w.iter().enumerate() {
                 let (wq, d) = b.weights();
                 let wabs = _mm256_sign_epi8(wq, wq);
                 let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d))));
+                let acc = &mut acc[bi % 2];
                 for r in 0..R {
                     let q = &acts[r][bi];
                     let aq = _mm256_loadu_si256(q.qs.as_ptr().cast());
+                    // |w| · (a with w's sign): unsigned × signed products, pairs summed to
+                    // i16 (|w|, |a| ≤ 127, so a pair fits: activations are never -128).
                     let prod = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq, wq));
                     let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d), sums, acc[r]);
                 }
             }
-            acc.map(|a| hsum(a))
+            std::array::from_fn(|r| hsum(_mm256_add_ps(acc[0][r], acc[1][r])))
         }
     }
 
@@ -319,41 +326,6 @@ mod avx2 {
                 _mm256_set1_epi64x(i64::from_le_bytes([1, 2, 4, 8, 16, 32, 64, -128i8 as u8]));
             _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
         }
-    }
-
-    /// One block's scaled products added to `acc` (8 lanes of partial sums).
-    #[inline(always)]
-    unsafe fn block<B: Weights>(b: &B, q: &BlockQ8, acc: __m256) -> __m256 {
-        // SAFETY: AVX2/FMA/F16C per the caller; reads the 32 bytes of `q.qs`.
-        unsafe {
-            let (wq, d) = b.weights();
-            let aq = _mm256_loadu_si256(q.qs.as_ptr().cast());
-            // |w| · (a with w's sign): unsigned × signed products, pairs summed to i16 (|w|,
-            // |a| ≤ 127, so a pair fits: activations are never -128), then to i32.
-            let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(aq, wq));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, _mm256_set1_epi16(1)));
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d))));
-            _mm256_fmadd_ps(_mm256_set1_ps(d * q.d), sums, acc)
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_avx2<B: Weights>(w: &[B], a: &[BlockQ8]) -> f32 {
-        // Two blocks per step into two accumulators: independent chains keep the FMA
-        // units busy.
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        // SAFETY: this function runs only with AVX2, FMA and F16C (see `dot_*`).
-        unsafe {
-            for (b, q) in w.chunks_exact(2).zip(a.chunks_exact(2)) {
-                acc0 = block(&b[0], &q[0], acc0);
-                acc1 = block(&b[1], &q[1], acc1);
-            }
-            if w.len() % 2 == 1 {
-                acc0 = block(&w[w.len() - 1], &a[w.len() - 1], acc0);
-            }
-        }
-        // SAFETY: AVX per this function's features.
-        unsafe { hsum(_mm256_add_ps(acc0, acc1)) }
     }
 }
 
