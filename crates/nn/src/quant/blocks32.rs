@@ -33,11 +33,14 @@ pub struct BlockQ8_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
-/// 32 activations as 8-bit integers times a scale.
+/// 32 activations as 8-bit integers times a scale, with 16 × the sums of each run of four
+/// (what Q5_0's kernel subtracts to turn its unsigned weights `q` into `q − 16`).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub struct BlockQ8 {
-    d: f32,
     qs: [i8; 32],
+    sums16: [i32; 8],
+    d: f32,
 }
 
 impl BlockQ8 {
@@ -50,7 +53,13 @@ impl BlockQ8 {
         for (q, v) in qs.iter_mut().zip(x) {
             *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
         }
-        Self { d, qs }
+        let sums16 = std::array::from_fn(|l| {
+            16 * qs[4 * l..4 * l + 4]
+                .iter()
+                .map(|&q| i32::from(q))
+                .sum::<i32>()
+        });
+        Self { qs, sums16, d }
     }
 }
 
@@ -248,10 +257,22 @@ mod avx2 {
                 for r in 0..R {
                     let q = &acts[r][bi];
                     let aq = _mm256_loadu_si256(q.qs.as_ptr().cast());
-                    // |w| · (a with w's sign): unsigned × signed products, pairs summed to
-                    // i16 (|w|, |a| ≤ 127, so a pair fits: activations are never -128).
-                    let prod = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq, wq));
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                    let pairs = if B::OFFSET_16 {
+                        // Unsigned weights `q` (0..=31) times signed activations, pairs
+                        // summed to i16 (at most 2 · 31 · 127).
+                        _mm256_maddubs_epi16(wq, aq)
+                    } else {
+                        // |w| · (a with w's sign): unsigned × signed products, pairs summed
+                        // to i16 (|w|, |a| ≤ 127, so a pair fits: activations are never -128).
+                        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(aq, wq))
+                    };
+                    let mut quads = _mm256_madd_epi16(pairs, ones);
+                    if B::OFFSET_16 {
+                        // Σ q·a − 16 Σ a = Σ (q − 16)·a, exactly, lane by lane.
+                        quads =
+                            _mm256_sub_epi32(quads, _mm256_loadu_si256(q.sums16.as_ptr().cast()));
+                    }
+                    let sums = _mm256_cvtepi32_ps(quads);
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * q.d), sums, acc[r]);
                 }
             }
@@ -272,12 +293,15 @@ mod avx2 {
 
     /// A block's 32 weights as signed bytes in a register, and its f16 scale bits.
     trait Weights {
+        /// `weights` gives `q` with weight = `q − 16` (Q5_0) instead of the weight itself.
+        const OFFSET_16: bool;
         /// # Safety
         /// Only on CPUs with AVX2 (inlined into the AVX2 kernel).
         unsafe fn weights(&self) -> (__m256i, u16);
     }
 
     impl Weights for BlockQ8_0 {
+        const OFFSET_16: bool = false;
         #[inline(always)]
         unsafe fn weights(&self) -> (__m256i, u16) {
             // SAFETY: reads the 32 bytes of `qs`; AVX2 per the contract.
@@ -289,31 +313,31 @@ mod avx2 {
     }
 
     impl Weights for BlockQ5_0 {
+        const OFFSET_16: bool = true;
         #[inline(always)]
         unsafe fn weights(&self) -> (__m256i, u16) {
-            // SAFETY: reads the 16 bytes of `qs`; AVX2 per the contract.
+            // SAFETY: reads the 16 bytes of `qs` and the 4 of `qh`; AVX2 per the contract.
             unsafe {
                 let low4 = _mm_set1_epi8(0x0F);
                 let packed = _mm_loadu_si128(self.qs.as_ptr().cast());
                 let lo = _mm_and_si128(packed, low4);
                 let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low4);
                 let nibbles = _mm256_set_m128i(hi, lo);
-                // Weight = nibble + 16·bit − 16: the nibble where the bit is set, the nibble
-                // with its high four bits set (nibble − 16 as i8) where it is not.
-                let set = bit_bytes(u32::from_le_bytes(self.qh));
-                let wq =
-                    _mm256_or_si256(nibbles, _mm256_andnot_si256(set, _mm256_set1_epi8(-16i8)));
-                (wq, self.d)
+                // q = nibble + 16 · fifth bit (the kernel subtracts the 16).
+                let bits = _mm256_set1_epi32(i32::from_le_bytes(self.qh));
+                let set = bit_bytes(bits);
+                let q = _mm256_or_si256(nibbles, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+                (q, self.d)
             }
         }
     }
 
-    /// 0xFF in byte `j` where bit `j` of `bits` is set.
+    /// 0xFF in byte `j` where bit `j` of the u32 repeated in every lane of `bits` is set.
     ///
     /// # Safety
     /// Only on CPUs with AVX2.
     #[inline(always)]
-    unsafe fn bit_bytes(bits: u32) -> __m256i {
+    unsafe fn bit_bytes(bits: __m256i) -> __m256i {
         // Lane 0 (bytes 0..16) reads source bytes 0 and 1, lane 1 bytes 2 and 3: the u32 is
         // repeated in both lanes, so lane-relative indices 0..4 reach it.
         unsafe {
@@ -321,7 +345,7 @@ mod avx2 {
                 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
                 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
             );
-            let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+            let bytes = _mm256_shuffle_epi8(bits, spread);
             let mask =
                 _mm256_set1_epi64x(i64::from_le_bytes([1, 2, 4, 8, 16, 32, 64, -128i8 as u8]));
             _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
