@@ -1,6 +1,8 @@
 //! The flags `ferro run` and `ferro chat` share: how to load the chat model and how to
 //! generate.
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use clap::Args;
 use ferroformers::generate::{
@@ -160,33 +162,53 @@ impl SpeculationArgs {
     }
 }
 
-/// Generates after `input_ids`, handing the new text to `on_text` as it comes, with
-/// `draft` drafting tokens when given.
-pub fn generate_streaming_with(
+/// Generates after `input_ids`, writing the new text to stdout as it comes (then a
+/// newline), with `draft` drafting tokens when given.
+pub fn generate_to_stdout(
     model: &CausalLm,
     draft: Option<&CausalLm>,
     tokenizer: &Tokenizer,
     input_ids: &[u32],
     cfg: &GenerationConfig,
-    on_text: &mut dyn FnMut(&str),
 ) -> Result<GenerateOutput> {
-    let Some(draft) = draft else {
-        return Ok(generate_streaming(
-            model, tokenizer, input_ids, cfg, on_text,
-        )?);
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let mut on_text = |text: &str| {
+        if write_error.is_none() {
+            write_error = out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .err();
+        }
     };
-    let prompts = [input_ids.to_vec()];
-    Ok(generate_text_assisted(
-        model,
-        draft,
-        tokenizer,
-        &prompts,
-        cfg,
-        &mut |e| {
-            if !e.text.is_empty() {
-                on_text(e.text);
-            }
-            std::ops::ControlFlow::Continue(())
-        },
-    )?)
+    let result = match draft {
+        None => generate_streaming(model, tokenizer, input_ids, cfg, &mut on_text)?,
+        Some(draft) => generate_text_assisted(
+            model,
+            draft,
+            tokenizer,
+            &[input_ids.to_vec()],
+            cfg,
+            &mut |e| {
+                if !e.text.is_empty() {
+                    on_text(e.text);
+                }
+                std::ops::ControlFlow::Continue(())
+            },
+        )?,
+    };
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    writeln!(out)?;
+    out.flush()?;
+    if let Some(s) = result.speculation {
+        tracing::info!(
+            drafted = s.drafted,
+            accepted = s.accepted,
+            passes = s.verify_passes,
+            "speculative decoding"
+        );
+    }
+    Ok(result)
 }

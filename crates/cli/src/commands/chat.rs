@@ -11,9 +11,7 @@ use ferroformers::generate::{Conversation, GenerationConfig};
 use ferroformers::models::CausalLm;
 use ferroformers::tokenizers::{ChatMessage, ChatTemplateOptions, Tokenizer};
 
-use crate::generation_args::{
-    generate_streaming_with, ChatModelArgs, GenerationArgs, SpeculationArgs,
-};
+use crate::generation_args::{generate_to_stdout, ChatModelArgs, GenerationArgs, SpeculationArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -189,28 +187,13 @@ impl Chat {
                 fitted.dropped_messages, self.budget
             ));
         }
-        let mut out = std::io::stdout().lock();
-        let mut write_error = None;
-        let result = generate_streaming_with(
+        let result = generate_to_stdout(
             &self.model,
             self.draft.as_ref(),
             &self.tokenizer,
             &fitted.input_ids,
             &self.cfg,
-            &mut |text| {
-                if write_error.is_none() {
-                    write_error = out
-                        .write_all(text.as_bytes())
-                        .and_then(|()| out.flush())
-                        .err();
-                }
-            },
         )?;
-        if let Some(e) = write_error {
-            return Err(e.into());
-        }
-        writeln!(out)?;
-        out.flush()?;
         let text = result
             .texts
             .and_then(|t| t.into_iter().next())

@@ -1,14 +1,10 @@
 //! `ferro run`: transformers' chat program on the command line — chat template, generate,
 //! and only the new text, streamed as it is produced.
 
-use std::io::Write;
-
 use anyhow::Result;
 use ferroformers::tokenizers::ChatMessage;
 
-use crate::generation_args::{
-    generate_streaming_with, ChatModelArgs, GenerationArgs, SpeculationArgs,
-};
+use crate::generation_args::{generate_to_stdout, ChatModelArgs, GenerationArgs, SpeculationArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,34 +32,6 @@ pub fn run(args: Args) -> Result<()> {
     let input_ids = tokenizer.apply_chat_template(&messages, &args.load.template_options()?)?;
     let mut cfg = args.generation.config(&tokenizer)?;
     args.speculation.apply(&mut cfg)?;
-    let mut out = std::io::stdout().lock();
-    let mut write_error = None;
-    let result = generate_streaming_with(
-        &model,
-        draft.as_ref(),
-        &tokenizer,
-        &input_ids,
-        &cfg,
-        &mut |text| {
-            if write_error.is_none() {
-                write_error = out
-                    .write_all(text.as_bytes())
-                    .and_then(|()| out.flush())
-                    .err();
-            }
-        },
-    )?;
-    if let Some(s) = result.speculation {
-        tracing::info!(
-            drafted = s.drafted,
-            accepted = s.accepted,
-            passes = s.verify_passes,
-            "speculative decoding"
-        );
-    }
-    if let Some(e) = write_error {
-        return Err(e.into());
-    }
-    writeln!(out)?;
+    generate_to_stdout(&model, draft.as_ref(), &tokenizer, &input_ids, &cfg)?;
     Ok(())
 }
