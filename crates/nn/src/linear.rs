@@ -138,14 +138,14 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
     }
     let m = x.elem_count() / k.max(1);
     let x32 = x.to_dtype(candle_core::DType::F32)?;
-    if q.prefers_dense(m) {
-        // A prompt: expand the weights once and run candle's f32 GEMM.
-        let w = Tensor::from_vec(q.dequantize(), (q.rows(), q.cols()), x.device())?;
-        let y = x32.reshape((m, k))?.matmul(&w.t()?)?;
-        return Ok(y.reshape(out_dims(x, q.rows()))?.to_dtype(x.dtype())?);
-    }
     let input: Vec<f32> = x32.flatten_all()?.to_vec1()?;
-    rows_like(q.matmul(&input, m), x, q.rows())
+    let y = if q.prefers_dense(m) {
+        // A prompt: expand the weights once and run an f32 GEMM over all its rows.
+        crate::quant::dense_matmul(q, &input, m)
+    } else {
+        q.matmul(&input, m)
+    };
+    rows_like(y, x, q.rows())
 }
 
 /// `x`'s shape with the last dimension `n`.

@@ -8,6 +8,7 @@
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
 
 mod blocks32;
+mod dense;
 mod pool;
 
 use candle_core::quantized::k_quants::{
@@ -21,6 +22,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
+pub(crate) use dense::dense_matmul;
 pub(crate) use pool::for_each_task;
 pub use pool::{install, num_threads, set_num_threads};
 
@@ -183,12 +185,17 @@ impl QuantMatrix {
     /// The whole matrix in f32, `(rows, cols)` row-major, expanded in parallel.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut w = vec![0f32; self.rows * self.cols];
+        self.dequantize_into(&mut w);
+        w
+    }
+
+    /// `dequantize` into `out` (`rows · cols` values).
+    pub fn dequantize_into(&self, out: &mut [f32]) {
         install(|| {
-            w.par_chunks_mut(self.cols)
+            out.par_chunks_mut(self.cols)
                 .enumerate()
                 .for_each(|(r, row)| self.data.row_to_f32(r, self.cols, row))
         });
-        w
     }
 
     /// Whether `x (m, cols)` is better multiplied by expanding the matrix to f32 and running
