@@ -9,6 +9,7 @@
 
 mod blocks32;
 mod pool;
+mod quantize;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ6K, BlockQ8K,
@@ -23,6 +24,9 @@ use rayon::prelude::*;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use pool::for_each_task;
 pub use pool::{install, num_threads, set_num_threads};
+pub use quantize::{
+    dequantize_f32, parse_quant_type, quant_type_name, quantize_f32, storage_type, QUANT_TYPE_NAMES,
+};
 
 /// Input rows from which `prefers_dense` says yes.
 const DENSE_MIN_ROWS: usize = 16;
