@@ -9,6 +9,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 use ferro_core::{GgufFile, GgufValue, GgufWriter, ModelSource, TensorDecl};
 use ferro_nn::quant::{quant_type_name, quantize_f32, storage_type};
+use ferro_nn::weights::ggml_type_id;
 use ferro_nn::{RopeScaling, Weights};
 
 use crate::auto::{read_causal_lm_config, safetensors_files};
@@ -60,26 +61,6 @@ fn file_type(dtype: GgmlDType) -> u32 {
         GgmlDType::Q5K => 16,
         GgmlDType::Q6K => 18,
         _ => 0,
-    }
-}
-
-fn ggml_type_id(dtype: GgmlDType) -> u32 {
-    match dtype {
-        GgmlDType::F32 => 0,
-        GgmlDType::F16 => 1,
-        GgmlDType::Q4_0 => 2,
-        GgmlDType::Q4_1 => 3,
-        GgmlDType::Q5_0 => 6,
-        GgmlDType::Q5_1 => 7,
-        GgmlDType::Q8_0 => 8,
-        GgmlDType::Q8_1 => 9,
-        GgmlDType::Q2K => 10,
-        GgmlDType::Q3K => 11,
-        GgmlDType::Q4K => 12,
-        GgmlDType::Q5K => 13,
-        GgmlDType::Q6K => 14,
-        GgmlDType::Q8K => 15,
-        GgmlDType::BF16 => 30,
     }
 }
 

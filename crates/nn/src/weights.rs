@@ -50,26 +50,36 @@ pub struct Weights {
     shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
 }
 
+/// ggml type ids and candle's types.
+const GGML_TYPES: [(u32, GgmlDType); 15] = [
+    (0, GgmlDType::F32),
+    (1, GgmlDType::F16),
+    (2, GgmlDType::Q4_0),
+    (3, GgmlDType::Q4_1),
+    (6, GgmlDType::Q5_0),
+    (7, GgmlDType::Q5_1),
+    (8, GgmlDType::Q8_0),
+    (9, GgmlDType::Q8_1),
+    (10, GgmlDType::Q2K),
+    (11, GgmlDType::Q3K),
+    (12, GgmlDType::Q4K),
+    (13, GgmlDType::Q5K),
+    (14, GgmlDType::Q6K),
+    (15, GgmlDType::Q8K),
+    (30, GgmlDType::BF16),
+];
+
 /// The ggml type id of a GGUF tensor as candle's type.
 pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
-    Some(match id {
-        0 => GgmlDType::F32,
-        1 => GgmlDType::F16,
-        2 => GgmlDType::Q4_0,
-        3 => GgmlDType::Q4_1,
-        6 => GgmlDType::Q5_0,
-        7 => GgmlDType::Q5_1,
-        8 => GgmlDType::Q8_0,
-        9 => GgmlDType::Q8_1,
-        10 => GgmlDType::Q2K,
-        11 => GgmlDType::Q3K,
-        12 => GgmlDType::Q4K,
-        13 => GgmlDType::Q5K,
-        14 => GgmlDType::Q6K,
-        15 => GgmlDType::Q8K,
-        30 => GgmlDType::BF16,
-        _ => return None,
-    })
+    GGML_TYPES.iter().find(|(i, _)| *i == id).map(|&(_, t)| t)
+}
+
+/// Candle's type as the ggml type id a GGUF stores.
+pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    GGML_TYPES
+        .iter()
+        .find(|(_, t)| *t == dtype)
+        .map_or(0, |&(i, _)| i)
 }
 
 impl Weights {
