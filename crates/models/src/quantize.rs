@@ -225,16 +225,20 @@ fn llama_cpp_metadata(
         ("general.quantization_version".into(), GgufValue::U32(2)),
     ];
     let mut k = |key: &str, v: GgufValue| m.push((format!("{arch}.{key}"), v));
-    k("vocab_size", u(c.vocab_size));
-    k("context_length", u(c.max_position_embeddings));
-    k("embedding_length", u(c.hidden_size));
-    k("block_count", u(c.num_hidden_layers));
-    k("feed_forward_length", u(c.intermediate_size));
-    k("attention.head_count", u(c.num_attention_heads));
-    k("attention.head_count_kv", u(c.num_key_value_heads));
-    k("attention.key_length", u(c.head_dim));
-    k("attention.value_length", u(c.head_dim));
-    k("rope.dimension_count", u(c.head_dim));
+    for (key, v) in [
+        ("vocab_size", c.vocab_size),
+        ("context_length", c.max_position_embeddings),
+        ("embedding_length", c.hidden_size),
+        ("block_count", c.num_hidden_layers),
+        ("feed_forward_length", c.intermediate_size),
+        ("attention.head_count", c.num_attention_heads),
+        ("attention.head_count_kv", c.num_key_value_heads),
+        ("attention.key_length", c.head_dim),
+        ("attention.value_length", c.head_dim),
+        ("rope.dimension_count", c.head_dim),
+    ] {
+        k(key, u(v));
+    }
     k("rope.freq_base", f(c.rope_theta));
     k("attention.layer_norm_rms_epsilon", f(c.rms_norm_eps));
     match &c.rope_scaling {

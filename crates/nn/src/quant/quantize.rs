@@ -117,17 +117,7 @@ pub fn dequantize_f32(bytes: &[u8], elems: usize, dtype: GgmlDType) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Uniform in [-1, 1), from a fixed LCG (no test-only dependency).
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::quant::test_random as random;
 
     /// Each type's bytes equal candle's own quantizer's, and dequantize within the type's
     /// error: a quantization step is at most ~1/2^bits of a block's range.
