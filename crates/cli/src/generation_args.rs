@@ -32,7 +32,6 @@ pub struct ChatModelArgs {
 impl ChatModelArgs {
     /// The tokenizer and the model.
     pub fn load(&self) -> Result<(Tokenizer, CausalLm)> {
-        let tokenizer = self.model.tokenizer()?;
         let spec = self.model.spec()?;
         let opts = LoadOptions {
             gguf_file: self.model.gguf_file.clone(),
@@ -46,6 +45,7 @@ impl ChatModelArgs {
             hub: self.model.hub_options(),
             ..LoadOptions::default()
         };
+        let tokenizer = self.model.tokenizer()?;
         let model = AutoModelForCausalLM::from_pretrained(&spec, &opts)
             .with_context(|| format!("loading the model `{spec}`"))?;
         Ok((tokenizer, model))
