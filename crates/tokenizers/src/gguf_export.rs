@@ -75,11 +75,13 @@ pub fn gguf_tokenizer_metadata(
     let n = tokens.len().max(vocab_size);
     let (mut texts, mut types) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for id in 0..n {
-        let (text, ty) = tokens
-            .get(id)
-            .cloned()
-            .flatten()
-            .unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED));
+        let pad = format!("[PAD{id}]");
+        let (text, ty) = match tokens.get(id).cloned().flatten() {
+            // llama.cpp's own padding, read back from a GGUF: still padding.
+            Some((text, _)) if text == pad => (text, UNUSED),
+            Some(t) => t,
+            None => (pad, UNUSED),
+        };
         texts.push(GgufValue::String(text));
         types.push(GgufValue::I32(ty));
     }
