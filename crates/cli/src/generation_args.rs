@@ -21,6 +21,10 @@ pub struct ChatModelArgs {
     /// Expand quantized GGUF weights to f32 instead of multiplying them quantized.
     #[arg(long)]
     pub dequantize: bool,
+    /// Quantize a safetensors checkpoint's weight matrices as it loads: q8_0, q4_k, q5_k
+    /// or q6_k (CPU only; a GGUF is already quantized).
+    #[arg(long, value_name = "TYPE")]
+    pub quantize: Option<String>,
     /// Where to run: cpu, cuda[:N], metal[:N] (GPUs need a build with `--features cuda|metal`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -32,15 +36,20 @@ pub struct ChatModelArgs {
 impl ChatModelArgs {
     /// The tokenizer and the model.
     pub fn load(&self) -> Result<(Tokenizer, CausalLm)> {
-        let tokenizer = self.model.tokenizer()?;
         let spec = self.model.spec()?;
         let opts = LoadOptions {
             gguf_file: self.model.gguf_file.clone(),
             dequantize: self.dequantize,
+            quantize: self
+                .quantize
+                .as_deref()
+                .map(ferroformers::nn::quant::parse_quant_type)
+                .transpose()?,
             device: ferroformers::models::parse_device(&self.device)?,
             hub: self.model.hub_options(),
             ..LoadOptions::default()
         };
+        let tokenizer = self.model.tokenizer()?;
         let model = AutoModelForCausalLM::from_pretrained(&spec, &opts)
             .with_context(|| format!("loading the model `{spec}`"))?;
         Ok((tokenizer, model))

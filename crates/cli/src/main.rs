@@ -30,6 +30,8 @@ enum Command {
     Detokenize(commands::detokenize::Args),
     /// Render a conversation with the model's chat template.
     Template(commands::template::Args),
+    /// Write a checkpoint (safetensors folder or GGUF) as a quantized GGUF llama.cpp loads.
+    Quantize(commands::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::Template(a) => commands::template::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

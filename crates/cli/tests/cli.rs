@@ -1276,3 +1276,48 @@ fn fixture_case_causal(name: &str) -> Value {
         .unwrap()
         .clone()
 }
+
+/// `ferro quantize` writes a GGUF that `ferro run` loads, says which matrices fell back to
+/// Q8_0 and warns that the tiny checkpoint has no tokenizer; bad types and `--quantize` on
+/// a GGUF are errors naming the cause.
+#[test]
+fn quantize_writes_a_gguf_and_bad_arguments_are_errors() {
+    let dir = tmp();
+    let tiny = fixtures().join("../causal_lm/tiny/llama");
+    let out_path = dir.path().join("tiny.gguf");
+    let out = ferro([
+        OsStr::new("quantize"),
+        tiny.as_os_str(),
+        out_path.as_os_str(),
+        OsStr::new("--type"),
+        OsStr::new("q4_k"),
+    ])
+    .run();
+    assert_eq!(out.code, Some(0), "{}", out.what());
+    let stderr = &out.stderr;
+    assert!(
+        stderr.contains("blk.0.attn_q.weight: rows are not whole Q4_K blocks; stored as Q8_0")
+            && stderr.contains("no tokenizer.json")
+            && stderr.contains("wrote "),
+        "{}",
+        out.what()
+    );
+    let g = ferroformers::core::GgufFile::open(&out_path).unwrap();
+    assert_eq!(g.get_str("general.architecture").unwrap(), Some("llama"));
+
+    ferro([
+        OsStr::new("quantize"),
+        tiny.as_os_str(),
+        out_path.as_os_str(),
+        OsStr::new("--type"),
+        OsStr::new("q3_k"),
+    ])
+    .run()
+    .fails(&["q3_k", "q8_0, q4_k, q5_k, q6_k"]);
+    ferro(["run", "--quantize", "q8_0", "--model", &qwen(), "hi"])
+        .run()
+        .fails(&["already quantized"]);
+    ferro(["run", "--quantize", "q4", "--model", &qwen(), "hi"])
+        .run()
+        .fails(&["`q4` is not a quantization type"]);
+}

@@ -449,57 +449,11 @@ impl Reader<'_> {
     }
 }
 
-/// Writes GGUF files; used by tests to make small and deliberately broken files.
+/// Writes GGUF bytes in memory with no checks, for tests that need small and deliberately
+/// broken files (real files are written by `crate::gguf_writer::GgufWriter`).
 pub mod writer {
     use super::GgufValue;
-
-    fn type_id(v: &GgufValue) -> u32 {
-        match v {
-            GgufValue::U8(_) => 0,
-            GgufValue::I8(_) => 1,
-            GgufValue::U16(_) => 2,
-            GgufValue::I16(_) => 3,
-            GgufValue::U32(_) => 4,
-            GgufValue::I32(_) => 5,
-            GgufValue::F32(_) => 6,
-            GgufValue::Bool(_) => 7,
-            GgufValue::String(_) => 8,
-            GgufValue::Array(_) => 9,
-            GgufValue::U64(_) => 10,
-            GgufValue::I64(_) => 11,
-            GgufValue::F64(_) => 12,
-        }
-    }
-
-    fn put_str(out: &mut Vec<u8>, s: &str) {
-        out.extend((s.len() as u64).to_le_bytes());
-        out.extend(s.as_bytes());
-    }
-
-    fn put_value(out: &mut Vec<u8>, v: &GgufValue) {
-        match v {
-            GgufValue::U8(x) => out.push(*x),
-            GgufValue::I8(x) => out.extend(x.to_le_bytes()),
-            GgufValue::U16(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I16(x) => out.extend(x.to_le_bytes()),
-            GgufValue::U32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::U64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::F32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::F64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::Bool(x) => out.push(u8::from(*x)),
-            GgufValue::String(s) => put_str(out, s),
-            GgufValue::Array(items) => {
-                let item_ty = items.first().map_or(4, type_id);
-                out.extend(item_ty.to_le_bytes());
-                out.extend((items.len() as u64).to_le_bytes());
-                for item in items {
-                    put_value(out, item);
-                }
-            }
-        }
-    }
+    use crate::gguf_writer::{encode_str as put_str, encode_value as put_value, type_id};
 
     /// Serializes a version-3 GGUF with the given metadata and no tensors.
     pub fn metadata_only(metadata: &[(&str, GgufValue)]) -> Vec<u8> {

@@ -3,10 +3,12 @@
 
 pub mod error;
 pub mod gguf;
+pub mod gguf_writer;
 pub mod hub;
 pub mod packaged;
 
 pub use error::{Error, Result};
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue};
+pub use gguf_writer::{GgufWriter, TensorDecl};
 pub use hub::{HubOptions, HubRepo, ModelSource};
 pub use packaged::{models_dir, PackagedModel};

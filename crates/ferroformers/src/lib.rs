@@ -17,6 +17,8 @@ pub use ferro_models as models;
 pub use ferro_nn as nn;
 pub use ferro_tokenizers as tokenizers;
 
+pub mod quantize;
+
 /// The names a transformers user reaches for.
 pub mod prelude {
     pub use ferro_core::{HubOptions, ModelSource};

@@ -1,6 +1,7 @@
 //! `AutoModelForCausalLM::from_pretrained`: resolve the model, read its config (config.json
 //! or GGUF metadata), pick the architecture, load its weights.
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
 use ferro_nn::{Cache, Weights};
@@ -21,6 +22,11 @@ pub struct LoadOptions {
     pub gguf_file: Option<String>,
     /// Expand quantized GGUF weights to `dtype` instead of multiplying them quantized.
     pub dequantize: bool,
+    /// Quantize a safetensors checkpoint's matrices to this block type as it loads
+    /// (`Q8_0`, `Q4K`, `Q5K`, `Q6K`; see `ferro_nn::quant::parse_quant_type`), to run on
+    /// the quantized CPU kernels as the GGUF `ferro quantize` writes would. Refused for a
+    /// GGUF (already quantized) and off the CPU.
+    pub quantize: Option<GgmlDType>,
     pub hub: HubOptions,
 }
 
@@ -31,6 +37,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             gguf_file: None,
             dequantize: false,
+            quantize: None,
             hub: HubOptions::from_env(),
         }
     }
@@ -103,6 +110,15 @@ impl AutoModelForCausalLM {
     pub fn from_source(source: &ModelSource, opts: &LoadOptions) -> Result<CausalLm> {
         let start = std::time::Instant::now();
         if let Some(path) = source.gguf(opts.gguf_file.as_deref())? {
+            if opts.quantize.is_some() {
+                return Err(ModelError::InvalidArgument {
+                    param: "quantize",
+                    msg: format!(
+                        "{} is a GGUF file, already quantized (requantize it with `ferro quantize`)",
+                        path.display()
+                    ),
+                });
+            }
             // The tokenizer's arrays are not needed for the model (and take tens of MB).
             let header = GgufFile::open_without_large_arrays(&path)?;
             tracing::debug!(elapsed = ?start.elapsed(), "read GGUF header");
@@ -128,18 +144,16 @@ impl AutoModelForCausalLM {
                 generation_config: None,
             });
         }
-        let config_path = source.required_file("config.json")?;
+        let (config, _) = read_causal_lm_config(source)?;
         let generation_config = source
             .optional_file("generation_config.json")?
             .map(|p| read_json(&p))
             .transpose()?;
-        let generation_eos = generation_config
-            .as_ref()
-            .map(generation_eos)
-            .unwrap_or_default();
-        let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
         let files = safetensors_files(source)?;
-        let weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+        let mut weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+        if let Some(dtype) = opts.quantize {
+            weights = weights.with_quantize(dtype)?;
+        }
         let model = Model::load(&weights, &config)?;
         tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
         Ok(CausalLm {
@@ -149,6 +163,22 @@ impl AutoModelForCausalLM {
             generation_config,
         })
     }
+}
+
+/// config.json (with generation_config.json's eos ids), validated; and its path.
+pub(crate) fn read_causal_lm_config(
+    source: &ModelSource,
+) -> Result<(CausalLmConfig, std::path::PathBuf)> {
+    let config_path = source.required_file("config.json")?;
+    let generation_eos = source
+        .optional_file("generation_config.json")?
+        .map(|p| read_json(&p))
+        .transpose()?
+        .as_ref()
+        .map(generation_eos)
+        .unwrap_or_default();
+    let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
+    Ok((config, config_path))
 }
 
 /// A JSON file, with errors naming it.
@@ -177,7 +207,7 @@ fn generation_eos(config: &serde_json::Value) -> Vec<u32> {
 }
 
 /// model.safetensors, or the shards model.safetensors.index.json lists.
-fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
+pub(crate) fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::PathBuf>> {
     if let Some(p) = source.optional_file("model.safetensors")? {
         return Ok(vec![p]);
     }

@@ -414,6 +414,23 @@ impl CausalLmConfig {
         let cfg = if architecture == Architecture::Gemma3 {
             // transformers' GGUF mapping sets these; the rest are Gemma3TextConfig's defaults.
             let sliding_window = int("attention.sliding_window")?.unwrap_or(4096);
+            // gguf-py's per-layer pattern and local rope base when a file has them (ours
+            // do); else llama.cpp's fixed ones.
+            let pattern_key = format!("{arch}.attention.sliding_window_pattern");
+            let sliding_layers = match g.get(&pattern_key) {
+                Some(v) => v
+                    .as_array()
+                    .and_then(|a| a.iter().map(|b| b.as_bool()).collect::<Option<Vec<_>>>())
+                    .filter(|a| a.len() == cfg.num_hidden_layers)
+                    .ok_or_else(|| ModelError::Config {
+                        file: path.into(),
+                        msg: format!("`{pattern_key}` should be one bool per layer"),
+                    })?,
+                None => Gemma3Params::default_layers(cfg.num_hidden_layers, 6),
+            };
+            let rope_local_theta = g
+                .get_f64(&format!("{arch}.rope.freq_base_swa"))?
+                .unwrap_or(10_000.0);
             Self {
                 rope_theta: g
                     .get_f64(&format!("{arch}.rope.freq_base"))?
@@ -424,10 +441,12 @@ impl CausalLmConfig {
                     cfg.eos_token_ids
                 },
                 gemma3: Some(Gemma3Params {
-                    sliding_layers: Gemma3Params::default_layers(cfg.num_hidden_layers, 6),
+                    sliding_layers,
                     sliding_window,
-                    rope_local_theta: 10_000.0,
-                    query_pre_attn_scalar: 256.0,
+                    rope_local_theta,
+                    // llama.cpp scales scores by head_dim^-0.5 (256 for the released
+                    // models but the 27B).
+                    query_pre_attn_scalar: cfg.head_dim as f64,
                     final_logit_softcapping: None,
                 }),
                 ..cfg

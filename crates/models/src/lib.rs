@@ -7,7 +7,9 @@ pub mod error;
 pub mod gemma3;
 pub mod gguf_names;
 pub mod llama;
+pub mod quantize;
 
 pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};
+pub use quantize::{quantize_to_gguf, QuantizeOptions, QuantizeReport};

@@ -44,30 +44,42 @@ pub struct Weights {
     pub dtype: DType,
     /// Turn quantized tensors into dense ones when loading.
     pub dequantize: bool,
+    /// Quantize dense matrices to this block type when loading (`--quantize`).
+    quantize: Option<GgmlDType>,
     /// Quantized matrices already read, by GGUF name (a tied embedding is read once).
     shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
 }
 
+/// ggml type ids and candle's types.
+const GGML_TYPES: [(u32, GgmlDType); 15] = [
+    (0, GgmlDType::F32),
+    (1, GgmlDType::F16),
+    (2, GgmlDType::Q4_0),
+    (3, GgmlDType::Q4_1),
+    (6, GgmlDType::Q5_0),
+    (7, GgmlDType::Q5_1),
+    (8, GgmlDType::Q8_0),
+    (9, GgmlDType::Q8_1),
+    (10, GgmlDType::Q2K),
+    (11, GgmlDType::Q3K),
+    (12, GgmlDType::Q4K),
+    (13, GgmlDType::Q5K),
+    (14, GgmlDType::Q6K),
+    (15, GgmlDType::Q8K),
+    (30, GgmlDType::BF16),
+];
+
 /// The ggml type id of a GGUF tensor as candle's type.
 pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
-    Some(match id {
-        0 => GgmlDType::F32,
-        1 => GgmlDType::F16,
-        2 => GgmlDType::Q4_0,
-        3 => GgmlDType::Q4_1,
-        6 => GgmlDType::Q5_0,
-        7 => GgmlDType::Q5_1,
-        8 => GgmlDType::Q8_0,
-        9 => GgmlDType::Q8_1,
-        10 => GgmlDType::Q2K,
-        11 => GgmlDType::Q3K,
-        12 => GgmlDType::Q4K,
-        13 => GgmlDType::Q5K,
-        14 => GgmlDType::Q6K,
-        15 => GgmlDType::Q8K,
-        30 => GgmlDType::BF16,
-        _ => return None,
-    })
+    GGML_TYPES.iter().find(|(i, _)| *i == id).map(|&(_, t)| t)
+}
+
+/// Candle's type as the ggml type id a GGUF stores.
+pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    GGML_TYPES
+        .iter()
+        .find(|(_, t)| *t == dtype)
+        .map_or(0, |&(i, _)| i)
 }
 
 impl Weights {
@@ -92,6 +104,7 @@ impl Weights {
             device: device.clone(),
             dtype,
             dequantize: true,
+            quantize: None,
             shared: Default::default(),
         })
     }
@@ -138,6 +151,7 @@ impl Weights {
             device: device.clone(),
             dtype,
             dequantize,
+            quantize: None,
             shared: Default::default(),
         })
     }
@@ -150,6 +164,32 @@ impl Weights {
             *permuted_qk = Some((num_heads, num_kv_heads));
         }
         self
+    }
+
+    /// Quantizes every matrix `quant_matrix` is asked for (linear layers, embeddings, the
+    /// output head) to `dtype` as it loads, so a safetensors checkpoint runs on the same
+    /// kernels as a GGUF file of that type. Only for safetensors weights on the CPU.
+    pub fn with_quantize(mut self, dtype: GgmlDType) -> Result<Self> {
+        let refuse = |msg: String| {
+            Err(NnError::InvalidArgument {
+                param: "quantize",
+                msg,
+            })
+        };
+        if self.is_gguf() {
+            return refuse(format!(
+                "{} is a GGUF file, already quantized (requantize it with `ferro quantize`)",
+                self.path().display()
+            ));
+        }
+        if !self.device.is_cpu() {
+            return refuse(format!(
+                "quantizing at load runs on the CPU kernels only, not on {:?}",
+                self.device.location()
+            ));
+        }
+        self.quantize = Some(dtype);
+        Ok(self)
     }
 
     /// Whether the weights come from a GGUF (llama.cpp conventions, e.g. Gemma's norms).
@@ -205,15 +245,54 @@ impl Weights {
 
     /// A dense tensor of the given shape, in `self.dtype` (quantized data is dequantized).
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = match &self.source {
+        Ok(self.stored_tensor(name, shape)?.to_dtype(self.dtype)?)
+    }
+
+    /// A tensor in f32, whatever `self.dtype` (what quantizers start from).
+    pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        Ok(self
+            .stored_tensor(name, shape)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// A tensor in its stored dtype (quantized data dequantized to f32).
+    fn stored_tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(match &self.source {
             Source::Safetensors { tensors, .. } => {
                 let view = tensors.get(name).map_err(|_| self.missing(name))?;
                 self.check_shape(name, view.shape(), shape)?;
                 tensors.load(name, &self.device)?
             }
             Source::Gguf { .. } => self.qtensor(name, shape)?.dequantize(&self.device)?,
-        };
-        Ok(t.to_dtype(self.dtype)?)
+        })
+    }
+
+    /// Every tensor's name and shape (outermost first), in the file's order: checkpoint
+    /// names for safetensors, the file's own names for a GGUF.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match &self.source {
+            Source::Safetensors { tensors, .. } => {
+                let mut all: Vec<(String, Vec<usize>)> = tensors
+                    .tensors()
+                    .into_iter()
+                    .map(|(name, view)| (name, view.shape().to_vec()))
+                    .collect();
+                all.sort();
+                all
+            }
+            Source::Gguf { header, .. } => header
+                .tensors
+                .iter()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.dims.iter().rev().map(|&d| d as usize).collect(),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// The tensor as stored in a GGUF (quantized or not), or `None` for safetensors.
@@ -312,6 +391,9 @@ impl Weights {
         rows: usize,
         cols: usize,
     ) -> Result<Option<Arc<QuantMatrix>>> {
+        if let Some(dtype) = self.quantize {
+            return self.quantize_at_load(name, rows, cols, dtype).map(Some);
+        }
         if !self.is_gguf() || !self.device.is_cpu() || self.dequantize {
             return Ok(None);
         }
@@ -347,6 +429,42 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// A dense matrix quantized as `ferro quantize` stores it (same block type choice, same
+    /// quantizer), so `--quantize` and the converted GGUF give the same logits.
+    fn quantize_at_load(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        requested: GgmlDType,
+    ) -> Result<Arc<QuantMatrix>> {
+        let key = format!("{name}#{rows}x{cols}");
+        if let Some(m) = self.shared.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(m);
+        }
+        let dtype = crate::quant::storage_type(requested, cols, name)?;
+        let data = self.tensor_f32(name, &[rows, cols])?;
+        let bytes = crate::quant::quantize_f32(&data, cols, dtype, name)?;
+        let matrix =
+            QuantMatrix::from_bytes(dtype, rows, cols, &bytes).ok_or_else(|| NnError::Format {
+                file: self.path(),
+                msg: format!("tensor `{name}`: quantized to {dtype:?} but not readable back"),
+            })?;
+        if dtype != requested {
+            tracing::info!(
+                tensor = name,
+                "rows of {cols} are not whole {requested:?} blocks; quantized to {dtype:?} instead"
+            );
+        }
+        let matrix = Arc::new(matrix);
+        if let Ok(mut cache) = self.shared.lock() {
+            cache.insert(key, matrix.clone());
+        }
+        Ok(matrix)
+    }
+}
+
 /// A GGUF tensor found by `Weights::locate`.
 struct Located<'a> {
     file: &'a File,
@@ -365,23 +483,45 @@ struct Located<'a> {
 /// matrix: within each head, stored row `2i + j` is the checkpoint's row `j * half + i`.
 /// Rows are moved whole, so quantized blocks (which never cross a row) stay valid.
 fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Option<Vec<u8>> {
+    move_rows(bytes, rows, heads, false)
+}
+
+/// llama.cpp's converter's `permute(w, n_head)` on the rows of a row-major matrix: what
+/// `ferro quantize` applies to Llama's q/k weights, and `unpermute_rows` undoes.
+pub fn permute_rows<T: Copy + Default>(data: &[T], rows: usize, heads: usize) -> Option<Vec<T>> {
+    move_rows(data, rows, heads, true)
+}
+
+/// Row `original = h*head_dim + j*half + i` ↔ row `stored = h*head_dim + 2i + j`;
+/// `to_stored` picks the direction.
+fn move_rows<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    heads: usize,
+    to_stored: bool,
+) -> Option<Vec<T>> {
     if heads == 0
         || !rows.is_multiple_of(heads)
         || !(rows / heads).is_multiple_of(2)
-        || !bytes.len().is_multiple_of(rows)
+        || !data.len().is_multiple_of(rows)
     {
         return None;
     }
-    let (head_dim, row_bytes) = (rows / heads, bytes.len() / rows);
+    let (head_dim, row_len) = (rows / heads, data.len() / rows);
     let half = head_dim / 2;
-    let mut out = vec![0u8; bytes.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
                 let stored = h * head_dim + 2 * i + j;
                 let original = h * head_dim + j * half + i;
-                out[original * row_bytes..(original + 1) * row_bytes]
-                    .copy_from_slice(&bytes[stored * row_bytes..(stored + 1) * row_bytes]);
+                let (to, from) = if to_stored {
+                    (stored, original)
+                } else {
+                    (original, stored)
+                };
+                out[to * row_len..(to + 1) * row_len]
+                    .copy_from_slice(&data[from * row_len..(from + 1) * row_len]);
             }
         }
     }
@@ -523,6 +663,13 @@ mod tests {
             assert_eq!(back, expected, "rows {rows} heads {heads}");
         }
         assert!(unpermute_rows(&[0; 12], 6, 4).is_none());
+        let data: Vec<f32> = (0..64 * 3).map(|x| x as f32).collect();
+        let stored = permute_rows(&data, 64, 4).unwrap();
+        let expected: Vec<f32> = llama_cpp_permute(64, 4)
+            .iter()
+            .flat_map(|&r| data[r * 3..r * 3 + 3].to_vec())
+            .collect();
+        assert_eq!(stored, expected);
         assert!(unpermute_rows(&[0; 9], 3, 1).is_none());
     }
 }

@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod gguf_export;
 pub mod pyjson;
 pub mod stream;
 pub mod tokenizer;

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod chat;
 pub mod detokenize;
+pub mod quantize;
 pub mod run;
 pub mod template;
 pub mod tokenize;

@@ -356,6 +356,7 @@ mod avx2 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::quant::test_random as random;
     use candle_core::quantized::k_quants::{BlockQ5_0 as CandleQ5_0, GgmlType};
 
     /// Quantizes with candle (llama.cpp's Q5_0 quantizer), as GGUF bytes.
@@ -374,16 +375,6 @@ pub(super) mod tests {
             Ok(())
         })
         .unwrap()
-    }
-
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod blocks32;
 mod dense;
 mod pool;
+mod quantize;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ6K, BlockQ8K,
@@ -25,6 +26,9 @@ pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
 pub(crate) use pool::for_each_task;
 pub use pool::{install, num_threads, set_num_threads};
+pub use quantize::{
+    dequantize_f32, parse_quant_type, quant_type_name, quantize_f32, storage_type, QUANT_TYPE_NAMES,
+};
 
 /// Input rows from which `prefers_dense` says yes.
 const DENSE_MIN_ROWS: usize = 16;
@@ -293,6 +297,18 @@ where
         let wb = k / T::BLCK_SIZE;
         T::to_float(&self.0[row * wb..(row + 1) * wb], out);
     }
+}
+
+/// Uniform in [-1, 1), from a fixed LCG: test data without a test-only dependency.
+#[cfg(test)]
+pub(crate) fn test_random(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
 }
 
 #[cfg(test)]
