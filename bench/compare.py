@@ -34,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -173,9 +174,12 @@ def task_ids(args):
     """The --task prompt's token ids through the chat template, as ferro renders it."""
     ferro = os.path.join(ROOT, "target", "release", "ferro")
     with open(args.task) as f:
-        messages = json.dumps([{"role": "user", "content": f.read()}])
-    out = subprocess.run([ferro, "template", "--model", args.model, "--messages", messages, "--tokenize"],
-                         capture_output=True, text=True, check=True)
+        messages = [{"role": "user", "content": f.read()}]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as chat:
+        json.dump(messages, chat)
+        chat.flush()
+        out = subprocess.run([ferro, "template", "--model", args.model, "--messages", chat.name, "--tokenize"],
+                             capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
