@@ -2,11 +2,12 @@
 //! generate.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ferroformers::generate::{
-    generate_streaming, generate_text_assisted, GenerateOutput, GenerationConfig,
+    generate_text, generate_text_assisted, GenerateOutput, GenerationConfig, TokenEvent,
 };
 use ferroformers::models::{AutoModelForCausalLM, CausalLm, LoadOptions};
 use ferroformers::tokenizers::{ChatTemplateOptions, Tokenizer};
@@ -39,20 +40,27 @@ impl ChatModelArgs {
         let spec = self.model.spec()?;
         let opts = LoadOptions {
             gguf_file: self.model.gguf_file.clone(),
-            dequantize: self.dequantize,
             quantize: self
                 .quantize
                 .as_deref()
                 .map(ferroformers::nn::quant::parse_quant_type)
                 .transpose()?,
-            device: ferroformers::models::parse_device(&self.device)?,
-            hub: self.model.hub_options(),
-            ..LoadOptions::default()
+            ..self.shared_options()?
         };
         let tokenizer = self.model.tokenizer()?;
         let model = AutoModelForCausalLM::from_pretrained(&spec, &opts)
             .with_context(|| format!("loading the model `{spec}`"))?;
         Ok((tokenizer, model))
+    }
+
+    /// What a draft model is loaded with too: device, `--dequantize`, Hub settings.
+    fn shared_options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            dequantize: self.dequantize,
+            device: ferroformers::models::parse_device(&self.device)?,
+            hub: self.model.hub_options(),
+            ..LoadOptions::default()
+        })
     }
 
     /// Template options with a generation prompt, and `--chat-template` when given.
@@ -159,16 +167,25 @@ impl SpeculationArgs {
         let Some(spec) = &self.draft_model else {
             return Ok(None);
         };
-        let opts = LoadOptions {
-            dequantize: main.dequantize,
-            device: ferroformers::models::parse_device(&main.device)?,
-            hub: main.model.hub_options(),
-            ..LoadOptions::default()
-        };
-        let draft = AutoModelForCausalLM::from_pretrained(spec, &opts)
+        let draft = AutoModelForCausalLM::from_pretrained(spec, &main.shared_options()?)
             .with_context(|| format!("loading the draft model `{spec}`"))?;
         Ok(Some(draft))
     }
+}
+
+/// `generate_text`, or `generate_text_assisted` when there is a draft model.
+pub fn generate_events(
+    model: &CausalLm,
+    draft: Option<&CausalLm>,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    on_event: &mut dyn FnMut(TokenEvent<'_>) -> ControlFlow<()>,
+) -> Result<GenerateOutput> {
+    Ok(match draft {
+        None => generate_text(model, tokenizer, prompts, cfg, on_event)?,
+        Some(d) => generate_text_assisted(model, d, tokenizer, prompts, cfg, on_event)?,
+    })
 }
 
 /// Generates after `input_ids`, writing the new text to stdout as it comes (then a
@@ -182,30 +199,22 @@ pub fn generate_to_stdout(
 ) -> Result<GenerateOutput> {
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let mut on_text = |text: &str| {
-        if write_error.is_none() {
-            write_error = out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .err();
-        }
-    };
-    let result = match draft {
-        None => generate_streaming(model, tokenizer, input_ids, cfg, &mut on_text)?,
-        Some(draft) => generate_text_assisted(
-            model,
-            draft,
-            tokenizer,
-            &[input_ids.to_vec()],
-            cfg,
-            &mut |e| {
-                if !e.text.is_empty() {
-                    on_text(e.text);
-                }
-                std::ops::ControlFlow::Continue(())
-            },
-        )?,
-    };
+    let result = generate_events(
+        model,
+        draft,
+        tokenizer,
+        std::slice::from_ref(&input_ids.to_vec()),
+        cfg,
+        &mut |e| {
+            if write_error.is_none() && !e.text.is_empty() {
+                write_error = out
+                    .write_all(e.text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .err();
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
     if let Some(e) = write_error {
         return Err(e.into());
     }

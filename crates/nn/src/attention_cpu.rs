@@ -8,7 +8,6 @@
 //! tensors that are not being trained and candle's ops otherwise.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
-use std::sync::OnceLock;
 
 /// The attention of `q (b, heads, t, d)` over `k`, `v (b, kv_heads, total, d)`, giving
 /// `(b, t, heads · d)`: query `i` sits at slot `offset + i`.
@@ -108,14 +107,7 @@ impl CustomOp3 for CpuAttention<'_> {
         let parts: Vec<Vec<f32>> = if tasks * n_rep * t * total * d < PARALLEL_MIN_WORK {
             (0..tasks).map(run).collect()
         } else {
-            let parts: Vec<OnceLock<Vec<f32>>> = (0..tasks).map(|_| OnceLock::new()).collect();
-            crate::quant::for_each_task(tasks, &|i| {
-                let _ = parts[i].set(run(i));
-            });
-            parts
-                .into_iter()
-                .map(|p| p.into_inner().unwrap_or_default())
-                .collect()
+            crate::quant::map_tasks(tasks, &run)
         };
         // (t, n_rep, d) pieces of each (row, kv head) into (b, t, heads · d).
         let mut y = vec![0f32; b * t * heads * d];

@@ -90,16 +90,12 @@ impl Linear {
                 _ => None,
             })
             .collect();
-        let k = x.dims().last().copied().unwrap_or(0);
-        let m = x.elem_count() / k.max(1);
+        let (k, m) = row_shape(x);
         let Some(mats) = mats.filter(|ms| ms.iter().all(|q| q.cols() == k && !q.prefers_dense(m)))
         else {
             return layers.iter().map(|l| l.forward(x)).collect();
         };
-        let input: Vec<f32> = x
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let input = f32_values(x)?;
         let outs = QuantMatrix::matmul_many(&mats, &input, m);
         layers
             .iter()
@@ -129,16 +125,14 @@ impl Linear {
 
 /// `x (..., in) -> (..., out)` with our kernels (f32 in and out).
 fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
-    let k = x.dims().last().copied().unwrap_or(0);
+    let (k, m) = row_shape(x);
     if k != q.cols() {
         return Err(crate::error::NnError::InvalidArgument {
             param: "x",
             msg: format!("last dimension {k}, the weight takes {}", q.cols()),
         });
     }
-    let m = x.elem_count() / k.max(1);
-    let x32 = x.to_dtype(candle_core::DType::F32)?;
-    let input: Vec<f32> = x32.flatten_all()?.to_vec1()?;
+    let input = f32_values(x)?;
     let y = if q.prefers_dense(m) {
         // A prompt: expand the weights once and run an f32 GEMM over all its rows.
         crate::quant::dense_matmul(q, &input, m)
@@ -146,6 +140,19 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
         q.matmul(&input, m)
     };
     rows_like(y, x, q.rows())
+}
+
+/// `x (..., k)` as `(k, m)`: its row length and number of rows.
+fn row_shape(x: &Tensor) -> (usize, usize) {
+    let k = x.dims().last().copied().unwrap_or(0);
+    (k, x.elem_count() / k.max(1))
+}
+
+/// `x`'s values in f32, row-major, for our kernels.
+fn f32_values(x: &Tensor) -> Result<Vec<f32>> {
+    Ok(x.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1()?)
 }
 
 /// `x`'s shape with the last dimension `n`.

@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use ferroformers::generate::{generate_text, generate_text_assisted, GenerationConfig};
+use ferroformers::generate::GenerationConfig;
 use ferroformers::models::CausalLm;
 use ferroformers::tokenizers::ChatMessage;
 use serde_json::json;
 
-use crate::generation_args::{ChatModelArgs, SpeculationArgs};
+use crate::generation_args::{generate_events, ChatModelArgs, SpeculationArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -98,10 +98,14 @@ pub fn run(args: Args) -> Result<()> {
         first.get_or_insert_with(|| gen_started.elapsed().as_secs_f64());
         std::ops::ControlFlow::Continue(())
     };
-    let out = match &draft {
-        Some(d) => generate_text_assisted(&model, d, &tokenizer, &prompts, &cfg, &mut on_event)?,
-        None => generate_text(&model, &tokenizer, &prompts, &cfg, &mut on_event)?,
-    };
+    let out = generate_events(
+        &model,
+        draft.as_ref(),
+        &tokenizer,
+        &prompts,
+        &cfg,
+        &mut on_event,
+    )?;
     let total_s = gen_started.elapsed().as_secs_f64();
     let ttft_s = first.unwrap_or(total_s);
     let generated: usize = (0..out.sequences.len())

@@ -18,13 +18,12 @@ use candle_core::quantized::k_quants::{
 };
 use candle_core::quantized::GgmlDType;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
-pub(crate) use pool::for_each_task;
+pub(crate) use pool::map_tasks;
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
     dequantize_f32, parse_quant_type, quant_type_name, quantize_f32, storage_type, QUANT_TYPE_NAMES,
@@ -169,15 +168,13 @@ impl QuantMatrix {
                     .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
             })
             .collect();
-        let parts: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
-        pool::for_each_task(tasks.len(), &|t| {
+        let parts = pool::map_tasks(tasks.len(), &|t| {
             let (a, rows) = &tasks[t];
-            let _ = parts[t].set(mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1));
+            mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1)
         });
         let mut outs: Vec<Vec<f32>> = mats.iter().map(|q| vec![0f32; m * q.rows]).collect();
         for ((a, rows), part) in tasks.iter().zip(parts) {
             let (n, len) = (mats[*a].rows, rows.len());
-            let part = part.into_inner().unwrap_or_default();
             for i in 0..m {
                 outs[*a][i * n + rows.start..i * n + rows.end]
                     .copy_from_slice(&part[i * len..(i + 1) * len]);

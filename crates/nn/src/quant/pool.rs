@@ -77,8 +77,24 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Calls `f(0) .. f(n - 1)` on the spinning pool and the calling thread, returning when
 /// all are done. Runs them all on the calling thread when the pool is busy (another
 /// caller, or a call from inside a task).
-pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
+fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
     spin_pool().run(n, f);
+}
+
+/// `[f(0), .., f(n - 1)]`, computed as `for_each_task` runs them.
+pub(crate) fn map_tasks<T: Send + Sync>(n: usize, f: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
+    let slots: Vec<OnceLock<T>> = (0..n).map(|_| OnceLock::new()).collect();
+    for_each_task(n, &|i| {
+        let _ = slots[i].set(f(i));
+    });
+    slots
+        .into_iter()
+        .map(|s| match s.into_inner() {
+            Some(v) => v,
+            // `for_each_task` returns only once every task has run (or re-raises a panic).
+            None => unreachable!("a task did not run"),
+        })
+        .collect()
 }
 
 /// The loop being run: a closure and its task count, valid while tasks remain.
