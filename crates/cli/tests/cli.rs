@@ -1212,7 +1212,10 @@ fn closed_stdout_is_not_a_panic() {
 }
 
 /// `ferro run` streams only the new text: transformers' greedy answer on the same GGUF
-/// (tests/fixtures/causal_lm: "I am Qwen, an Alibaba Cloud developed language model.").
+/// (tests/fixtures/causal_lm: "I am Qwen, an Alibaba Cloud developed language model."),
+/// or the same text up to the first step where transformers' own top-2 logit gap is below
+/// 0.01 (step 6, "Alibaba" over "AI" by 0.003: a near-tie that the 8-bit activations of
+/// the quantized kernels may break either way, as in the parity tests).
 #[test]
 fn run_answers_like_transformers() {
     let want = fixture_case_causal("who_are_you");
@@ -1222,7 +1225,25 @@ fn run_answers_like_transformers() {
         .as_str()
         .unwrap()
         .trim_end_matches("<|im_end|>");
-    assert_eq!(text, format!("{want_text}\n"), "{}", out.what());
+    if text == format!("{want_text}\n") {
+        return;
+    }
+    let gaps: Vec<f64> = serde_json::from_value(want["gaps"].clone()).unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(want["new_tokens"].clone()).unwrap();
+    let tie = gaps.iter().position(|g| *g < 0.01).unwrap_or_else(|| {
+        panic!(
+            "differs from transformers, which has no near-tie here\n{}",
+            out.what()
+        )
+    });
+    let prefix = ferro(["detokenize", &format!("{:?}", &tokens[..tie])])
+        .run()
+        .text();
+    assert!(
+        text.starts_with(&prefix) && text.len() > prefix.len(),
+        "parted from transformers before its near-tie at step {tie} ({prefix:?})\n{}",
+        out.what()
+    );
 }
 
 /// Prompt-lookup speculation on a code edit (the answer copies most of the prompt): the

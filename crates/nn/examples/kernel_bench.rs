@@ -49,5 +49,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    prompt_rows()?;
+    Ok(())
+}
+
+/// A 512-row prompt through the 8-bit kernels against expanding the weights to f32 and
+/// running candle's GEMM (what prompts on quantized weights did before): GFLOP/s.
+fn prompt_rows() -> Result<(), Box<dyn std::error::Error>> {
+    use candle_core::{Device, Tensor};
+    let m = 512;
+    for (dtype, rows, cols) in [
+        (GgmlDType::Q5_0, 4864, 896),
+        (GgmlDType::Q5_0, 896, 896),
+        (GgmlDType::Q8_0, 896, 896),
+    ] {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let bytes = ferro_nn::quant::quantize_f32(&w, cols, dtype, "bench")?;
+        let q = QuantMatrix::from_bytes(dtype, rows, cols, &bytes).ok_or("unsupported type")?;
+        let x: Vec<f32> = (0..m * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let flops = 2.0 * (m * rows * cols) as f64;
+        let time = |f: &(dyn Fn() + Sync)| {
+            f();
+            ferro_nn::quant::install(|| {
+                let t = Instant::now();
+                for _ in 0..3 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() / 3.0
+            })
+        };
+        let int8 = time(&|| {
+            std::hint::black_box(q.matmul(&x, m));
+        });
+        let xt = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu)?;
+        let expand_and_multiply = || -> candle_core::Result<Tensor> {
+            let wt = Tensor::from_vec(q.dequantize(), (rows, cols), &Device::Cpu)?;
+            xt.matmul(&wt.t()?)
+        };
+        let dense = time(&|| {
+            std::hint::black_box(expand_and_multiply().ok());
+        });
+        println!(
+            "{dtype:?} {rows}x{cols} m={m}: 8-bit {:.1} GFLOP/s, f32 GEMM {:.1} GFLOP/s",
+            flops / int8 / 1e9,
+            flops / dense / 1e9
+        );
+    }
     Ok(())
 }

@@ -40,6 +40,8 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 pub struct BlockQ8 {
     qs: [i8; 32],
     sums16: [i32; 8],
+    /// 16 × the sum of all 32.
+    sum16: i32,
     d: f32,
 }
 
@@ -59,7 +61,38 @@ impl BlockQ8 {
                 .map(|&q| i32::from(q))
                 .sum::<i32>()
         });
-        Self { qs, sums16, d }
+        let sum16 = sums16.iter().sum();
+        Self {
+            qs,
+            sums16,
+            sum16,
+            d,
+        }
+    }
+
+    pub(super) fn quants(&self) -> &[i8; 32] {
+        &self.qs
+    }
+
+    pub(super) fn values(&self) -> [i8; 32] {
+        self.qs
+    }
+
+    pub(super) fn scale(&self) -> f32 {
+        self.d
+    }
+
+    pub(super) fn sum16(&self) -> i32 {
+        self.sum16
+    }
+}
+
+/// `x (m, k)` in 32-value blocks of 8-bit activations, row after row.
+pub(super) fn quantize_activations(x: &[f32], m: usize) -> Vec<BlockQ8> {
+    if m < super::PARALLEL_QUANTIZE_ROWS {
+        x.chunks(32).map(BlockQ8::quantize).collect()
+    } else {
+        super::install(|| x.par_chunks(32).map(BlockQ8::quantize).collect())
     }
 }
 
@@ -71,7 +104,11 @@ pub(super) trait Block32: Copy + Send + Sync + std::fmt::Debug {
     /// The 32 integer weights.
     fn values(&self) -> [i8; 32];
     /// The scale.
-    fn scale(&self) -> f32;
+    fn scale(&self) -> f32 {
+        half::f16::from_bits(self.scale_bits()).to_f32()
+    }
+    /// The scale's f16 bits.
+    fn scale_bits(&self) -> u16;
     /// The fastest kernel this CPU runs for the type: one row of weights against up to
     /// four rows of activations (`out[r]` for `acts[r]`).
     fn kernel() -> DotsFn<Self>;
@@ -82,8 +119,8 @@ impl Block32 for BlockQ8_0 {
         self.qs
     }
 
-    fn scale(&self) -> f32 {
-        half::f16::from_bits(self.d).to_f32()
+    fn scale_bits(&self) -> u16 {
+        self.d
     }
 
     fn kernel() -> DotsFn<Self> {
@@ -111,8 +148,8 @@ impl Block32 for BlockQ5_0 {
         out
     }
 
-    fn scale(&self) -> f32 {
-        half::f16::from_bits(self.d).to_f32()
+    fn scale_bits(&self) -> u16 {
+        self.d
     }
 
     fn kernel() -> DotsFn<Self> {
@@ -125,7 +162,7 @@ impl Block32 for BlockQ5_0 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(super) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
@@ -137,12 +174,7 @@ pub(super) struct Rows32<B>(pub(super) Vec<B>);
 
 impl<B: Block32> QuantRows for Rows32<B> {
     fn prepare(&self, x: &[f32], m: usize, _k: usize) -> Prepared {
-        let act: Vec<BlockQ8> = if m < super::PARALLEL_QUANTIZE_ROWS {
-            x.chunks(32).map(BlockQ8::quantize).collect()
-        } else {
-            super::install(|| x.par_chunks(32).map(BlockQ8::quantize).collect())
-        };
-        Box::new(act)
+        Box::new(quantize_activations(x, m))
     }
 
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {

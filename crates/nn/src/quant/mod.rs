@@ -9,6 +9,7 @@
 
 mod blocks32;
 mod dense;
+mod interleaved;
 mod pool;
 mod quantize;
 
@@ -23,6 +24,7 @@ use rayon::prelude::*;
 
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
+use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
 pub(crate) use pool::map_tasks;
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
@@ -49,6 +51,11 @@ trait QuantRows: Send + Sync + std::fmt::Debug {
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32>;
     /// Row `row` (of `k` values) expanded to f32.
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]);
+    /// Whether a prompt's many rows are better multiplied by expanding the matrix to f32
+    /// and running a dense GEMM than by this type's 8-bit kernel.
+    fn dense_for_prompts(&self) -> bool {
+        true
+    }
 }
 
 /// A GGUF matrix of `rows × cols` in its block type.
@@ -94,7 +101,15 @@ impl QuantMatrix {
             return Ok(None);
         }
         let size = rows * (cols / block) * dtype.type_size();
+        let blocks = cols / block;
         let data: Box<dyn QuantRows> = match dtype {
+            // Whole bands of eight rows: interleaved for the eight-row kernels.
+            GgmlDType::Q5_0 if rows.is_multiple_of(8) => Box::new(
+                Interleaved::<GroupQ5_0>::repack(read_blocks(size, fill)?, blocks),
+            ),
+            GgmlDType::Q8_0 if rows.is_multiple_of(8) => Box::new(
+                Interleaved::<GroupQ8_0>::repack(read_blocks(size, fill)?, blocks),
+            ),
             GgmlDType::Q5_0 => Box::new(blocks32::Rows32::<BlockQ5_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_0 => Box::new(CandleRows::<BlockQ4_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_1 => Box::new(CandleRows::<BlockQ4_1>(read_blocks(size, fill)?)),
@@ -158,8 +173,9 @@ impl QuantMatrix {
         let total: usize = mats.iter().map(|q| q.rows).sum();
         let threads = num_threads();
         // Several chunks per thread balance the load; chunks of at least 16 rows keep the
-        // scheduling cost small next to the work.
-        let chunk = total.div_ceil(threads * 4).max(16);
+        // scheduling cost small next to the work, and whole bands of 8 rows suit the
+        // interleaved layouts.
+        let chunk = total.div_ceil(threads * 4).max(16).next_multiple_of(8);
         let tasks: Vec<(usize, Range<usize>)> = mats
             .iter()
             .enumerate()
@@ -201,10 +217,13 @@ impl QuantMatrix {
 
     /// Whether `x (m, cols)` is better multiplied by expanding the matrix to f32 and running
     /// a dense GEMM: with many rows (a prompt) the expansion is paid once for all of them,
-    /// and f32 GEMM kernels reuse each weight across rows far better than dot products do.
-    /// Not for matrices whose f32 copy would be large (a 150k-row output head).
+    /// and f32 GEMM kernels reuse each weight across rows far better than row-by-row dot
+    /// products do (the interleaved types' kernels beat it). Not for matrices whose f32
+    /// copy would be large (a 150k-row output head).
     pub fn prefers_dense(&self, m: usize) -> bool {
-        m >= DENSE_MIN_ROWS && self.rows * self.cols * 4 <= DENSE_MAX_BYTES
+        m >= DENSE_MIN_ROWS
+            && self.rows * self.cols * 4 <= DENSE_MAX_BYTES
+            && self.data.dense_for_prompts()
     }
 
     /// Row `row` expanded to f32 (`cols` values), for embedding lookups.

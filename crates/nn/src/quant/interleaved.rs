@@ -1,0 +1,468 @@
+//! Q5_0 and Q8_0 matrices repacked at load with eight rows interleaved, the layout that
+//! lets one AVX2 register hold four weights of each of eight rows.
+//!
+//! Row by row (`blocks32.rs`), every 32-weight block ends in a horizontal reduction, a
+//! scale converted from f16 and a float multiply-add for one output: about 22 instructions
+//! per block, which on these CPUs caps decode near 10 GB/s of weights while memory gives
+//! 30. Here the eight lanes of an i32 register are eight output rows: a block of eight
+//! rows costs 8 × (expand weights, broadcast four activations, `maddubs`, add), then one
+//! conversion of eight f16 scales and one multiply-add for all eight rows.
+//!
+//! A group holds block `b` of rows `8g .. 8g + 8`. Chunk `c` (0..8) of a block is its
+//! weights `4c .. 4c + 4`; byte `4l + j` of a chunk's register is weight `4c + j` of row
+//! `8g + l`. Groups are stored row band by row band: group `(g, b)` at `g · blocks + b`,
+//! so a band takes exactly the bytes its eight rows took in the file and is repacked in
+//! place.
+
+use std::ops::Range;
+
+use super::blocks32::{quantize_activations, Block32, BlockQ5_0, BlockQ8, BlockQ8_0};
+use super::{Prepared, QuantRows};
+
+/// Eight rows' Q5_0 block: their f16 scales, the low four bits of chunk `k` in the low
+/// nibbles of `qs[32k..32k + 32]` and of chunk `k + 4` in the high nibbles, and the fifth
+/// bit of chunk `c` as bit `c` of `qh` (byte `4l + j` as in the chunks).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(super) struct GroupQ5_0 {
+    d: [u16; 8],
+    qs: [u8; 128],
+    qh: [u8; 32],
+}
+const _: () = assert!(std::mem::size_of::<GroupQ5_0>() == 8 * std::mem::size_of::<BlockQ5_0>());
+
+/// Eight rows' Q8_0 block: their f16 scales and chunk `c` in `qs[32c..32c + 32]`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(super) struct GroupQ8_0 {
+    d: [u16; 8],
+    qs: [i8; 256],
+}
+const _: () = assert!(std::mem::size_of::<GroupQ8_0>() == 8 * std::mem::size_of::<BlockQ8_0>());
+
+/// One band of groups against up to 4 activation rows: `out[r][l]` is row `8g + l` times
+/// `acts[r]`.
+pub(super) type GroupDotsFn<G> = fn(&[G], &[&[BlockQ8]], &mut [[f32; 8]]);
+
+/// An interleaved layout of a 32-weight block type.
+pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// The row-by-row block this groups eight of.
+    type Row: Block32;
+    /// Block `b` of eight rows.
+    fn pack(rows: &[Self::Row; 8]) -> Self;
+    /// The 32 integer weights of lane `l`, as `Block32::values` gives them.
+    fn values(&self, l: usize) -> [i8; 32];
+    /// The f16 scale bits of lane `l`.
+    fn scale_bits(&self, l: usize) -> u16;
+    /// The fastest kernel this CPU runs.
+    fn kernel() -> GroupDotsFn<Self>;
+}
+
+impl Group for GroupQ5_0 {
+    type Row = BlockQ5_0;
+
+    fn pack(rows: &[BlockQ5_0; 8]) -> Self {
+        let mut g = Self {
+            d: [0; 8],
+            qs: [0; 128],
+            qh: [0; 32],
+        };
+        for (l, row) in rows.iter().enumerate() {
+            g.d[l] = row.scale_bits();
+            for (e, v) in row.values().iter().enumerate() {
+                let q = (v + 16) as u8;
+                let (c, p) = (e / 4, 4 * l + e % 4);
+                g.qs[32 * (c % 4) + p] |= (q & 0x0F) << (4 * (c / 4));
+                g.qh[p] |= (q >> 4) << c;
+            }
+        }
+        g
+    }
+
+    fn values(&self, l: usize) -> [i8; 32] {
+        std::array::from_fn(|e| {
+            let (c, p) = (e / 4, 4 * l + e % 4);
+            let low = (self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F;
+            let fifth = (self.qh[p] >> c) & 1;
+            (low | (fifth << 4)) as i8 - 16
+        })
+    }
+
+    fn scale_bits(&self, l: usize) -> u16 {
+        self.d[l]
+    }
+
+    fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::dots_q5_0;
+        }
+        dots_portable
+    }
+}
+
+impl Group for GroupQ8_0 {
+    type Row = BlockQ8_0;
+
+    fn pack(rows: &[BlockQ8_0; 8]) -> Self {
+        let mut g = Self {
+            d: [0; 8],
+            qs: [0; 256],
+        };
+        for (l, row) in rows.iter().enumerate() {
+            g.d[l] = row.scale_bits();
+            for (e, v) in row.values().iter().enumerate() {
+                g.qs[32 * (e / 4) + 4 * l + e % 4] = *v;
+            }
+        }
+        g
+    }
+
+    fn values(&self, l: usize) -> [i8; 32] {
+        std::array::from_fn(|e| self.qs[32 * (e / 4) + 4 * l + e % 4])
+    }
+
+    fn scale_bits(&self, l: usize) -> u16 {
+        self.d[l]
+    }
+
+    fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::dots_q8_0;
+        }
+        dots_portable
+    }
+}
+
+/// A matrix whose row count is a multiple of 8, as bands of interleaved groups.
+#[derive(Debug)]
+pub(super) struct Interleaved<G>(Vec<G>);
+
+impl<G: Group> Interleaved<G> {
+    /// Repacks, band by band in place, groups whose bytes still hold the file's rows
+    /// (`rows × blocks` row-major `G::Row` blocks).
+    pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
+        let mut band: Vec<G::Row> = Vec::with_capacity(8 * blocks);
+        for chunk in groups.chunks_mut(blocks) {
+            band.clear();
+            // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row blocks
+            // (the sizes are asserted above); both are `#[repr(C)]` records of integers
+            // for which any bytes are valid, and the row block's alignment (2) is the
+            // group's. The rows are copied out before `chunk` is written.
+            #[allow(unsafe_code)]
+            band.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(chunk.as_ptr().cast::<G::Row>(), 8 * blocks)
+            });
+            for (b, g) in chunk.iter_mut().enumerate() {
+                *g = G::pack(&std::array::from_fn(|l| band[l * blocks + b]));
+            }
+        }
+        Self(groups)
+    }
+}
+
+impl<G: Group> QuantRows for Interleaved<G> {
+    fn prepare(&self, x: &[f32], m: usize, _k: usize) -> Prepared {
+        Box::new(quantize_activations(x, m))
+    }
+
+    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
+        let nb = k / 32;
+        let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
+            return vec![f32::NAN; m * rows.len()];
+        };
+        let dots = G::kernel();
+        let len = rows.len();
+        let mut out = vec![0f32; m * len];
+        let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
+        let mut res = [[0f32; 8]; 4];
+        // Up to four input rows per pass, each group's weights expanded once for them; the
+        // input rows outside, so that with a prompt's many rows this task's bands stay in
+        // cache while the inputs stream past once.
+        for (c, group) in inputs.chunks(4).enumerate() {
+            for g in rows.start / 8..rows.end.div_ceil(8) {
+                let band = &self.0[g * nb..(g + 1) * nb];
+                // The lanes of this band inside `rows` (all eight unless `rows` is
+                // unaligned).
+                let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
+                dots(band, group, &mut res[..group.len()]);
+                for (r, vals) in res[..group.len()].iter().enumerate() {
+                    let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
+                    out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
+                }
+            }
+        }
+        out
+    }
+
+    fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
+        let nb = k / 32;
+        let (g, l) = (row / 8, row % 8);
+        for (group, o) in self.0[g * nb..(g + 1) * nb].iter().zip(out.chunks_mut(32)) {
+            let d = half::f16::from_bits(group.scale_bits(l)).to_f32();
+            for (v, q) in o.iter_mut().zip(group.values(l)) {
+                *v = d * f32::from(q);
+            }
+        }
+    }
+
+    /// Four input rows against eight weight rows at a time reuse each expanded weight four
+    /// times: on a 512-row prompt 1.2–1.35 × the GFLOP/s of expanding to f32 for candle's
+    /// GEMM (examples/kernel_bench.rs).
+    fn dense_for_prompts(&self) -> bool {
+        false
+    }
+}
+
+fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = [0.0; 8];
+        for (g, q) in w.iter().zip(a.iter()) {
+            for (l, ol) in o.iter_mut().enumerate() {
+                let s: i32 = g
+                    .values(l)
+                    .iter()
+                    .zip(q.values())
+                    .map(|(&x, y)| i32::from(x) * i32::from(y))
+                    .sum();
+                let d = half::f16::from_bits(g.scale_bits(l)).to_f32();
+                *ol += d * q.scale() * s as f32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BlockQ8, GroupQ5_0, GroupQ8_0};
+
+    pub(super) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+        // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
+        unsafe { dispatch(w, acts, out) }
+    }
+
+    pub(super) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+        // SAFETY: as above.
+        unsafe { dispatch(w, acts, out) }
+    }
+
+    /// Each input row goes through the same instructions in the same order however many
+    /// rows come together, so a token's logits do not depend on the batch it is verified
+    /// in (speculative decoding keeps greedy output identical).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+        // SAFETY: AVX2, FMA and F16C per the caller.
+        unsafe {
+            match acts {
+                [a, b] => store(&band(w, [*a, *b]), out),
+                [a, b, c] => store(&band(w, [*a, *b, *c]), out),
+                [a, b, c, d] => store(&band(w, [*a, *b, *c, *d]), out),
+                _ => {
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        store(&band(w, [*a]), std::slice::from_mut(o));
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store<const R: usize>(acc: &[__m256; R], out: &mut [[f32; 8]]) {
+        for (o, a) in out.iter_mut().zip(acc) {
+            // SAFETY: `o` is 8 floats; AVX per the caller.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
+        }
+    }
+
+    /// A band of groups against `R` activation rows: lane `l` of `result[r]` is row `l`
+    /// times row `r`.
+    #[inline(always)]
+    unsafe fn band<G: Chunks, const R: usize>(w: &[G], acts: [&[BlockQ8]; R]) -> [__m256; R] {
+        // SAFETY: AVX2, FMA and F16C per the caller; the loads read inside the blocks.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for (b, g) in w.iter().enumerate() {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(g.scales().as_ptr().cast()));
+                let sums = g.dots::<R>(std::array::from_fn(|r| &acts[r][b]));
+                for r in 0..R {
+                    let a = &acts[r][b];
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.scale()));
+                    acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums[r]), acc[r]);
+                }
+            }
+            acc
+        }
+    }
+
+    /// Four activations (chunk `c` of the block) in every lane.
+    #[inline(always)]
+    unsafe fn broadcast(a: &BlockQ8, c: usize) -> __m256i {
+        let q = a.quants();
+        // SAFETY: bytes `4c .. 4c + 4` of the 32 quants.
+        unsafe { _mm256_set1_epi32(q.as_ptr().add(4 * c).cast::<i32>().read_unaligned()) }
+    }
+
+    /// The integer dot products of one group with `R` activation blocks, a row per lane.
+    trait Chunks {
+        fn scales(&self) -> &[u16; 8];
+        /// # Safety
+        /// Only on CPUs with AVX2 (inlined into the AVX2 kernel).
+        unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R];
+    }
+
+    impl Chunks for GroupQ5_0 {
+        fn scales(&self) -> &[u16; 8] {
+            &self.d
+        }
+
+        #[inline(always)]
+        unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+            // SAFETY: loads inside `qs` and `qh`; AVX2 per the contract.
+            unsafe {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let bit4 = _mm256_set1_epi8(0x10);
+                let ones = _mm256_set1_epi16(1);
+                let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
+                // q = low nibble | fifth bit · 16, for the unsigned-weight `maddubs`.
+                let fifth = [
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4),
+                    _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4),
+                    _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bit4),
+                    _mm256_and_si256(_mm256_slli_epi16::<1>(qh), bit4),
+                    _mm256_and_si256(qh, bit4),
+                    _mm256_and_si256(_mm256_srli_epi16::<1>(qh), bit4),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
+                    _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
+                ];
+                let mut out = [_mm256_setzero_si256(); R];
+                for half in 0..2 {
+                    // Four chunks' pair sums (each at most 2 · 31 · 127) fit an i16 lane.
+                    let mut pairs = [_mm256_setzero_si256(); R];
+                    for k in 0..4 {
+                        let c = 4 * half + k;
+                        let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * k).cast());
+                        let nibbles = if half == 0 {
+                            _mm256_and_si256(packed, low4)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
+                        };
+                        let wq = _mm256_or_si256(nibbles, fifth[c]);
+                        for r in 0..R {
+                            let p = _mm256_maddubs_epi16(wq, broadcast(acts[r], c));
+                            pairs[r] = _mm256_add_epi16(pairs[r], p);
+                        }
+                    }
+                    for r in 0..R {
+                        out[r] = _mm256_add_epi32(out[r], _mm256_madd_epi16(pairs[r], ones));
+                    }
+                }
+                // Σ q·a − 16 Σ a = Σ (q − 16)·a.
+                for r in 0..R {
+                    out[r] = _mm256_sub_epi32(out[r], _mm256_set1_epi32(acts[r].sum16()));
+                }
+                out
+            }
+        }
+    }
+
+    impl Chunks for GroupQ8_0 {
+        fn scales(&self) -> &[u16; 8] {
+            &self.d
+        }
+
+        #[inline(always)]
+        unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+            // SAFETY: loads inside `qs`; AVX2 per the contract.
+            unsafe {
+                let ones = _mm256_set1_epi16(1);
+                let mut out = [_mm256_setzero_si256(); R];
+                for c in 0..8 {
+                    let wq = _mm256_loadu_si256(self.qs.as_ptr().add(32 * c).cast());
+                    let wabs = _mm256_sign_epi8(wq, wq);
+                    for r in 0..R {
+                        // |w| · (a with w's sign): a pair is at most 2 · 127 · 127.
+                        let a = _mm256_sign_epi8(broadcast(acts[r], c), wq);
+                        let p = _mm256_maddubs_epi16(wabs, a);
+                        out[r] = _mm256_add_epi32(out[r], _mm256_madd_epi16(p, ones));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::blocks32::tests::quantize_q5_0;
+    use crate::quant::test_random as random;
+
+    fn from_bytes<T>(bytes: &[u8]) -> Vec<T> {
+        super::super::read_blocks(bytes.len(), |b| {
+            b.copy_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap()
+    }
+
+    fn q8_0_bytes(rows: usize, blocks: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..rows * blocks {
+            out.extend(half::f16::from_f32(0.01 + (i % 13) as f32 * 1e-3).to_le_bytes());
+            out.extend((0..32).map(|j| ((i * 31 + j * 17) % 255) as u8));
+        }
+        out
+    }
+
+    /// Packing keeps every row's weights and scale; SIMD and portable kernels agree.
+    fn check<G: Group>(bytes: &[u8], rows: usize, blocks: usize) {
+        let plain: Vec<G::Row> = from_bytes(bytes);
+        let packed = Interleaved::<G>::repack(from_bytes(bytes), blocks);
+        for r in 0..rows {
+            for b in 0..blocks {
+                let g = &packed.0[(r / 8) * blocks + b];
+                let want = &plain[r * blocks + b];
+                assert_eq!(g.values(r % 8), want.values(), "row {r} block {b}");
+                assert_eq!(g.scale_bits(r % 8), want.scale_bits());
+            }
+        }
+        let acts: Vec<Vec<BlockQ8>> = (0..4)
+            .map(|i| quantize_activations(&random(32 * blocks, 7 + i), 1))
+            .collect();
+        for n in 1..=4 {
+            let a: Vec<&[BlockQ8]> = acts[..n].iter().map(|v| v.as_slice()).collect();
+            for g in 0..rows / 8 {
+                let band = &packed.0[g * blocks..(g + 1) * blocks];
+                let (mut fast, mut slow) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
+                G::kernel()(band, &a, &mut fast);
+                dots_portable(band, &a, &mut slow);
+                for (x, y) in fast.iter().flatten().zip(slow.iter().flatten()) {
+                    assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
+                }
+                // A row's result does not depend on the rows it came with.
+                let mut alone = [[0f32; 8]];
+                G::kernel()(band, &a[n - 1..], &mut alone);
+                assert_eq!(alone[0], fast[n - 1]);
+            }
+        }
+    }
+
+    #[test]
+    fn q5_0_groups_pack_and_multiply() {
+        for (rows, blocks) in [(8, 1), (16, 3), (24, 28)] {
+            check::<GroupQ5_0>(&quantize_q5_0(&random(rows * blocks * 32, 5)), rows, blocks);
+        }
+    }
+
+    #[test]
+    fn q8_0_groups_pack_and_multiply() {
+        for (rows, blocks) in [(8, 1), (16, 3), (24, 28)] {
+            check::<GroupQ8_0>(&q8_0_bytes(rows, blocks), rows, blocks);
+        }
+    }
+}
