@@ -16,6 +16,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use super::blocks32::{quantize_activations, Block32, BlockQ5_0, BlockQ8, BlockQ8_0};
 use super::{Prepared, QuantRows};
 
@@ -56,7 +58,30 @@ pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn scale_bits(&self, l: usize) -> u16;
     /// The fastest kernel this CPU runs.
     fn kernel() -> GroupDotsFn<Self>;
+    /// The weights ready for `maddubs` (see `Expanded`), where a kernel for them exists on
+    /// this CPU.
+    fn expand(&self) -> Option<Expanded> {
+        None
+    }
+    /// That kernel.
+    fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
+        None
+    }
 }
+
+/// A group's weights expanded to the bytes the kernel multiplies (chunk `c` in `q[c]`) and
+/// its scales. A prompt's many input rows reuse each group's weights: expanding a task's
+/// bands once, instead of once per four input rows, leaves the kernel only the products.
+/// The integers and float steps are those of the packed kernel, so results are identical.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+pub(super) struct Expanded {
+    q: [[u8; 32]; 8],
+    d: [u16; 8],
+}
+
+/// Bands expanded at a time: 64 rows of 896 weights stay in L2 with the inputs.
+const EXPAND_BANDS: usize = 8;
 
 impl Group for GroupQ5_0 {
     type Row = BlockQ5_0;
@@ -98,6 +123,27 @@ impl Group for GroupQ5_0 {
             return avx2::dots_q5_0;
         }
         dots_portable
+    }
+
+    /// Unsigned `q` (0..=31), as the packed kernel builds it.
+    fn expand(&self) -> Option<Expanded> {
+        Some(Expanded {
+            q: std::array::from_fn(|c| {
+                std::array::from_fn(|p| {
+                    let low = (self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F;
+                    low | (((self.qh[p] >> c) & 1) << 4)
+                })
+            }),
+            d: self.d,
+        })
+    }
+
+    fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return Some(avx2::dots_expanded_q5_0);
+        }
+        None
     }
 }
 
@@ -143,21 +189,26 @@ impl<G: Group> Interleaved<G> {
     /// Repacks, band by band in place, groups whose bytes still hold the file's rows
     /// (`rows × blocks` row-major `G::Row` blocks).
     pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
-        let mut band: Vec<G::Row> = Vec::with_capacity(8 * blocks);
-        for chunk in groups.chunks_mut(blocks) {
-            band.clear();
-            // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row blocks
-            // (the sizes are asserted above); both are `#[repr(C)]` records of integers
-            // for which any bytes are valid, and the row block's alignment (2) is the
-            // group's. The rows are copied out before `chunk` is written.
-            #[allow(unsafe_code)]
-            band.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(chunk.as_ptr().cast::<G::Row>(), 8 * blocks)
-            });
-            for (b, g) in chunk.iter_mut().enumerate() {
-                *g = G::pack(&std::array::from_fn(|l| band[l * blocks + b]));
-            }
-        }
+        super::install(|| {
+            groups.par_chunks_mut(blocks.max(1)).for_each_init(
+                || Vec::with_capacity(8 * blocks),
+                |band: &mut Vec<G::Row>, chunk| {
+                    band.clear();
+                    // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row
+                    // blocks (the sizes are asserted above); both are `#[repr(C)]` records
+                    // of integers for which any bytes are valid, and the row block's
+                    // alignment (2) is the group's. The rows are copied out before `chunk`
+                    // is written.
+                    #[allow(unsafe_code)]
+                    band.extend_from_slice(unsafe {
+                        std::slice::from_raw_parts(chunk.as_ptr().cast::<G::Row>(), 8 * blocks)
+                    });
+                    for (b, g) in chunk.iter_mut().enumerate() {
+                        *g = G::pack(&std::array::from_fn(|l| band[l * blocks + b]));
+                    }
+                },
+            )
+        });
         Self(groups)
     }
 }
@@ -172,25 +223,32 @@ impl<G: Group> QuantRows for Interleaved<G> {
         let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
             return vec![f32::NAN; m * rows.len()];
         };
-        let dots = G::kernel();
-        let len = rows.len();
-        let mut out = vec![0f32; m * len];
+        let mut out = vec![0f32; m * rows.len()];
         let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
-        let mut res = [[0f32; 8]; 4];
-        // Up to four input rows per pass, each group's weights expanded once for them; the
-        // input rows outside, so that with a prompt's many rows this task's bands stay in
-        // cache while the inputs stream past once.
-        for (c, group) in inputs.chunks(4).enumerate() {
-            for g in rows.start / 8..rows.end.div_ceil(8) {
-                let band = &self.0[g * nb..(g + 1) * nb];
-                // The lanes of this band inside `rows` (all eight unless `rows` is
-                // unaligned).
-                let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
-                dots(band, group, &mut res[..group.len()]);
-                for (r, vals) in res[..group.len()].iter().enumerate() {
-                    let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
-                    out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
+        let bands = rows.start / 8..rows.end.div_ceil(8);
+        match G::expanded_kernel() {
+            Some(dots) if inputs.len() > 4 => {
+                let mut buf: Vec<Expanded> = Vec::with_capacity(EXPAND_BANDS * nb);
+                for first in bands.clone().step_by(EXPAND_BANDS) {
+                    let some = first..(first + EXPAND_BANDS).min(bands.end);
+                    buf.clear();
+                    buf.extend(
+                        self.0[some.start * nb..some.end * nb]
+                            .iter()
+                            .filter_map(G::expand),
+                    );
+                    let buf = &buf;
+                    multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
+                        let at = (g - some.start) * nb;
+                        dots(&buf[at..at + nb], acts, res)
+                    });
                 }
+            }
+            _ => {
+                let dots = G::kernel();
+                multiply_bands(bands, &rows, &inputs, &mut out, |g, acts, res| {
+                    dots(&self.0[g * nb..(g + 1) * nb], acts, res)
+                });
             }
         }
         out
@@ -212,6 +270,32 @@ impl<G: Group> QuantRows for Interleaved<G> {
     /// GEMM (examples/kernel_bench.rs).
     fn dense_for_prompts(&self) -> bool {
         false
+    }
+}
+
+/// Bands `bands` of the matrix times every input row, into `out` (input row major, the
+/// columns of `rows`): up to four input rows per kernel call, each group's weights
+/// expanded once for them; the input rows outside, so that with a prompt's many rows the
+/// bands stay in cache while the inputs stream past.
+fn multiply_bands(
+    bands: Range<usize>,
+    rows: &Range<usize>,
+    inputs: &[&[BlockQ8]],
+    out: &mut [f32],
+    band_dots: impl Fn(usize, &[&[BlockQ8]], &mut [[f32; 8]]),
+) {
+    let len = rows.len();
+    let mut res = [[0f32; 8]; 4];
+    for (c, group) in inputs.chunks(4).enumerate() {
+        for g in bands.clone() {
+            // The lanes of this band inside `rows` (all eight unless `rows` is unaligned).
+            let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
+            band_dots(g, group, &mut res[..group.len()]);
+            for (r, vals) in res[..group.len()].iter().enumerate() {
+                let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
+                out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
+            }
+        }
     }
 }
 
@@ -238,7 +322,7 @@ fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ8, GroupQ5_0, GroupQ8_0};
+    use super::{BlockQ8, Expanded, GroupQ5_0, GroupQ8_0};
 
     pub(super) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
@@ -246,6 +330,11 @@ mod avx2 {
     }
 
     pub(super) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+        // SAFETY: as above.
+        unsafe { dispatch(w, acts, out) }
+    }
+
+    pub(super) fn dots_expanded_q5_0(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
@@ -325,7 +414,6 @@ mod avx2 {
             unsafe {
                 let low4 = _mm256_set1_epi8(0x0F);
                 let bit4 = _mm256_set1_epi8(0x10);
-                let ones = _mm256_set1_epi16(1);
                 let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
                 // q = low nibble | fifth bit · 16, for the unsigned-weight `maddubs`.
                 let fifth = [
@@ -338,34 +426,62 @@ mod avx2 {
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
                     _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
                 ];
-                let mut out = [_mm256_setzero_si256(); R];
-                for half in 0..2 {
-                    // Four chunks' pair sums (each at most 2 · 31 · 127) fit an i16 lane.
-                    let mut pairs = [_mm256_setzero_si256(); R];
-                    for k in 0..4 {
-                        let c = 4 * half + k;
-                        let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * k).cast());
-                        let nibbles = if half == 0 {
-                            _mm256_and_si256(packed, low4)
-                        } else {
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
-                        };
-                        let wq = _mm256_or_si256(nibbles, fifth[c]);
-                        for r in 0..R {
-                            let p = _mm256_maddubs_epi16(wq, broadcast(acts[r], c));
-                            pairs[r] = _mm256_add_epi16(pairs[r], p);
-                        }
-                    }
-                    for r in 0..R {
-                        out[r] = _mm256_add_epi32(out[r], _mm256_madd_epi16(pairs[r], ones));
-                    }
-                }
-                // Σ q·a − 16 Σ a = Σ (q − 16)·a.
-                for r in 0..R {
-                    out[r] = _mm256_sub_epi32(out[r], _mm256_set1_epi32(acts[r].sum16()));
-                }
-                out
+                unsigned_dots(acts, |c| {
+                    let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (c % 4)).cast());
+                    let nibbles = if c < 4 {
+                        _mm256_and_si256(packed, low4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
+                    };
+                    _mm256_or_si256(nibbles, fifth[c])
+                })
             }
+        }
+    }
+
+    impl Chunks for Expanded {
+        fn scales(&self) -> &[u16; 8] {
+            &self.d
+        }
+
+        #[inline(always)]
+        unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+            // SAFETY: loads inside `q`; AVX2 per the contract.
+            unsafe { unsigned_dots(acts, |c| _mm256_load_si256(self.q[c].as_ptr().cast())) }
+        }
+    }
+
+    /// Σ (q − 16)·a per lane for `R` activation blocks, chunk `c`'s unsigned weights `q`
+    /// (0..=31) given by `weights(c)`.
+    #[inline(always)]
+    unsafe fn unsigned_dots<const R: usize>(
+        acts: [&BlockQ8; R],
+        weights: impl Fn(usize) -> __m256i,
+    ) -> [__m256i; R] {
+        // SAFETY: AVX2 per the caller.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut out = [_mm256_setzero_si256(); R];
+            for half in 0..2 {
+                // Four chunks' pair sums (each at most 2 · 31 · 127) fit an i16 lane.
+                let mut pairs = [_mm256_setzero_si256(); R];
+                for k in 0..4 {
+                    let c = 4 * half + k;
+                    let wq = weights(c);
+                    for r in 0..R {
+                        let p = _mm256_maddubs_epi16(wq, broadcast(acts[r], c));
+                        pairs[r] = _mm256_add_epi16(pairs[r], p);
+                    }
+                }
+                for r in 0..R {
+                    out[r] = _mm256_add_epi32(out[r], _mm256_madd_epi16(pairs[r], ones));
+                }
+            }
+            // Σ q·a − 16 Σ a = Σ (q − 16)·a.
+            for r in 0..R {
+                out[r] = _mm256_sub_epi32(out[r], _mm256_set1_epi32(acts[r].sum16()));
+            }
+            out
         }
     }
 
@@ -448,6 +564,13 @@ mod tests {
                 let mut alone = [[0f32; 8]];
                 G::kernel()(band, &a[n - 1..], &mut alone);
                 assert_eq!(alone[0], fast[n - 1]);
+                // Expanded once for a prompt's rows: the very same results.
+                if let Some(expanded) = G::expanded_kernel() {
+                    let x: Vec<Expanded> = band.iter().filter_map(G::expand).collect();
+                    let mut same = vec![[0f32; 8]; n];
+                    expanded(&x, &a, &mut same);
+                    assert_eq!(same, fast);
+                }
             }
         }
     }

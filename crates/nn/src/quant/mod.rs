@@ -384,7 +384,19 @@ mod tests {
     /// Our matmul against the reference for a block type, on odd shapes; the only
     /// difference allowed is the 8-bit quantization of the activations.
     fn check(dtype: GgmlDType, bytes_of: fn(&[f32]) -> Vec<u8>, k_unit: usize) {
-        for (n, k_blocks, m) in [(1, 1, 1), (3, 2, 1), (17, 3, 2), (33, 5, 3), (70, 1, 7)] {
+        // Row counts that are whole bands of 8 (interleaved layouts) and ones that are not;
+        // more than 4 input rows (prompts) and fewer.
+        for (n, k_blocks, m) in [
+            (1, 1, 1),
+            (3, 2, 1),
+            (17, 3, 2),
+            (33, 5, 3),
+            (70, 1, 7),
+            (8, 1, 1),
+            (16, 3, 5),
+            (72, 5, 7),
+            (40, 2, 4),
+        ] {
             let k = k_blocks * k_unit;
             let w = values(n * k, n as u64 * 31 + k as u64);
             let q = QuantMatrix::from_bytes(dtype, n, k, &bytes_of(&w)).unwrap();
