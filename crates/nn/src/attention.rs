@@ -108,11 +108,7 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
-        if x.device().is_cpu()
-            && q.dtype() == DType::F32
-            && !q.track_op()
-            && t <= crate::attention_cpu::MAX_QUERIES
-        {
+        if x.device().is_cpu() && q.dtype() == DType::F32 && !q.track_op() {
             let fused = crate::attention_cpu::CpuAttention {
                 offset,
                 scale: self.cfg.scale as f32,

@@ -22,8 +22,9 @@ pub(crate) struct CpuAttention<'a> {
     pub left_pad: &'a [usize],
 }
 
-/// Calls with more queries (prompts) go through candle's GEMM, which reuses each key
-/// across queries far better than one dot product per pair.
+/// Calls with more queries (prompts) go through GEMMs over blocks of queries
+/// (`attention_prompt.rs`), which reuse each key across queries far better than one dot
+/// product per pair.
 pub(crate) const MAX_QUERIES: usize = 16;
 
 /// Below this many multiply-adds a call runs on the calling thread.
@@ -80,6 +81,17 @@ impl CustomOp3 for CpuAttention<'_> {
             View::new(k, kl, "k")?,
             View::new(v, vl, "v")?,
         );
+        if t > MAX_QUERIES {
+            let dims = crate::attention_prompt::Dims {
+                b,
+                heads,
+                kv_heads,
+                t,
+                d,
+            };
+            let y = crate::attention_prompt::attend(self, &q, &k, &v, &dims);
+            return Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))));
+        }
         let n_rep = heads / kv_heads;
         // One task per (row, kv head): the query heads sharing a kv head read each key
         // and value once between them.
@@ -124,7 +136,7 @@ impl CustomOp3 for CpuAttention<'_> {
 
 /// The key slots query slot `slot` sees: causal, within the window, past the padding (a
 /// padding query sees only itself, so its softmax stays finite).
-fn visible(slot: usize, pad: usize, window: Option<usize>) -> std::ops::Range<usize> {
+pub(crate) fn visible(slot: usize, pad: usize, window: Option<usize>) -> std::ops::Range<usize> {
     if slot < pad {
         return slot..slot + 1;
     }
@@ -133,7 +145,7 @@ fn visible(slot: usize, pad: usize, window: Option<usize>) -> std::ops::Range<us
 }
 
 /// A 4-d f32 tensor read in place.
-struct View<'a> {
+pub(crate) struct View<'a> {
     data: &'a [f32],
     offset: usize,
     strides: [usize; 3],
@@ -151,8 +163,18 @@ impl<'a> View<'a> {
 
     /// The `d` values at `[a, b, c, ..]`.
     fn row(&self, a: usize, b: usize, c: usize, d: usize) -> &'a [f32] {
+        self.rows(a, b, c, 1, d)
+    }
+
+    /// The values from `[a, b, c, 0]` to the end of `count ≥ 1` rows of `d` (rows
+    /// `row_stride` apart).
+    pub(crate) fn rows(&self, a: usize, b: usize, c: usize, count: usize, d: usize) -> &'a [f32] {
         let at = self.offset + a * self.strides[0] + b * self.strides[1] + c * self.strides[2];
-        &self.data[at..at + d]
+        &self.data[at..at + count.saturating_sub(1) * self.strides[2] + d]
+    }
+
+    pub(crate) fn row_stride(&self) -> usize {
+        self.strides[2]
     }
 }
 
@@ -332,11 +354,20 @@ mod tests {
         assert_eq!(visible(1, 2, None), 1..2);
     }
 
-    /// The fused op against softmax(q kᵀ · scale + mask) v written with tensor ops.
+    /// The fused op against softmax(q kᵀ · scale + mask) v written with tensor ops: a few
+    /// queries (decoding, verifying drafts) and prompts (blocks of queries through GEMMs,
+    /// more than one block, a last one partly filled).
     #[test]
     fn equals_the_tensor_formula() {
+        check(3, 5, Some(6), [0, 6]);
+        check(3, 5, None, [0, 0]);
+        check(77, 0, None, [0, 9]);
+        check(70, 4, Some(20), [3, 0]);
+    }
+
+    fn check(t: usize, offset: usize, window: Option<usize>, pads: [usize; 2]) {
         let dev = Device::Cpu;
-        let (b, heads, kv_heads, t, offset, d) = (2, 4, 2, 3, 5, 12);
+        let (b, heads, kv_heads, d) = (2, 4, 2, 12);
         let total = offset + t;
         let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &dev).unwrap();
         // k and v as views of larger buffers, as the cache hands them out.
@@ -346,11 +377,10 @@ mod tests {
             kbuf.narrow(2, 0, total).unwrap(),
             vbuf.narrow(2, 0, total).unwrap(),
         );
-        let pads = [0usize, 6];
         let op = CpuAttention {
             offset,
             scale: 0.3,
-            window: Some(6),
+            window,
             left_pad: &pads,
         };
         let got: Vec<f32> = q
@@ -367,7 +397,7 @@ mod tests {
         let mut mask = vec![0f32; b * t * total];
         for (row, &pad) in pads.iter().enumerate() {
             for i in 0..t {
-                let seen = visible(offset + i, pad, Some(6));
+                let seen = visible(offset + i, pad, window);
                 for j in 0..total {
                     if !seen.contains(&j) {
                         mask[(row * t + i) * total + j] = f32::NEG_INFINITY;
@@ -389,7 +419,7 @@ mod tests {
             .unwrap();
         assert_eq!(got.len(), want.len());
         for (a, w) in got.iter().zip(&want) {
-            assert!((a - w).abs() < 1e-5, "{a} vs {w}");
+            assert!((a - w).abs() < 1e-5, "t {t}, offset {offset}: {a} vs {w}");
         }
     }
 

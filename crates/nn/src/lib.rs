@@ -4,14 +4,17 @@
 
 pub mod attention;
 mod attention_cpu;
+mod attention_prompt;
 pub mod cache;
 pub mod embedding;
 pub mod error;
+mod gated_cpu;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod quant;
 pub mod rotary;
+mod vec_math;
 pub mod weights;
 
 pub use attention::{Attention, AttentionConfig};

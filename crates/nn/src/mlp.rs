@@ -1,6 +1,6 @@
 //! The gated MLP of Llama-family models: `down(act(gate(x)) * up(x))`.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 use crate::linear::Linear;
@@ -57,10 +57,20 @@ impl GatedMlp {
                 param: "mlp",
                 msg: "gate and up projections gave no output".into(),
             })?;
-        let gate = match self.act {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
+        let gated = match self.act {
+            Activation::Silu
+                if gate.device().is_cpu()
+                    && gate.dtype() == DType::F32
+                    && up.dtype() == DType::F32
+                    && !gate.track_op()
+                    && !up.track_op() =>
+            {
+                gate.contiguous()?
+                    .apply_op2_no_bwd(&up.contiguous()?, &crate::gated_cpu::SiluMul)?
+            }
+            Activation::Silu => (candle_nn::ops::silu(&gate)? * up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
         };
-        self.down_proj.forward(&(gate * up)?)
+        self.down_proj.forward(&gated)
     }
 }

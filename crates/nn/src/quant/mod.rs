@@ -22,10 +22,12 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use blocks32::has_avx2;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
 use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
-pub(crate) use pool::map_tasks;
+pub(crate) use pool::{for_each_chunk_mut, map_tasks};
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
     dequantize_f32, parse_quant_type, quant_type_name, quantize_f32, storage_type, QUANT_TYPE_NAMES,

@@ -97,6 +97,25 @@ pub(crate) fn map_tasks<T: Send + Sync>(n: usize, f: &(dyn Fn(usize) -> T + Sync
         .collect()
 }
 
+/// `f(i, chunk)` for the chunks of `chunk` values of `out`, run as `for_each_task` runs
+/// them, each task writing its own chunk in place.
+pub(crate) fn for_each_chunk_mut(
+    out: &mut [f32],
+    chunk: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    let chunks: Vec<std::sync::Mutex<&mut [f32]>> = out
+        .chunks_mut(chunk.max(1))
+        .map(std::sync::Mutex::new)
+        .collect();
+    for_each_task(chunks.len(), &|i| {
+        // Each chunk is locked by its one task only, so this never waits.
+        if let Ok(mut c) = chunks[i].lock() {
+            f(i, &mut c);
+        }
+    });
+}
+
 /// The loop being run: a closure and its task count, valid while tasks remain.
 #[derive(Clone, Copy)]
 struct Job {
