@@ -53,7 +53,11 @@ impl BlockQ8 {
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 32];
         for (q, v) in qs.iter_mut().zip(x) {
-            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            // `round` (half away from zero) without its library call, so that the loop
+            // vectorizes: for |y| ≤ 127.5, y + 0.49999997·sign(y) truncates to round(y)
+            // (0.5 itself still reaches 1: 0.99999997 rounds to 1.0 in f32). NaN gives 0.
+            let y = v * inv;
+            *q = ((y + 0.499_999_97f32.copysign(y)) as i32).clamp(-127, 127) as i8;
         }
         let sums16 = std::array::from_fn(|l| {
             16 * qs[4 * l..4 * l + 4]
@@ -407,6 +411,24 @@ pub(super) mod tests {
             Ok(())
         })
         .unwrap()
+    }
+
+    #[test]
+    fn activations_round_half_away_from_zero() {
+        let mut x: Vec<f32> = random(32 * 64, 11);
+        // Exact halves and near-halves of the step max|x| / 127.
+        x[0] = 1.0;
+        for (i, f) in [0.5f32, 1.5, -2.5, 0.499_999_97, 126.5, -0.5].iter().enumerate() {
+            x[1 + i] = f / 127.0;
+        }
+        for block in x.chunks(32) {
+            let q = BlockQ8::quantize(block);
+            let inv = 1.0 / q.d;
+            for (v, &got) in block.iter().zip(&q.qs) {
+                let want = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                assert_eq!(got, want, "{v}");
+            }
+        }
     }
 
     #[test]
