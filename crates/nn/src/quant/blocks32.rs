@@ -18,9 +18,9 @@ use super::{Prepared, QuantRows};
 #[repr(C)]
 pub struct BlockQ5_0 {
     /// f16 bits.
-    d: u16,
-    qh: [u8; 4],
-    qs: [u8; 16],
+    pub(super) d: u16,
+    pub(super) qh: [u8; 4],
+    pub(super) qs: [u8; 16],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 
@@ -28,8 +28,8 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 #[repr(C)]
 pub struct BlockQ8_0 {
     /// f16 bits.
-    d: u16,
-    qs: [i8; 32],
+    pub(super) d: u16,
+    pub(super) qs: [i8; 32],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
@@ -418,7 +418,10 @@ pub(super) mod tests {
         let mut x: Vec<f32> = random(32 * 64, 11);
         // Exact halves and near-halves of the step max|x| / 127.
         x[0] = 1.0;
-        for (i, f) in [0.5f32, 1.5, -2.5, 0.499_999_97, 126.5, -0.5].iter().enumerate() {
+        for (i, f) in [0.5f32, 1.5, -2.5, 0.499_999_97, 126.5, -0.5]
+            .iter()
+            .enumerate()
+        {
             x[1 + i] = f / 127.0;
         }
         for block in x.chunks(32) {

@@ -86,6 +86,10 @@ const EXPAND_BANDS: usize = 8;
 impl Group for GroupQ5_0 {
     type Row = BlockQ5_0;
 
+    /// Straight from the row's bytes: chunk `k < 4`'s low bits are the low nibbles of
+    /// the row's `qs[4k..4k + 4]` and chunk `k + 4`'s their high nibbles, so the row's four
+    /// bytes land as they are; byte `j` of the fifth bits gathers bits `j, j + 4, ..` of
+    /// the row's `qh`.
     fn pack(rows: &[BlockQ5_0; 8]) -> Self {
         let mut g = Self {
             d: [0; 8],
@@ -93,12 +97,14 @@ impl Group for GroupQ5_0 {
             qh: [0; 32],
         };
         for (l, row) in rows.iter().enumerate() {
-            g.d[l] = row.scale_bits();
-            for (e, v) in row.values().iter().enumerate() {
-                let q = (v + 16) as u8;
-                let (c, p) = (e / 4, 4 * l + e % 4);
-                g.qs[32 * (c % 4) + p] |= (q & 0x0F) << (4 * (c / 4));
-                g.qh[p] |= (q >> 4) << c;
+            g.d[l] = row.d;
+            for k in 0..4 {
+                g.qs[32 * k + 4 * l..32 * k + 4 * l + 4].copy_from_slice(&row.qs[4 * k..4 * k + 4]);
+            }
+            let qh = u32::from_le_bytes(row.qh);
+            for j in 0..4 {
+                g.qh[4 * l + j] =
+                    (0..8).fold(0u8, |b, c| b | ((((qh >> (4 * c + j)) & 1) as u8) << c));
             }
         }
         g
@@ -156,9 +162,9 @@ impl Group for GroupQ8_0 {
             qs: [0; 256],
         };
         for (l, row) in rows.iter().enumerate() {
-            g.d[l] = row.scale_bits();
-            for (e, v) in row.values().iter().enumerate() {
-                g.qs[32 * (e / 4) + 4 * l + e % 4] = *v;
+            g.d[l] = row.d;
+            for c in 0..8 {
+                g.qs[32 * c + 4 * l..32 * c + 4 * l + 4].copy_from_slice(&row.qs[4 * c..4 * c + 4]);
             }
         }
         g
