@@ -42,7 +42,10 @@ const _: () = assert!(std::mem::size_of::<GroupQ8_0>() == 8 * std::mem::size_of:
 
 /// One band of groups against up to 4 activation rows: `out[r][l]` is row `8g + l` times
 /// `acts[r]`.
-pub(super) type GroupDotsFn<G> = fn(&[G], &[&[BlockQ8]], &mut [[f32; 8]]);
+pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8>;
+
+/// A kernel for one band of groups `G` against up to 4 rows of activation blocks `A`.
+pub(super) type BandDotsFn<G, A> = fn(&[G], &[&[A]], &mut [[f32; 8]]);
 
 /// An interleaved layout of a 32-weight block type.
 pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -167,33 +170,15 @@ impl<G: Group> QuantRows for Interleaved<G> {
         Box::new(quantize_activations(x, m))
     }
 
+    fn input_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<Vec<BlockQ8>>()
+    }
+
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
-        let nb = k / 32;
         let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
             return vec![f32::NAN; m * rows.len()];
         };
-        let dots = G::kernel();
-        let len = rows.len();
-        let mut out = vec![0f32; m * len];
-        let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
-        let mut res = [[0f32; 8]; 4];
-        // Up to four input rows per pass, each group's weights expanded once for them; the
-        // input rows outside, so that with a prompt's many rows this task's bands stay in
-        // cache while the inputs stream past once.
-        for (c, group) in inputs.chunks(4).enumerate() {
-            for g in rows.start / 8..rows.end.div_ceil(8) {
-                let band = &self.0[g * nb..(g + 1) * nb];
-                // The lanes of this band inside `rows` (all eight unless `rows` is
-                // unaligned).
-                let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
-                dots(band, group, &mut res[..group.len()]);
-                for (r, vals) in res[..group.len()].iter().enumerate() {
-                    let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
-                    out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
-                }
-            }
-        }
-        out
+        band_dots(&self.0, k / 32, rows, act, G::kernel())
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
@@ -213,6 +198,37 @@ impl<G: Group> QuantRows for Interleaved<G> {
     fn dense_for_prompts(&self) -> bool {
         false
     }
+}
+
+/// Matrix rows `rows` (bands of `nb` groups) times every input row (`nb` blocks each),
+/// input row major, with a kernel that takes one band and up to four input rows.
+pub(super) fn band_dots<G, A>(
+    groups: &[G],
+    nb: usize,
+    rows: Range<usize>,
+    act: &[A],
+    dots: BandDotsFn<G, A>,
+) -> Vec<f32> {
+    let len = rows.len();
+    let inputs: Vec<&[A]> = act.chunks(nb).collect();
+    let mut out = vec![0f32; inputs.len() * len];
+    let mut res = [[0f32; 8]; 4];
+    // Up to four input rows per pass, each group's weights expanded once for them; the
+    // input rows outside, so that with a prompt's many rows this task's bands stay in
+    // cache while the inputs stream past once.
+    for (c, group) in inputs.chunks(4).enumerate() {
+        for g in rows.start / 8..rows.end.div_ceil(8) {
+            let band = &groups[g * nb..(g + 1) * nb];
+            // The lanes of this band inside `rows` (all eight unless `rows` is unaligned).
+            let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
+            dots(band, group, &mut res[..group.len()]);
+            for (r, vals) in res[..group.len()].iter().enumerate() {
+                let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
+                out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
+            }
+        }
+    }
+    out
 }
 
 fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {

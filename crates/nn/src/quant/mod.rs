@@ -1,8 +1,9 @@
 //! Quantized GGUF matrices on the CPU, multiplied by our own driver: activations quantized
 //! once per call, output rows spread over rayon's persistent pool, each row's dot products
 //! computed by the fastest kernel we have for its block type — candle's SIMD kernels where
-//! it has them (Q4_0, k-quants), ours where they are missing or slow (Q5_0, Q8_0:
-//! `blocks32.rs`).
+//! it has them (Q4_0, Q5_K, ...), ours where they are missing or slow (Q5_0, Q8_0:
+//! `blocks32.rs`; those and Q4_K, Q6_K with rows in bands of eight: `interleaved.rs`,
+//! `interleaved_k.rs`).
 //!
 //! candle 0.11's own `QMatMul` runs Q5_0 through a scalar loop and spawns work per call;
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
@@ -10,6 +11,7 @@
 mod blocks32;
 mod dense;
 mod interleaved;
+mod interleaved_k;
 mod pool;
 mod quantize;
 
@@ -25,6 +27,7 @@ use rayon::prelude::*;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
 use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
+use interleaved_k::{GroupQ4K, GroupQ6K, InterleavedK};
 pub(crate) use pool::map_tasks;
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
@@ -46,6 +49,10 @@ type Prepared = Box<dyn std::any::Any + Send + Sync>;
 trait QuantRows: Send + Sync + std::fmt::Debug {
     /// The input `x (m, k)` quantized for this type's dot products.
     fn prepare(&self, x: &[f32], m: usize, k: usize) -> Prepared;
+    /// The type `prepare` returns: matrices that agree on it share one quantized input
+    /// (the block type does not decide it: Q4_K rows in bands of eight take other
+    /// activations than Q4_K rows multiplied by candle).
+    fn input_type(&self) -> std::any::TypeId;
     /// The dot products of matrix rows `rows` with every prepared input row, input row
     /// major: `out[i * rows.len() + (j - rows.start)]`.
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32>;
@@ -110,6 +117,14 @@ impl QuantMatrix {
             GgmlDType::Q8_0 if rows.is_multiple_of(8) => Box::new(
                 Interleaved::<GroupQ8_0>::repack(read_blocks(size, fill)?, blocks),
             ),
+            GgmlDType::Q4K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ4K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
+            GgmlDType::Q6K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ6K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
             GgmlDType::Q5_0 => Box::new(blocks32::Rows32::<BlockQ5_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_0 => Box::new(CandleRows::<BlockQ4_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_1 => Box::new(CandleRows::<BlockQ4_1>(read_blocks(size, fill)?)),
@@ -158,17 +173,19 @@ impl QuantMatrix {
         };
         let k = first.cols;
         debug_assert!(mats.iter().all(|q| q.cols == k) && x.len() == m * k);
-        // One quantized input per block type.
-        let mut inputs: Vec<(GgmlDType, Prepared)> = Vec::new();
+        // One quantized input per activation type.
+        let mut inputs: Vec<(std::any::TypeId, Prepared)> = Vec::new();
         let which: Vec<usize> = mats
             .iter()
-            .map(|q| match inputs.iter().position(|(d, _)| *d == q.dtype) {
-                Some(i) => i,
-                None => {
-                    inputs.push((q.dtype, q.data.prepare(x, m, k)));
-                    inputs.len() - 1
-                }
-            })
+            .map(
+                |q| match inputs.iter().position(|(t, _)| *t == q.data.input_type()) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push((q.data.input_type(), q.data.prepare(x, m, k)));
+                        inputs.len() - 1
+                    }
+                },
+            )
             .collect();
         let total: usize = mats.iter().map(|q| q.rows).sum();
         let threads = num_threads();
@@ -291,6 +308,10 @@ where
         Box::new(act)
     }
 
+    fn input_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<Vec<T::VecDotType>>()
+    }
+
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
         let (wb, ab) = (k / T::BLCK_SIZE, k / T::VecDotType::BLCK_SIZE);
         let Some(act) = input.downcast_ref::<Vec<T::VecDotType>>() else {
@@ -384,7 +405,18 @@ mod tests {
     /// Our matmul against the reference for a block type, on odd shapes; the only
     /// difference allowed is the 8-bit quantization of the activations.
     fn check(dtype: GgmlDType, bytes_of: fn(&[f32]) -> Vec<u8>, k_unit: usize) {
-        for (n, k_blocks, m) in [(1, 1, 1), (3, 2, 1), (17, 3, 2), (33, 5, 3), (70, 1, 7)] {
+        let shapes = [(1, 1, 1), (3, 2, 1), (17, 3, 2), (33, 5, 3), (70, 1, 7)];
+        check_shapes(dtype, bytes_of, k_unit, &shapes);
+    }
+
+    /// `check` on `(rows, blocks per row, input rows)` shapes.
+    fn check_shapes(
+        dtype: GgmlDType,
+        bytes_of: fn(&[f32]) -> Vec<u8>,
+        k_unit: usize,
+        shapes: &[(usize, usize, usize)],
+    ) {
+        for &(n, k_blocks, m) in shapes {
             let k = k_blocks * k_unit;
             let w = values(n * k, n as u64 * 31 + k as u64);
             let q = QuantMatrix::from_bytes(dtype, n, k, &bytes_of(&w)).unwrap();
@@ -428,6 +460,23 @@ mod tests {
         check(GgmlDType::Q6K, quantize::<BlockQ6K>, 256);
     }
 
+    /// Row counts in whole bands of eight: the interleaved Q4_K / Q6_K kernels, with every
+    /// number of input rows left after groups of four.
+    #[test]
+    fn interleaved_k_quants_match_the_reference() {
+        let shapes = [
+            (8, 1, 1),
+            (16, 2, 2),
+            (8, 3, 3),
+            (72, 5, 4),
+            (24, 1, 5),
+            (16, 4, 6),
+            (72, 2, 7),
+        ];
+        check_shapes(GgmlDType::Q4K, quantize::<BlockQ4K>, 256, &shapes);
+        check_shapes(GgmlDType::Q6K, quantize::<BlockQ6K>, 256, &shapes);
+    }
+
     #[test]
     fn several_matrices_in_one_loop_equal_each_alone() {
         let k = 256;
@@ -439,6 +488,8 @@ mod tests {
                 blocks32::tests::quantize_q5_0 as fn(&[f32]) -> Vec<u8>,
             ),
             (GgmlDType::Q4K, 17, quantize::<BlockQ4K>),
+            (GgmlDType::Q6K, 24, quantize::<BlockQ6K>),
+            (GgmlDType::Q4K, 32, quantize::<BlockQ4K>),
             (GgmlDType::Q5_0, 9, blocks32::tests::quantize_q5_0),
         ]
         .iter()
