@@ -1,11 +1,11 @@
-//! Q4_K and Q6_K matrices repacked at load with eight rows interleaved, as `interleaved.rs`
+//! Q4_K, Q5_K and Q6_K matrices repacked at load with eight rows interleaved, as `interleaved.rs`
 //! does for the 32-weight types: lane `l` of every register is row `8g + l`, so a
 //! 256-weight super-block of eight rows costs no horizontal sum and its scales are
 //! converted once for the eight rows.
 //!
 //! GGUF formats (per row, 256 weights): Q4_K has f16 `d`, `dmin`, 8 sub-blocks of 32 with
 //! 6-bit scale `sc` and min `m` packed in 12 bytes, and 4-bit `q`; weight =
-//! `d·sc·q − dmin·m`. Q6_K has 16 sub-blocks of 16 with i8 scales, 6-bit `q` (low 4 bits
+//! `d·sc·q − dmin·m`. Q5_K is Q4_K with a fifth bit of `q` in `qh`. Q6_K has 16 sub-blocks of 16 with i8 scales, 6-bit `q` (low 4 bits
 //! in `ql`, high 2 in `qh`) and f16 `d`; weight = `d·sc·(q − 32)`.
 //!
 //! Chunk `c` of a sub-block is its weights `4c .. 4c + 4`; in a chunk's register byte
@@ -35,27 +35,53 @@ pub(super) struct BlockQ4K {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 
-impl BlockQ4K {
-    /// The 6-bit scales and mins of the 8 sub-blocks (ggml's `get_scale_min_k4`).
-    fn scales_mins(&self) -> ([u8; 8], [u8; 8]) {
-        let s = &self.scales;
-        let mut sc = [0u8; 8];
-        let mut m = [0u8; 8];
-        for j in 0..4 {
-            sc[j] = s[j] & 63;
-            m[j] = s[j + 4] & 63;
-            sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
-            m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-        }
-        (sc, m)
+/// The 6-bit scales and mins of Q4_K's and Q5_K's 8 sub-blocks (ggml's
+/// `get_scale_min_k4`).
+fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
+        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
     }
+    (sc, m)
+}
 
+impl BlockQ4K {
     /// The 256 `q` (0..=15): sub-block `2i` in the low nibbles of `qs[32i..32i + 32]`,
     /// `2i + 1` in the high ones.
     fn quants(&self) -> [u8; 256] {
         std::array::from_fn(|e| {
             let (s, i) = (e / 32, e % 32);
             (self.qs[32 * (s / 2) + i] >> (4 * (s % 2))) & 0x0F
+        })
+    }
+}
+
+/// A GGUF Q5_K block.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(super) struct BlockQ5K {
+    /// f16 bits.
+    d: u16,
+    /// f16 bits.
+    dmin: u16,
+    scales: [u8; 12],
+    qh: [u8; 32],
+    qs: [u8; 128],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+
+impl BlockQ5K {
+    /// The 256 `q` (0..=31): low four bits as Q4_K's, the fifth of weight `32s + i` in
+    /// bit `s` of `qh[i]`.
+    fn quants(&self) -> [u8; 256] {
+        std::array::from_fn(|e| {
+            let (s, i) = (e / 32, e % 32);
+            let low = (self.qs[32 * (s / 2) + i] >> (4 * (s % 2))) & 0x0F;
+            low | (((self.qh[i] >> s) & 1) << 4)
         })
     }
 }
@@ -146,6 +172,69 @@ pub(super) struct GroupQ4K {
 }
 const _: () = assert!(std::mem::size_of::<GroupQ4K>() == 8 * std::mem::size_of::<BlockQ4K>());
 
+/// Eight rows' Q5_K super-block: as Q4_K's, with the fifth bit of chunk `c` of sub-block
+/// `s` in bit `c` of `qh[32s + 4l + j]`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(super) struct GroupQ5K {
+    d: [u16; 8],
+    dmin: [u16; 8],
+    sm: [u8; 64],
+    mlo: [u8; 32],
+    qh: [u8; 256],
+    qs: [u8; 1024],
+}
+const _: () = assert!(std::mem::size_of::<GroupQ5K>() == 8 * std::mem::size_of::<BlockQ5K>());
+
+/// Lane `l`'s 6-bit scales and mins into Q4_K's group layout (`GroupQ4K`).
+fn pack_scales_k4(sm: &mut [u8; 64], mlo: &mut [u8; 32], l: usize, sc: [u8; 8], m: [u8; 8]) {
+    for s in 0..8 {
+        let (k, p) = (s / 2, 2 * l + s % 2);
+        sm[16 * k + p] = sc[s] | ((m[s] >> 4) << 6);
+        mlo[16 * (k % 2) + p] |= (m[s] & 0x0F) << (4 * (k / 2));
+    }
+}
+
+/// Lane `l`'s scales and mins back from Q4_K's group layout.
+fn lane_scales_k4(sm: &[u8; 64], mlo: &[u8; 32], l: usize) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for s in 0..8 {
+        let (k, p) = (s / 2, 2 * l + s % 2);
+        let b = sm[16 * k + p];
+        sc[s] = b & 63;
+        m[s] = ((mlo[16 * (k % 2) + p] >> (4 * (k / 2))) & 0x0F) | ((b >> 6) << 4);
+    }
+    (sc, m)
+}
+
+/// Weights `d·sc·q − dmin·m` of one lane, as candle's `to_float` computes them.
+fn to_f32_k4(d: u16, dmin: u16, q: &[u8; 256], sc: [u8; 8], m: [u8; 8], out: &mut [f32]) {
+    let d = half::f16::from_bits(d).to_f32();
+    let dmin = half::f16::from_bits(dmin).to_f32();
+    for (s, (o, q)) in out.chunks_mut(32).zip(q.chunks(32)).enumerate() {
+        let (d1, m1) = (d * f32::from(sc[s]), dmin * f32::from(m[s]));
+        for (v, &q) in o.iter_mut().zip(q) {
+            *v = d1 * f32::from(q) - m1;
+        }
+    }
+}
+
+/// One lane of Q4_K / Q5_K times `a`, in plain Rust.
+fn dot_k4(d: u16, dmin: u16, q: &[u8; 256], sc: [u8; 8], m: [u8; 8], a: &BlockQ8K) -> f32 {
+    let (mut main, mut mins) = (0i32, 0i32);
+    for s in 0..8 {
+        let sum: i32 = (32 * s..32 * s + 32)
+            .map(|e| i32::from(q[e]) * i32::from(a.qs[e]))
+            .sum();
+        main += i32::from(sc[s]) * sum;
+        mins += i32::from(m[s]) * i32::from(a.sums32[s]);
+    }
+    let d = half::f16::from_bits(d).to_f32();
+    let dmin = half::f16::from_bits(dmin).to_f32();
+    a.d * (d * main as f32 - dmin * mins as f32)
+}
+
 /// Eight rows' Q6_K super-block: `scales[16k + 2l + h]` = scale `2k + h` of row `l`;
 /// sub-block `s` (16 weights, 4 chunks) in `ql[64s .. 64s + 64]` (register `t`: chunk `2t`
 /// in the low nibbles, `2t + 1` in the high ones) and `qh[32s .. 32s + 32]` (bits
@@ -185,14 +274,7 @@ impl GroupQ4K {
             let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
             (self.qs[128 * s + 32 * (c % 4) + 4 * l + j] >> (4 * (c / 4))) & 0x0F
         });
-        let mut sc = [0u8; 8];
-        let mut m = [0u8; 8];
-        for s in 0..8 {
-            let (k, p) = (s / 2, 2 * l + s % 2);
-            let b = self.sm[16 * k + p];
-            sc[s] = b & 63;
-            m[s] = ((self.mlo[16 * (k % 2) + p] >> (4 * (k / 2))) & 0x0F) | ((b >> 6) << 4);
-        }
+        let (sc, m) = lane_scales_k4(&self.sm, &self.mlo, l);
         (q, sc, m)
     }
 }
@@ -211,12 +293,8 @@ impl GroupK for GroupQ4K {
         for (l, row) in rows.iter().enumerate() {
             g.d[l] = row.d;
             g.dmin[l] = row.dmin;
-            let (sc, m) = row.scales_mins();
-            for s in 0..8 {
-                let (k, p) = (s / 2, 2 * l + s % 2);
-                g.sm[16 * k + p] = sc[s] | ((m[s] >> 4) << 6);
-                g.mlo[16 * (k % 2) + p] |= (m[s] & 0x0F) << (4 * (k / 2));
-            }
+            let (sc, m) = scales_mins_k4(&row.scales);
+            pack_scales_k4(&mut g.sm, &mut g.mlo, l, sc, m);
             for (e, q) in row.quants().into_iter().enumerate() {
                 let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
                 g.qs[128 * s + 32 * (c % 4) + 4 * l + j] |= q << (4 * (c / 4));
@@ -227,35 +305,76 @@ impl GroupK for GroupQ4K {
 
     fn to_f32(&self, l: usize, out: &mut [f32]) {
         let (q, sc, m) = self.lane(l);
-        let d = half::f16::from_bits(self.d[l]).to_f32();
-        let dmin = half::f16::from_bits(self.dmin[l]).to_f32();
-        for (s, (o, q)) in out.chunks_mut(32).zip(q.chunks(32)).enumerate() {
-            let (d1, m1) = (d * f32::from(sc[s]), dmin * f32::from(m[s]));
-            for (v, &q) in o.iter_mut().zip(q) {
-                *v = d1 * f32::from(q) - m1;
-            }
-        }
+        to_f32_k4(self.d[l], self.dmin[l], &q, sc, m, out);
     }
 
     fn dot(&self, l: usize, a: &BlockQ8K) -> f32 {
         let (q, sc, m) = self.lane(l);
-        let (mut main, mut mins) = (0i32, 0i32);
-        for s in 0..8 {
-            let sum: i32 = (32 * s..32 * s + 32)
-                .map(|e| i32::from(q[e]) * i32::from(a.qs[e]))
-                .sum();
-            main += i32::from(sc[s]) * sum;
-            mins += i32::from(m[s]) * i32::from(a.sums32[s]);
-        }
-        let d = half::f16::from_bits(self.d[l]).to_f32();
-        let dmin = half::f16::from_bits(self.dmin[l]).to_f32();
-        a.d * (d * main as f32 - dmin * mins as f32)
+        dot_k4(self.d[l], self.dmin[l], &q, sc, m, a)
     }
 
     fn kernel() -> GroupDotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q4k;
+        }
+        dots_portable
+    }
+}
+
+impl GroupQ5K {
+    /// Lane `l`'s `q` (0..=31), scales and mins.
+    fn lane(&self, l: usize) -> ([u8; 256], [u8; 8], [u8; 8]) {
+        let q = std::array::from_fn(|e| {
+            let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
+            let low = (self.qs[128 * s + 32 * (c % 4) + 4 * l + j] >> (4 * (c / 4))) & 0x0F;
+            low | (((self.qh[32 * s + 4 * l + j] >> c) & 1) << 4)
+        });
+        let (sc, m) = lane_scales_k4(&self.sm, &self.mlo, l);
+        (q, sc, m)
+    }
+}
+
+impl GroupK for GroupQ5K {
+    type Row = BlockQ5K;
+
+    fn pack(rows: &[BlockQ5K; 8]) -> Self {
+        let mut g = Self {
+            d: [0; 8],
+            dmin: [0; 8],
+            sm: [0; 64],
+            mlo: [0; 32],
+            qh: [0; 256],
+            qs: [0; 1024],
+        };
+        for (l, row) in rows.iter().enumerate() {
+            g.d[l] = row.d;
+            g.dmin[l] = row.dmin;
+            let (sc, m) = scales_mins_k4(&row.scales);
+            pack_scales_k4(&mut g.sm, &mut g.mlo, l, sc, m);
+            for (e, q) in row.quants().into_iter().enumerate() {
+                let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
+                g.qs[128 * s + 32 * (c % 4) + 4 * l + j] |= (q & 0x0F) << (4 * (c / 4));
+                g.qh[32 * s + 4 * l + j] |= (q >> 4) << c;
+            }
+        }
+        g
+    }
+
+    fn to_f32(&self, l: usize, out: &mut [f32]) {
+        let (q, sc, m) = self.lane(l);
+        to_f32_k4(self.d[l], self.dmin[l], &q, sc, m, out);
+    }
+
+    fn dot(&self, l: usize, a: &BlockQ8K) -> f32 {
+        let (q, sc, m) = self.lane(l);
+        dot_k4(self.d[l], self.dmin[l], &q, sc, m, a)
+    }
+
+    fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::dots_q5k;
         }
         dots_portable
     }
@@ -411,10 +530,15 @@ impl<G: GroupK> QuantRows for InterleavedK<G> {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ8K, GroupQ4K, GroupQ6K};
+    use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K};
 
     pub(super) fn dots_q4k(w: &[GroupQ4K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
+        unsafe { dispatch(w, acts, out) }
+    }
+
+    pub(super) fn dots_q5k(w: &[GroupQ5K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+        // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
 
@@ -532,6 +656,68 @@ mod avx2 {
         unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]);
     }
 
+    /// Q4_K's and Q5_K's scales and mins of sub-block pair `k` as i16, lane `2l + h` for
+    /// sub-block `2k + h` of row `l` (the layout of `GroupQ4K`).
+    #[inline(always)]
+    unsafe fn scales_k4(sm: &[u8; 64], mlo: &[u8; 32]) -> ([__m256i; 4], [__m256i; 4]) {
+        // SAFETY: the loads read inside `sm` and `mlo`; AVX2 per the caller.
+        unsafe {
+            let low4 = _mm256_set1_epi8(0x0F);
+            let six = _mm256_set1_epi8(0x3F);
+            let bits45 = _mm256_set1_epi8(0x30);
+            let sm01 = _mm256_loadu_si256(sm.as_ptr().cast());
+            let sm23 = _mm256_loadu_si256(sm.as_ptr().add(32).cast());
+            let mlo = _mm256_loadu_si256(mlo.as_ptr().cast());
+            // Scales: the low six bits; mins: four bits from `mlo`, two from the top of `sm`
+            // (moved from bits 6, 7 to 4, 5).
+            let sc01 = _mm256_and_si256(sm01, six);
+            let sc23 = _mm256_and_si256(sm23, six);
+            let m01 = _mm256_or_si256(
+                _mm256_and_si256(mlo, low4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(sm01), bits45),
+            );
+            let m23 = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(mlo), low4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(sm23), bits45),
+            );
+            let lo = |v: __m256i| _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v));
+            let hi = |v: __m256i| _mm256_cvtepu8_epi16(_mm256_extracti128_si256::<1>(v));
+            (
+                [lo(sc01), hi(sc01), lo(sc23), hi(sc23)],
+                [lo(m01), hi(m01), lo(m23), hi(m23)],
+            )
+        }
+    }
+
+    /// Adds `d · a.d · main − dmin · a.d · Σ_s m_s · (Σ a over sub-block s)` to each row's
+    /// accumulator (Q4_K, Q5_K).
+    #[inline(always)]
+    unsafe fn finish_k4<const R: usize>(
+        d: &[u16; 8],
+        dmin: &[u16; 8],
+        mins: &[__m256i; 4],
+        main: [__m256i; R],
+        acts: [&BlockQ8K; R],
+        acc: &mut [__m256; R],
+    ) {
+        // SAFETY: the loads read inside `d` and `dmin`; AVX2, FMA, F16C per the caller.
+        unsafe {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr().cast()));
+            for r in 0..R {
+                // Two sub-blocks per `madd`.
+                let mut m = _mm256_setzero_si256();
+                for (k, &mk) in mins.iter().enumerate() {
+                    let sums = broadcast_pair(&acts[r].sums32, 2 * k);
+                    m = _mm256_add_epi32(m, _mm256_madd_epi16(mk, sums));
+                }
+                let ad = _mm256_set1_ps(acts[r].d);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(main[r]), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, ad), _mm256_cvtepi32_ps(m), acc[r]);
+            }
+        }
+    }
+
     impl Super for GroupQ4K {
         /// Bounds (activations `|a| ≤ 127`, `q ≤ 15`, `sc, m ≤ 63`): a `maddubs` pair is at
         /// most 2 · 15 · 127 = 3810, a sub-block's eight chunks 30480 < 32767 in an i16
@@ -543,42 +729,7 @@ mod avx2 {
             // contract.
             unsafe {
                 let low4 = _mm256_set1_epi8(0x0F);
-                let six = _mm256_set1_epi8(0x3F);
-                let bits45 = _mm256_set1_epi8(0x30);
-                let sm01 = _mm256_loadu_si256(self.sm.as_ptr().cast());
-                let sm23 = _mm256_loadu_si256(self.sm.as_ptr().add(32).cast());
-                let mlo = _mm256_loadu_si256(self.mlo.as_ptr().cast());
-                // Scales: the low six bits; mins: four bits from `mlo`, two from the top of
-                // `sm` (moved from bits 6, 7 to 4, 5).
-                let sc01 = _mm256_and_si256(sm01, six);
-                let sc23 = _mm256_and_si256(sm23, six);
-                let m01 = _mm256_or_si256(
-                    _mm256_and_si256(mlo, low4),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(sm01), bits45),
-                );
-                let m23 = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(mlo), low4),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(sm23), bits45),
-                );
-                let widen = |v: __m256i, hi: bool| {
-                    _mm256_cvtepu8_epi16(if hi {
-                        _mm256_extracti128_si256::<1>(v)
-                    } else {
-                        _mm256_castsi256_si128(v)
-                    })
-                };
-                let sc = [
-                    widen(sc01, false),
-                    widen(sc01, true),
-                    widen(sc23, false),
-                    widen(sc23, true),
-                ];
-                let mins = [
-                    widen(m01, false),
-                    widen(m01, true),
-                    widen(m23, false),
-                    widen(m23, true),
-                ];
+                let (sc, mins) = scales_k4(&self.sm, &self.mlo);
                 let mut main = [_mm256_setzero_si256(); R];
                 for (k, &sck) in sc.iter().enumerate() {
                     for h in 0..2 {
@@ -607,21 +758,73 @@ mod avx2 {
                         }
                     }
                 }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(self.d.as_ptr().cast()));
-                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(self.dmin.as_ptr().cast()));
-                for r in 0..R {
-                    // Σ_s m_s · (Σ a over sub-block s), two sub-blocks per `madd`.
-                    let mut m = _mm256_setzero_si256();
-                    for (k, &mk) in mins.iter().enumerate() {
-                        let sums = broadcast_pair(&acts[r].sums32, 2 * k);
-                        m = _mm256_add_epi32(m, _mm256_madd_epi16(mk, sums));
+                finish_k4(&self.d, &self.dmin, &mins, main, acts, acc);
+            }
+        }
+    }
+
+    impl Super for GroupQ5K {
+        /// Bounds (`|a| ≤ 127`, `q ≤ 31`, `sc, m ≤ 63`): a `maddubs` pair is at most
+        /// 2 · 31 · 127 = 7874, four chunks 31496 < 32767 in an i16 lane (so two i16 sums
+        /// per sub-block); `madd` by the scale at most 2 · 31496 · 63 each, 16 of them
+        /// 64 M; the mins' term as Q4_K's. All inside i32.
+        #[inline(always)]
+        unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]) {
+            // SAFETY: the loads read inside the group's arrays; AVX2, FMA, F16C per the
+            // contract.
+            unsafe {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let bit4 = _mm256_set1_epi8(0x10);
+                let (sc, mins) = scales_k4(&self.sm, &self.mlo);
+                let mut main = [_mm256_setzero_si256(); R];
+                for (k, &sck) in sc.iter().enumerate() {
+                    for h in 0..2 {
+                        let s = 2 * k + h;
+                        let scale = if h == 0 {
+                            duplicate::<0>(sck)
+                        } else {
+                            duplicate::<1>(sck)
+                        };
+                        let qh = _mm256_loadu_si256(self.qh.as_ptr().add(32 * s).cast());
+                        // The fifth bit of chunk c, moved from bit c to bit 4.
+                        let fifth = [
+                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4),
+                            _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4),
+                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bit4),
+                            _mm256_and_si256(_mm256_slli_epi16::<1>(qh), bit4),
+                            _mm256_and_si256(qh, bit4),
+                            _mm256_and_si256(_mm256_srli_epi16::<1>(qh), bit4),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
+                            _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
+                        ];
+                        let mut low = [_mm256_setzero_si256(); R];
+                        let mut high = [_mm256_setzero_si256(); R];
+                        for t in 0..4 {
+                            let packed =
+                                _mm256_loadu_si256(self.qs.as_ptr().add(128 * s + 32 * t).cast());
+                            let lo = _mm256_or_si256(_mm256_and_si256(packed, low4), fifth[t]);
+                            let hi = _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4),
+                                fifth[t + 4],
+                            );
+                            for r in 0..R {
+                                let at = 32 * s + 4 * t;
+                                let p = _mm256_maddubs_epi16(lo, broadcast(acts[r], at));
+                                low[r] = _mm256_add_epi16(low[r], p);
+                                let p = _mm256_maddubs_epi16(hi, broadcast(acts[r], at + 16));
+                                high[r] = _mm256_add_epi16(high[r], p);
+                            }
+                        }
+                        for r in 0..R {
+                            let both = _mm256_add_epi32(
+                                _mm256_madd_epi16(low[r], scale),
+                                _mm256_madd_epi16(high[r], scale),
+                            );
+                            main[r] = _mm256_add_epi32(main[r], both);
+                        }
                     }
-                    let ad = _mm256_set1_ps(acts[r].d);
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(main[r]), acc[r]);
-                    acc[r] =
-                        _mm256_fnmadd_ps(_mm256_mul_ps(dmin, ad), _mm256_cvtepi32_ps(m), acc[r]);
                 }
+                finish_k4(&self.d, &self.dmin, &mins, main, acts, acc);
             }
         }
     }
@@ -700,7 +903,7 @@ mod tests {
     use super::*;
     use crate::quant::test_random as random;
     use candle_core::quantized::k_quants::{
-        BlockQ4K as CandleQ4K, BlockQ6K as CandleQ6K, GgmlType,
+        BlockQ4K as CandleQ4K, BlockQ5K as CandleQ5K, BlockQ6K as CandleQ6K, GgmlType,
     };
 
     fn from_bytes<T>(bytes: &[u8]) -> Vec<T> {
@@ -799,6 +1002,17 @@ mod tests {
                 blocks,
                 f,
             );
+        }
+    }
+
+    #[test]
+    fn q5k_groups_pack_and_multiply() {
+        for (rows, blocks) in [(8, 1), (16, 3), (24, 5), (8, 19)] {
+            let w = random(rows * blocks * 256, rows as u32 + blocks as u32);
+            let f: fn(&[u8], &mut [f32]) = candle_to_float::<CandleQ5K>;
+            check::<GroupQ5K>(&quantize::<CandleQ5K>(&w), rows, blocks, f);
+            let raw = raw_bytes::<BlockQ5K>(rows * blocks, 9, &[0, 2]);
+            check::<GroupQ5K>(&raw, rows, blocks, f);
         }
     }
 

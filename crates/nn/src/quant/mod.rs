@@ -1,9 +1,9 @@
 //! Quantized GGUF matrices on the CPU, multiplied by our own driver: activations quantized
 //! once per call, output rows spread over rayon's persistent pool, each row's dot products
 //! computed by the fastest kernel we have for its block type — candle's SIMD kernels where
-//! it has them (Q4_0, Q5_K, ...), ours where they are missing or slow (Q5_0, Q8_0:
-//! `blocks32.rs`; those and Q4_K, Q6_K with rows in bands of eight: `interleaved.rs`,
-//! `interleaved_k.rs`).
+//! it has them (Q4_0, ...), ours where they are missing or slow (Q5_0, Q8_0:
+//! `blocks32.rs`; those and Q4_K, Q5_K, Q6_K with rows in bands of eight:
+//! `interleaved.rs`, `interleaved_k.rs`).
 //!
 //! candle 0.11's own `QMatMul` runs Q5_0 through a scalar loop and spawns work per call;
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
@@ -27,7 +27,7 @@ use rayon::prelude::*;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
 use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
-use interleaved_k::{GroupQ4K, GroupQ6K, InterleavedK};
+use interleaved_k::{GroupQ4K, GroupQ5K, GroupQ6K, InterleavedK};
 pub(crate) use pool::map_tasks;
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
@@ -118,6 +118,10 @@ impl QuantMatrix {
                 Interleaved::<GroupQ8_0>::repack(read_blocks(size, fill)?, blocks),
             ),
             GgmlDType::Q4K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ4K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
+            GgmlDType::Q5K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ5K>::repack(
                 read_blocks(size, fill)?,
                 blocks,
             )),
@@ -460,7 +464,7 @@ mod tests {
         check(GgmlDType::Q6K, quantize::<BlockQ6K>, 256);
     }
 
-    /// Row counts in whole bands of eight: the interleaved Q4_K / Q6_K kernels, with every
+    /// Row counts in whole bands of eight: the interleaved k-quant kernels, with every
     /// number of input rows left after groups of four.
     #[test]
     fn interleaved_k_quants_match_the_reference() {
@@ -474,6 +478,7 @@ mod tests {
             (72, 2, 7),
         ];
         check_shapes(GgmlDType::Q4K, quantize::<BlockQ4K>, 256, &shapes);
+        check_shapes(GgmlDType::Q5K, quantize::<BlockQ5K>, 256, &shapes);
         check_shapes(GgmlDType::Q6K, quantize::<BlockQ6K>, 256, &shapes);
     }
 
