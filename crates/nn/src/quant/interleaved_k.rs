@@ -1,12 +1,13 @@
-//! Q4_K, Q5_K and Q6_K matrices repacked at load with eight rows interleaved, as `interleaved.rs`
-//! does for the 32-weight types: lane `l` of every register is row `8g + l`, so a
-//! 256-weight super-block of eight rows costs no horizontal sum and its scales are
-//! converted once for the eight rows.
+//! Q4_K, Q5_K and Q6_K matrices repacked at load with eight rows interleaved, as
+//! `interleaved.rs` does for the 32-weight types: lane `l` of every register is row
+//! `8g + l`, so a 256-weight super-block of eight rows costs no horizontal sum and its
+//! scales are converted once for the eight rows.
 //!
 //! GGUF formats (per row, 256 weights): Q4_K has f16 `d`, `dmin`, 8 sub-blocks of 32 with
 //! 6-bit scale `sc` and min `m` packed in 12 bytes, and 4-bit `q`; weight =
-//! `d·sc·q − dmin·m`. Q5_K is Q4_K with a fifth bit of `q` in `qh`. Q6_K has 16 sub-blocks of 16 with i8 scales, 6-bit `q` (low 4 bits
-//! in `ql`, high 2 in `qh`) and f16 `d`; weight = `d·sc·(q − 32)`.
+//! `d·sc·q − dmin·m`. Q5_K is Q4_K with a fifth bit of `q` in `qh`. Q6_K has 16 sub-blocks
+//! of 16 with i8 scales, 6-bit `q` (low 4 bits in `ql`, high 2 in `qh`) and f16 `d`;
+//! weight = `d·sc·(q − 32)`.
 //!
 //! Chunk `c` of a sub-block is its weights `4c .. 4c + 4`; in a chunk's register byte
 //! `4l + j` is weight `4c + j` of row `l`. `maddubs` with four broadcast activations gives
