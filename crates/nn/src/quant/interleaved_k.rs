@@ -786,28 +786,28 @@ mod avx2 {
                         } else {
                             duplicate::<1>(sck)
                         };
+                        // The fifth bit of chunk c is bit c of `qh`: chunks t < 4 reach bit 4
+                        // from `qh << 4` shifted right t times, chunks t + 4 from `qh` (16-bit
+                        // shifts, but bit 4 of a byte only ever takes bits of the same byte).
+                        // Two running copies keep the register count low for four rows.
                         let qh = _mm256_loadu_si256(self.qh.as_ptr().add(32 * s).cast());
-                        // The fifth bit of chunk c, moved from bit c to bit 4.
-                        let fifth = [
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4),
-                            _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bit4),
-                            _mm256_and_si256(_mm256_slli_epi16::<1>(qh), bit4),
-                            _mm256_and_si256(qh, bit4),
-                            _mm256_and_si256(_mm256_srli_epi16::<1>(qh), bit4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
-                            _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
-                        ];
+                        let mut fifth_lo = _mm256_slli_epi16::<4>(qh);
+                        let mut fifth_hi = qh;
                         let mut low = [_mm256_setzero_si256(); R];
                         let mut high = [_mm256_setzero_si256(); R];
                         for t in 0..4 {
                             let packed =
                                 _mm256_loadu_si256(self.qs.as_ptr().add(128 * s + 32 * t).cast());
-                            let lo = _mm256_or_si256(_mm256_and_si256(packed, low4), fifth[t]);
+                            let lo = _mm256_or_si256(
+                                _mm256_and_si256(packed, low4),
+                                _mm256_and_si256(fifth_lo, bit4),
+                            );
                             let hi = _mm256_or_si256(
                                 _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4),
-                                fifth[t + 4],
+                                _mm256_and_si256(fifth_hi, bit4),
                             );
+                            fifth_lo = _mm256_srli_epi16::<1>(fifth_lo);
+                            fifth_hi = _mm256_srli_epi16::<1>(fifth_hi);
                             for r in 0..R {
                                 let at = 32 * s + 4 * t;
                                 let p = _mm256_maddubs_epi16(lo, broadcast(acts[r], at));

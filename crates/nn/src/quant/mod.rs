@@ -482,6 +482,32 @@ mod tests {
         check_shapes(GgmlDType::Q6K, quantize::<BlockQ6K>, 256, &shapes);
     }
 
+    /// A row's output is bit-identical whatever other rows come with it (speculative
+    /// decoding verifies draft tokens in batches and must match plain decoding).
+    #[test]
+    fn a_row_gives_the_same_bits_in_any_batch() {
+        let k = 512;
+        for (dtype, bytes_of) in [
+            (
+                GgmlDType::Q4K,
+                quantize::<BlockQ4K> as fn(&[f32]) -> Vec<u8>,
+            ),
+            (GgmlDType::Q5K, quantize::<BlockQ5K>),
+            (GgmlDType::Q6K, quantize::<BlockQ6K>),
+            (GgmlDType::Q5_0, blocks32::tests::quantize_q5_0),
+        ] {
+            let q = QuantMatrix::from_bytes(dtype, 40, k, &bytes_of(&values(40 * k, 3))).unwrap();
+            let x = values(9 * k, 4);
+            let alone: Vec<Vec<f32>> = x.chunks(k).map(|r| q.matmul(r, 1)).collect();
+            for m in 2..=9 {
+                let y = q.matmul(&x[..m * k], m);
+                for (i, row) in y.chunks(40).enumerate() {
+                    assert_eq!(row, alone[i].as_slice(), "{dtype:?}: row {i} of {m}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn several_matrices_in_one_loop_equal_each_alone() {
         let k = 256;
