@@ -146,6 +146,10 @@ impl<G: Group> Interleaved<G> {
     /// Repacks, band by band in place, groups whose bytes still hold the file's rows
     /// (`rows × blocks` row-major `G::Row` blocks).
     pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
+        if blocks == 0 {
+            // Rows of no blocks: nothing to repack (and no chunks of zero groups).
+            return Self(groups);
+        }
         let mut band: Vec<G::Row> = Vec::with_capacity(8 * blocks);
         for chunk in groups.chunks_mut(blocks) {
             band.clear();

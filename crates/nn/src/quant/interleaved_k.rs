@@ -476,6 +476,10 @@ impl<G: GroupK> InterleavedK<G> {
             assert!(std::mem::size_of::<G>() == 8 * std::mem::size_of::<G::Row>());
             assert!(std::mem::align_of::<G>() >= std::mem::align_of::<G::Row>());
         }
+        if blocks == 0 {
+            // Rows of no blocks: nothing to repack (and no chunks of zero groups).
+            return Self(groups);
+        }
         let mut band: Vec<G::Row> = Vec::with_capacity(8 * blocks);
         for chunk in groups.chunks_mut(blocks) {
             band.clear();

@@ -538,5 +538,9 @@ mod tests {
         assert!(QuantMatrix::from_bytes(GgmlDType::Q8_0, 2, 32, &[0; 34]).is_none());
         assert!(QuantMatrix::from_bytes(GgmlDType::Q8_0, 1, 33, &[0; 34]).is_none());
         assert!(QuantMatrix::from_bytes(GgmlDType::F32, 1, 1, &[0; 4]).is_none());
+        // Empty rows are no error (and no panic in the repacking).
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5_0] {
+            assert!(QuantMatrix::from_bytes(dtype, 8, 0, &[]).is_some());
+        }
     }
 }
