@@ -173,8 +173,10 @@ pub(super) struct GroupQ4K {
 }
 const _: () = assert!(std::mem::size_of::<GroupQ4K>() == 8 * std::mem::size_of::<BlockQ4K>());
 
-/// Eight rows' Q5_K super-block: as Q4_K's, with the fifth bit of chunk `c` of sub-block
-/// `s` in bit `c` of `qh[32s + 4l + j]`.
+/// Eight rows' Q5_K super-block: scales as Q4_K's; sub-block `s` in five registers
+/// `qs[160s + 32i ..]`: chunk `i` (`i` < 5) whole in the low five bits, chunks 5–7 spread
+/// over the top three bits as `SPREAD_Q5K` says (5 + 18 operations to expand eight chunks
+/// where nibbles plus a plane of fifth bits take 35).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub(super) struct GroupQ5K {
@@ -182,9 +184,20 @@ pub(super) struct GroupQ5K {
     dmin: [u16; 8],
     sm: [u8; 64],
     mlo: [u8; 32],
-    qh: [u8; 256],
-    qs: [u8; 1024],
+    qs: [u8; 1280],
 }
+
+/// Where chunks 5–7 of a Q5_K sub-block live: `(chunk, register, bit in the register's
+/// byte, bit of q, bits)`. Each register's bits 5–7 are used once.
+const SPREAD_Q5K: [(usize, usize, u32, u32, u32); 7] = [
+    (5, 0, 5, 0, 3),
+    (5, 1, 6, 3, 2),
+    (6, 1, 5, 0, 1),
+    (6, 2, 5, 1, 3),
+    (6, 3, 5, 4, 1),
+    (7, 3, 6, 0, 2),
+    (7, 4, 5, 2, 3),
+];
 const _: () = assert!(std::mem::size_of::<GroupQ5K>() == 8 * std::mem::size_of::<BlockQ5K>());
 
 /// Lane `l`'s 6-bit scales and mins into Q4_K's group layout (`GroupQ4K`).
@@ -328,8 +341,17 @@ impl GroupQ5K {
     fn lane(&self, l: usize) -> ([u8; 256], [u8; 8], [u8; 8]) {
         let q = std::array::from_fn(|e| {
             let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
-            let low = (self.qs[128 * s + 32 * (c % 4) + 4 * l + j] >> (4 * (c / 4))) & 0x0F;
-            low | (((self.qh[32 * s + 4 * l + j] >> c) & 1) << 4)
+            let byte = |i: usize| self.qs[160 * s + 32 * i + 4 * l + j];
+            if c < 5 {
+                byte(c) & 0x1F
+            } else {
+                SPREAD_Q5K
+                    .iter()
+                    .filter(|t| t.0 == c)
+                    .fold(0, |q, &(_, i, at, to, n)| {
+                        q | (((byte(i) >> at) & ((1 << n) - 1)) << to)
+                    })
+            }
         });
         let (sc, m) = lane_scales_k4(&self.sm, &self.mlo, l);
         (q, sc, m)
@@ -345,8 +367,7 @@ impl GroupK for GroupQ5K {
             dmin: [0; 8],
             sm: [0; 64],
             mlo: [0; 32],
-            qh: [0; 256],
-            qs: [0; 1024],
+            qs: [0; 1280],
         };
         for (l, row) in rows.iter().enumerate() {
             g.d[l] = row.d;
@@ -355,8 +376,14 @@ impl GroupK for GroupQ5K {
             pack_scales_k4(&mut g.sm, &mut g.mlo, l, sc, m);
             for (e, q) in row.quants().into_iter().enumerate() {
                 let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
-                g.qs[128 * s + 32 * (c % 4) + 4 * l + j] |= (q & 0x0F) << (4 * (c / 4));
-                g.qh[32 * s + 4 * l + j] |= (q >> 4) << c;
+                let at = 160 * s + 4 * l + j;
+                if c < 5 {
+                    g.qs[at + 32 * c] |= q;
+                } else {
+                    for &(_, i, to, from, n) in SPREAD_Q5K.iter().filter(|t| t.0 == c) {
+                        g.qs[at + 32 * i] |= ((q >> from) & ((1 << n) - 1)) << to;
+                    }
+                }
             }
         }
         g
@@ -786,8 +813,6 @@ mod avx2 {
             // SAFETY: the loads read inside the group's arrays; AVX2, FMA, F16C per the
             // contract.
             unsafe {
-                let low4 = _mm256_set1_epi8(0x0F);
-                let bit4 = _mm256_set1_epi8(0x10);
                 let (sc, mins) = scales_k4(&self.sm, &self.mlo);
                 let mut main = [_mm256_setzero_si256(); R];
                 for (k, &sck) in sc.iter().enumerate() {
@@ -798,33 +823,46 @@ mod avx2 {
                         } else {
                             duplicate::<1>(sck)
                         };
-                        // The fifth bit of chunk c is bit c of `qh`: chunks t < 4 reach bit 4
-                        // from `qh << 4` shifted right t times, chunks t + 4 from `qh` (16-bit
-                        // shifts, but bit 4 of a byte only ever takes bits of the same byte).
-                        // Two running copies keep the register count low for four rows.
-                        let qh = _mm256_loadu_si256(self.qh.as_ptr().add(32 * s).cast());
-                        let mut fifth_lo = _mm256_slli_epi16::<4>(qh);
-                        let mut fifth_hi = qh;
+                        let at = self.qs.as_ptr().add(160 * s);
+                        let v: [__m256i; 5] =
+                            std::array::from_fn(|i| _mm256_loadu_si256(at.add(32 * i).cast()));
+                        // Chunks 5–7 from the top bits (`SPREAD_Q5K`; 16-bit shifts, the masks
+                        // keep only bits that came from the same byte).
+                        let bits =
+                            |x: __m256i, mask: i8| _mm256_and_si256(x, _mm256_set1_epi8(mask));
+                        let w5 = _mm256_or_si256(
+                            bits(_mm256_srli_epi16::<5>(v[0]), 0x07),
+                            bits(_mm256_srli_epi16::<3>(v[1]), 0x18),
+                        );
+                        let w6 = _mm256_or_si256(
+                            _mm256_or_si256(
+                                bits(_mm256_srli_epi16::<5>(v[1]), 0x01),
+                                bits(_mm256_srli_epi16::<4>(v[2]), 0x0E),
+                            ),
+                            bits(_mm256_srli_epi16::<1>(v[3]), 0x10),
+                        );
+                        let w7 = _mm256_or_si256(
+                            bits(_mm256_srli_epi16::<6>(v[3]), 0x03),
+                            bits(_mm256_srli_epi16::<3>(v[4]), 0x1C),
+                        );
+                        let w = [
+                            bits(v[0], 0x1F),
+                            bits(v[1], 0x1F),
+                            bits(v[2], 0x1F),
+                            bits(v[3], 0x1F),
+                            bits(v[4], 0x1F),
+                            w5,
+                            w6,
+                            w7,
+                        ];
                         let mut low = [_mm256_setzero_si256(); R];
                         let mut high = [_mm256_setzero_si256(); R];
                         for t in 0..4 {
-                            let packed =
-                                _mm256_loadu_si256(self.qs.as_ptr().add(128 * s + 32 * t).cast());
-                            let lo = _mm256_or_si256(
-                                _mm256_and_si256(packed, low4),
-                                _mm256_and_si256(fifth_lo, bit4),
-                            );
-                            let hi = _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4),
-                                _mm256_and_si256(fifth_hi, bit4),
-                            );
-                            fifth_lo = _mm256_srli_epi16::<1>(fifth_lo);
-                            fifth_hi = _mm256_srli_epi16::<1>(fifth_hi);
                             for r in 0..R {
                                 let at = 32 * s + 4 * t;
-                                let p = _mm256_maddubs_epi16(lo, broadcast(acts[r], at));
+                                let p = _mm256_maddubs_epi16(w[t], broadcast(acts[r], at));
                                 low[r] = _mm256_add_epi16(low[r], p);
-                                let p = _mm256_maddubs_epi16(hi, broadcast(acts[r], at + 16));
+                                let p = _mm256_maddubs_epi16(w[t + 4], broadcast(acts[r], at + 16));
                                 high[r] = _mm256_add_epi16(high[r], p);
                             }
                         }
