@@ -181,15 +181,16 @@ impl QuantMatrix {
         let mut inputs: Vec<(std::any::TypeId, Prepared)> = Vec::new();
         let which: Vec<usize> = mats
             .iter()
-            .map(
-                |q| match inputs.iter().position(|(t, _)| *t == q.data.input_type()) {
+            .map(|q| {
+                let kind = q.data.input_type();
+                match inputs.iter().position(|(t, _)| *t == kind) {
                     Some(i) => i,
                     None => {
-                        inputs.push((q.data.input_type(), q.data.prepare(x, m, k)));
+                        inputs.push((kind, q.data.prepare(x, m, k)));
                         inputs.len() - 1
                     }
-                },
-            )
+                }
+            })
             .collect();
         let total: usize = mats.iter().map(|q| q.rows).sum();
         let threads = num_threads();
