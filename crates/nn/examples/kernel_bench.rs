@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (GgmlDType::Q5_0, 896, 896),
         (GgmlDType::Q6K, 896, 4864),
         (GgmlDType::Q4K, 896, 4864),
+        (GgmlDType::Q5K, 896, 4864),
     ] {
         let bytes = rows * cols / dtype.block_size() * dtype.type_size();
         let mut s = 12345u64;
@@ -62,6 +63,9 @@ fn prompt_rows() -> Result<(), Box<dyn std::error::Error>> {
         (GgmlDType::Q5_0, 4864, 896),
         (GgmlDType::Q5_0, 896, 896),
         (GgmlDType::Q8_0, 896, 896),
+        (GgmlDType::Q4K, 896, 4864),
+        (GgmlDType::Q5K, 896, 4864),
+        (GgmlDType::Q6K, 896, 4864),
     ] {
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)

@@ -181,6 +181,10 @@ impl<B: Block32> QuantRows for Rows32<B> {
         Box::new(quantize_activations(x, m))
     }
 
+    fn input_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<Vec<BlockQ8>>()
+    }
+
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
         let nb = k / 32;
         let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {

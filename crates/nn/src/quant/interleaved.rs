@@ -44,7 +44,10 @@ const _: () = assert!(std::mem::size_of::<GroupQ8_0>() == 8 * std::mem::size_of:
 
 /// One band of groups against up to 4 activation rows: `out[r][l]` is row `8g + l` times
 /// `acts[r]`.
-pub(super) type GroupDotsFn<G> = fn(&[G], &[&[BlockQ8]], &mut [[f32; 8]]);
+pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8>;
+
+/// A kernel for one band of groups `G` against up to 4 rows of activation blocks `A`.
+pub(super) type BandDotsFn<G, A> = fn(&[G], &[&[A]], &mut [[f32; 8]]);
 
 /// An interleaved layout of a 32-weight block type.
 pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -195,8 +198,12 @@ impl<G: Group> Interleaved<G> {
     /// Repacks, band by band in place, groups whose bytes still hold the file's rows
     /// (`rows × blocks` row-major `G::Row` blocks).
     pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
+        if blocks == 0 {
+            // Rows of no blocks: nothing to repack (and no chunks of zero groups).
+            return Self(groups);
+        }
         super::install(|| {
-            groups.par_chunks_mut(blocks.max(1)).for_each_init(
+            groups.par_chunks_mut(blocks).for_each_init(
                 || Vec::with_capacity(8 * blocks),
                 |band: &mut Vec<G::Row>, chunk| {
                     band.clear();
@@ -224,38 +231,36 @@ impl<G: Group> QuantRows for Interleaved<G> {
         Box::new(quantize_activations(x, m))
     }
 
+    fn input_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<Vec<BlockQ8>>()
+    }
+
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
-        let nb = k / 32;
         let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
             return vec![f32::NAN; m * rows.len()];
+        };
+        let nb = k / 32;
+        // A prompt's many input rows: each task expands its bands once for all of them.
+        let Some(dots) = G::expanded_kernel().filter(|_| m > 4) else {
+            return band_dots(&self.0, nb, rows, act, G::kernel());
         };
         let mut out = vec![0f32; m * rows.len()];
         let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
         let bands = rows.start / 8..rows.end.div_ceil(8);
-        match G::expanded_kernel() {
-            Some(dots) if inputs.len() > 4 => {
-                let mut buf: Vec<Expanded> = Vec::with_capacity(EXPAND_BANDS * nb);
-                for first in bands.clone().step_by(EXPAND_BANDS) {
-                    let some = first..(first + EXPAND_BANDS).min(bands.end);
-                    buf.clear();
-                    buf.extend(
-                        self.0[some.start * nb..some.end * nb]
-                            .iter()
-                            .filter_map(G::expand),
-                    );
-                    let buf = &buf;
-                    multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
-                        let at = (g - some.start) * nb;
-                        dots(&buf[at..at + nb], acts, res)
-                    });
-                }
-            }
-            _ => {
-                let dots = G::kernel();
-                multiply_bands(bands, &rows, &inputs, &mut out, |g, acts, res| {
-                    dots(&self.0[g * nb..(g + 1) * nb], acts, res)
-                });
-            }
+        let mut buf: Vec<Expanded> = Vec::with_capacity(EXPAND_BANDS * nb);
+        for first in bands.clone().step_by(EXPAND_BANDS) {
+            let some = first..(first + EXPAND_BANDS).min(bands.end);
+            buf.clear();
+            buf.extend(
+                self.0[some.start * nb..some.end * nb]
+                    .iter()
+                    .filter_map(G::expand),
+            );
+            let buf = &buf;
+            multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
+                let at = (g - some.start) * nb;
+                dots(&buf[at..at + nb], acts, res)
+            });
         }
         out
     }
@@ -283,12 +288,12 @@ impl<G: Group> QuantRows for Interleaved<G> {
 /// columns of `rows`): up to four input rows per kernel call, each group's weights
 /// expanded once for them; the input rows outside, so that with a prompt's many rows the
 /// bands stay in cache while the inputs stream past.
-fn multiply_bands(
+fn multiply_bands<A>(
     bands: Range<usize>,
     rows: &Range<usize>,
-    inputs: &[&[BlockQ8]],
+    inputs: &[&[A]],
     out: &mut [f32],
-    band_dots: impl Fn(usize, &[&[BlockQ8]], &mut [[f32; 8]]),
+    band_dots: impl Fn(usize, &[&[A]], &mut [[f32; 8]]),
 ) {
     let len = rows.len();
     let mut res = [[0f32; 8]; 4];
@@ -303,6 +308,24 @@ fn multiply_bands(
             }
         }
     }
+}
+
+/// Matrix rows `rows` (bands of `nb` groups) times every input row (`nb` blocks each),
+/// input row major, with a kernel that takes one band and up to four input rows.
+pub(super) fn band_dots<G, A>(
+    groups: &[G],
+    nb: usize,
+    rows: Range<usize>,
+    act: &[A],
+    dots: BandDotsFn<G, A>,
+) -> Vec<f32> {
+    let inputs: Vec<&[A]> = act.chunks(nb).collect();
+    let mut out = vec![0f32; inputs.len() * rows.len()];
+    let bands = rows.start / 8..rows.end.div_ceil(8);
+    multiply_bands(bands, &rows, &inputs, &mut out, |g, acts, res| {
+        dots(&groups[g * nb..(g + 1) * nb], acts, res)
+    });
+    out
 }
 
 fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {

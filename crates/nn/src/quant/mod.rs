@@ -1,8 +1,9 @@
 //! Quantized GGUF matrices on the CPU, multiplied by our own driver: activations quantized
 //! once per call, output rows spread over rayon's persistent pool, each row's dot products
 //! computed by the fastest kernel we have for its block type — candle's SIMD kernels where
-//! it has them (Q4_0, k-quants), ours where they are missing or slow (Q5_0, Q8_0:
-//! `blocks32.rs`).
+//! it has them (Q4_0, ...), ours where they are missing or slow (Q5_0, Q8_0:
+//! `blocks32.rs`; those and Q4_K, Q5_K, Q6_K with rows in bands of eight:
+//! `interleaved.rs`, `interleaved_k.rs`).
 //!
 //! candle 0.11's own `QMatMul` runs Q5_0 through a scalar loop and spawns work per call;
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
@@ -10,6 +11,7 @@
 mod blocks32;
 mod dense;
 mod interleaved;
+mod interleaved_k;
 mod pool;
 mod quantize;
 
@@ -27,6 +29,7 @@ pub(crate) use blocks32::has_avx2;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
 use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
+use interleaved_k::{GroupQ4K, GroupQ5K, GroupQ6K, InterleavedK};
 pub(crate) use pool::{for_each_chunk_mut, map_tasks};
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
@@ -48,6 +51,10 @@ type Prepared = Box<dyn std::any::Any + Send + Sync>;
 trait QuantRows: Send + Sync + std::fmt::Debug {
     /// The input `x (m, k)` quantized for this type's dot products.
     fn prepare(&self, x: &[f32], m: usize, k: usize) -> Prepared;
+    /// The type `prepare` returns: matrices that agree on it share one quantized input
+    /// (the block type does not decide it: Q4_K rows in bands of eight take other
+    /// activations than Q4_K rows multiplied by candle).
+    fn input_type(&self) -> std::any::TypeId;
     /// The dot products of matrix rows `rows` with every prepared input row, input row
     /// major: `out[i * rows.len() + (j - rows.start)]`.
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32>;
@@ -112,6 +119,18 @@ impl QuantMatrix {
             GgmlDType::Q8_0 if rows.is_multiple_of(8) => Box::new(
                 Interleaved::<GroupQ8_0>::repack(read_blocks(size, fill)?, blocks),
             ),
+            GgmlDType::Q4K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ4K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
+            GgmlDType::Q5K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ5K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
+            GgmlDType::Q6K if rows.is_multiple_of(8) => Box::new(InterleavedK::<GroupQ6K>::repack(
+                read_blocks(size, fill)?,
+                blocks,
+            )),
             GgmlDType::Q5_0 => Box::new(blocks32::Rows32::<BlockQ5_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_0 => Box::new(CandleRows::<BlockQ4_0>(read_blocks(size, fill)?)),
             GgmlDType::Q4_1 => Box::new(CandleRows::<BlockQ4_1>(read_blocks(size, fill)?)),
@@ -160,15 +179,18 @@ impl QuantMatrix {
         };
         let k = first.cols;
         debug_assert!(mats.iter().all(|q| q.cols == k) && x.len() == m * k);
-        // One quantized input per block type.
-        let mut inputs: Vec<(GgmlDType, Prepared)> = Vec::new();
+        // One quantized input per activation type.
+        let mut inputs: Vec<(std::any::TypeId, Prepared)> = Vec::new();
         let which: Vec<usize> = mats
             .iter()
-            .map(|q| match inputs.iter().position(|(d, _)| *d == q.dtype) {
-                Some(i) => i,
-                None => {
-                    inputs.push((q.dtype, q.data.prepare(x, m, k)));
-                    inputs.len() - 1
+            .map(|q| {
+                let kind = q.data.input_type();
+                match inputs.iter().position(|(t, _)| *t == kind) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push((kind, q.data.prepare(x, m, k)));
+                        inputs.len() - 1
+                    }
                 }
             })
             .collect();
@@ -293,6 +315,10 @@ where
         Box::new(act)
     }
 
+    fn input_type(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<Vec<T::VecDotType>>()
+    }
+
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
         let (wb, ab) = (k / T::BLCK_SIZE, k / T::VecDotType::BLCK_SIZE);
         let Some(act) = input.downcast_ref::<Vec<T::VecDotType>>() else {
@@ -388,7 +414,7 @@ mod tests {
     fn check(dtype: GgmlDType, bytes_of: fn(&[f32]) -> Vec<u8>, k_unit: usize) {
         // Row counts that are whole bands of 8 (interleaved layouts) and ones that are not;
         // more than 4 input rows (prompts) and fewer.
-        for (n, k_blocks, m) in [
+        let shapes = [
             (1, 1, 1),
             (3, 2, 1),
             (17, 3, 2),
@@ -398,7 +424,18 @@ mod tests {
             (16, 3, 5),
             (72, 5, 7),
             (40, 2, 4),
-        ] {
+        ];
+        check_shapes(dtype, bytes_of, k_unit, &shapes);
+    }
+
+    /// `check` on `(rows, blocks per row, input rows)` shapes.
+    fn check_shapes(
+        dtype: GgmlDType,
+        bytes_of: fn(&[f32]) -> Vec<u8>,
+        k_unit: usize,
+        shapes: &[(usize, usize, usize)],
+    ) {
+        for &(n, k_blocks, m) in shapes {
             let k = k_blocks * k_unit;
             let w = values(n * k, n as u64 * 31 + k as u64);
             let q = QuantMatrix::from_bytes(dtype, n, k, &bytes_of(&w)).unwrap();
@@ -442,6 +479,50 @@ mod tests {
         check(GgmlDType::Q6K, quantize::<BlockQ6K>, 256);
     }
 
+    /// Row counts in whole bands of eight: the interleaved k-quant kernels, with every
+    /// number of input rows left after groups of four.
+    #[test]
+    fn interleaved_k_quants_match_the_reference() {
+        let shapes = [
+            (8, 1, 1),
+            (16, 2, 2),
+            (8, 3, 3),
+            (72, 5, 4),
+            (24, 1, 5),
+            (16, 4, 6),
+            (72, 2, 7),
+        ];
+        check_shapes(GgmlDType::Q4K, quantize::<BlockQ4K>, 256, &shapes);
+        check_shapes(GgmlDType::Q5K, quantize::<BlockQ5K>, 256, &shapes);
+        check_shapes(GgmlDType::Q6K, quantize::<BlockQ6K>, 256, &shapes);
+    }
+
+    /// A row's output is bit-identical whatever other rows come with it (speculative
+    /// decoding verifies draft tokens in batches and must match plain decoding).
+    #[test]
+    fn a_row_gives_the_same_bits_in_any_batch() {
+        let k = 512;
+        for (dtype, bytes_of) in [
+            (
+                GgmlDType::Q4K,
+                quantize::<BlockQ4K> as fn(&[f32]) -> Vec<u8>,
+            ),
+            (GgmlDType::Q5K, quantize::<BlockQ5K>),
+            (GgmlDType::Q6K, quantize::<BlockQ6K>),
+            (GgmlDType::Q5_0, blocks32::tests::quantize_q5_0),
+        ] {
+            let q = QuantMatrix::from_bytes(dtype, 40, k, &bytes_of(&values(40 * k, 3))).unwrap();
+            let x = values(9 * k, 4);
+            let alone: Vec<Vec<f32>> = x.chunks(k).map(|r| q.matmul(r, 1)).collect();
+            for m in 2..=9 {
+                let y = q.matmul(&x[..m * k], m);
+                for (i, row) in y.chunks(40).enumerate() {
+                    assert_eq!(row, alone[i].as_slice(), "{dtype:?}: row {i} of {m}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn several_matrices_in_one_loop_equal_each_alone() {
         let k = 256;
@@ -453,6 +534,8 @@ mod tests {
                 blocks32::tests::quantize_q5_0 as fn(&[f32]) -> Vec<u8>,
             ),
             (GgmlDType::Q4K, 17, quantize::<BlockQ4K>),
+            (GgmlDType::Q6K, 24, quantize::<BlockQ6K>),
+            (GgmlDType::Q4K, 32, quantize::<BlockQ4K>),
             (GgmlDType::Q5_0, 9, blocks32::tests::quantize_q5_0),
         ]
         .iter()
@@ -470,5 +553,9 @@ mod tests {
         assert!(QuantMatrix::from_bytes(GgmlDType::Q8_0, 2, 32, &[0; 34]).is_none());
         assert!(QuantMatrix::from_bytes(GgmlDType::Q8_0, 1, 33, &[0; 34]).is_none());
         assert!(QuantMatrix::from_bytes(GgmlDType::F32, 1, 1, &[0; 4]).is_none());
+        // Empty rows are no error (and no panic in the repacking).
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5_0] {
+            assert!(QuantMatrix::from_bytes(dtype, 8, 0, &[]).is_some());
+        }
     }
 }
