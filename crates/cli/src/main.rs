@@ -1,6 +1,7 @@
 //! `ferro`: the ferroformers command line. Thin: parsing and printing only; the work is
 //! done by the libraries.
 
+mod allocator;
 mod commands;
 mod generation_args;
 mod model_args;
@@ -35,6 +36,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("FERRO_LOG"))
         .with_writer(std::io::stderr)
