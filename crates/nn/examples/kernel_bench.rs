@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (GgmlDType::Q5_0, 512, 896),
         (GgmlDType::Q8_0, 512, 896),
         (GgmlDType::Q5_0, 4864, 896),
+        (GgmlDType::Q4_0, 4864, 896),
         (GgmlDType::Q5_0, 896, 896),
         (GgmlDType::Q6K, 896, 4864),
         (GgmlDType::Q4K, 896, 4864),

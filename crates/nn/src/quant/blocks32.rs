@@ -33,6 +33,18 @@ pub struct BlockQ8_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
+/// A Q4_0 block: an f16 scale and 32 four-bit weights (weight `j < 16` in the low nibble
+/// of byte `j`, `j + 16` in its high nibble); weight = d · (q − 8). Rows of it are
+/// multiplied by candle's kernel or, eight rows interleaved, by `interleaved.rs`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    /// f16 bits.
+    pub(super) d: u16,
+    pub(super) qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
 /// 32 activations as 8-bit integers times a scale, with 16 × the sums of each run of four
 /// (what Q5_0's kernel subtracts to turn its unsigned weights `q` into `q − 16`).
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +128,22 @@ pub(super) trait Block32: Copy + Send + Sync + std::fmt::Debug {
     /// The fastest kernel this CPU runs for the type: one row of weights against up to
     /// four rows of activations (`out[r]` for `acts[r]`).
     fn kernel() -> DotsFn<Self>;
+}
+
+impl Block32 for BlockQ4_0 {
+    /// The 32 integer weights, `q − 8` in `-8..=7`.
+    fn values(&self) -> [i8; 32] {
+        std::array::from_fn(|e| ((self.qs[e % 16] >> (4 * (e / 16))) & 0x0F) as i8 - 8)
+    }
+
+    fn scale_bits(&self) -> u16 {
+        self.d
+    }
+
+    /// Whole rows of Q4_0 go through candle's kernel; this one serves only tests.
+    fn kernel() -> DotsFn<Self> {
+        dots_portable
+    }
 }
 
 impl Block32 for BlockQ8_0 {

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::blocks32::{quantize_activations, Block32, BlockQ5_0, BlockQ8, BlockQ8_0};
+use super::blocks32::{quantize_activations, Block32, BlockQ4_0, BlockQ5_0, BlockQ8, BlockQ8_0};
 use super::{Prepared, QuantRows};
 
 /// Eight rows' Q5_0 block: their f16 scales, the low four bits of chunk `k` in the low
@@ -32,6 +32,17 @@ pub(super) struct GroupQ5_0 {
     qh: [u8; 32],
 }
 const _: () = assert!(std::mem::size_of::<GroupQ5_0>() == 8 * std::mem::size_of::<BlockQ5_0>());
+
+/// Eight rows' Q4_0 block: their f16 scales and the four-bit weights laid out as
+/// `GroupQ5_0::qs` (chunk `k` in the low nibbles of `qs[32k..32k + 32]`, `k + 4` in the
+/// high ones).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(super) struct GroupQ4_0 {
+    d: [u16; 8],
+    qs: [u8; 128],
+}
+const _: () = assert!(std::mem::size_of::<GroupQ4_0>() == 8 * std::mem::size_of::<BlockQ4_0>());
 
 /// Eight rows' Q8_0 block: their f16 scales and chunk `c` in `qs[32c..32c + 32]`.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +164,58 @@ impl Group for GroupQ5_0 {
             return Some(avx2::dots_expanded_q5_0);
         }
         None
+    }
+}
+
+impl Group for GroupQ4_0 {
+    type Row = BlockQ4_0;
+
+    /// The row's bytes as they are (see `GroupQ5_0::pack`).
+    fn pack(rows: &[BlockQ4_0; 8]) -> Self {
+        let mut g = Self {
+            d: [0; 8],
+            qs: [0; 128],
+        };
+        for (l, row) in rows.iter().enumerate() {
+            g.d[l] = row.d;
+            for k in 0..4 {
+                g.qs[32 * k + 4 * l..32 * k + 4 * l + 4].copy_from_slice(&row.qs[4 * k..4 * k + 4]);
+            }
+        }
+        g
+    }
+
+    fn values(&self, l: usize) -> [i8; 32] {
+        std::array::from_fn(|e| {
+            let (c, p) = (e / 4, 4 * l + e % 4);
+            ((self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F) as i8 - 8
+        })
+    }
+
+    fn scale_bits(&self, l: usize) -> u16 {
+        self.d[l]
+    }
+
+    fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::dots_q4_0;
+        }
+        dots_portable
+    }
+
+    /// `q + 8` (8..=23): the Q5_0 kernel's `q − 16` then gives `q − 8`.
+    fn expand(&self) -> Option<Expanded> {
+        Some(Expanded {
+            q: std::array::from_fn(|c| {
+                std::array::from_fn(|p| ((self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F) + 8)
+            }),
+            d: self.d,
+        })
+    }
+
+    fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
+        GroupQ5_0::expanded_kernel()
     }
 }
 
@@ -351,7 +414,7 @@ fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ8, Expanded, GroupQ5_0, GroupQ8_0};
+    use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
     pub(super) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
@@ -359,6 +422,11 @@ mod avx2 {
     }
 
     pub(super) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+        // SAFETY: as above.
+        unsafe { dispatch(w, acts, out) }
+    }
+
+    pub(super) fn dots_q4_0(w: &[GroupQ4_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
@@ -463,6 +531,32 @@ mod avx2 {
                         _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
                     };
                     _mm256_or_si256(nibbles, fifth[c])
+                })
+            }
+        }
+    }
+
+    impl Chunks for GroupQ4_0 {
+        fn scales(&self) -> &[u16; 8] {
+            &self.d
+        }
+
+        #[inline(always)]
+        unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+            // SAFETY: loads inside `qs`; AVX2 per the contract.
+            unsafe {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let eight = _mm256_set1_epi8(8);
+                // q + 8 (8..=23, pairs at most 2 · 23 · 127), so that the shared kernel's
+                // − 16 Σ a leaves Σ (q − 8)·a.
+                unsigned_dots(acts, |c| {
+                    let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (c % 4)).cast());
+                    let nibbles = if c < 4 {
+                        _mm256_and_si256(packed, low4)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
+                    };
+                    _mm256_add_epi8(nibbles, eight)
                 })
             }
         }
@@ -608,6 +702,34 @@ mod tests {
     fn q5_0_groups_pack_and_multiply() {
         for (rows, blocks) in [(8, 1), (16, 3), (24, 28)] {
             check::<GroupQ5_0>(&quantize_q5_0(&random(rows * blocks * 32, 5)), rows, blocks);
+        }
+    }
+
+    #[test]
+    fn q4_0_groups_pack_and_multiply() {
+        use candle_core::quantized::k_quants::{BlockQ4_0 as CandleQ4_0, GgmlType};
+        for (rows, blocks) in [(8, 1), (16, 3), (24, 28)] {
+            let w = random(rows * blocks * 32, 9);
+            let mut q = vec![CandleQ4_0::zeros(); w.len() / 32];
+            CandleQ4_0::from_float(&w, &mut q);
+            // SAFETY: reading plain-data blocks as their bytes.
+            #[allow(unsafe_code)]
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    q.as_ptr().cast::<u8>(),
+                    std::mem::size_of_val(q.as_slice()),
+                )
+            };
+            check::<GroupQ4_0>(bytes, rows, blocks);
+            // Our reading of the row layout is candle's.
+            let mut want = vec![0f32; w.len()];
+            CandleQ4_0::to_float(&q, &mut want);
+            let ours: Vec<BlockQ4_0> = from_bytes(bytes);
+            for (b, chunk) in ours.iter().zip(want.chunks(32)) {
+                let d = half::f16::from_bits(b.scale_bits()).to_f32();
+                let got: Vec<f32> = b.values().iter().map(|&v| d * f32::from(v)).collect();
+                assert_eq!(got, chunk);
+            }
         }
     }
 

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 pub(crate) use blocks32::has_avx2;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::dense_matmul;
-use interleaved::{GroupQ5_0, GroupQ8_0, Interleaved};
+use interleaved::{GroupQ4_0, GroupQ5_0, GroupQ8_0, Interleaved};
 use interleaved_k::{GroupQ4K, GroupQ5K, GroupQ6K, InterleavedK};
 pub(crate) use pool::{for_each_chunk_mut, map_tasks};
 pub use pool::{install, num_threads, set_num_threads};
@@ -115,6 +115,9 @@ impl QuantMatrix {
             // Whole bands of eight rows: interleaved for the eight-row kernels.
             GgmlDType::Q5_0 if rows.is_multiple_of(8) => Box::new(
                 Interleaved::<GroupQ5_0>::repack(read_blocks(size, fill)?, blocks),
+            ),
+            GgmlDType::Q4_0 if rows.is_multiple_of(8) => Box::new(
+                Interleaved::<GroupQ4_0>::repack(read_blocks(size, fill)?, blocks),
             ),
             GgmlDType::Q8_0 if rows.is_multiple_of(8) => Box::new(
                 Interleaved::<GroupQ8_0>::repack(read_blocks(size, fill)?, blocks),
