@@ -411,7 +411,7 @@ fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
@@ -436,20 +436,35 @@ mod avx2 {
         unsafe { dispatch(w, acts, out) }
     }
 
+    /// A band of groups against up to four activation rows, for every interleaved type
+    /// (`interleaved_k.rs` too): lane `l` of `result[r]` is row `l` times row `r`.
+    pub(in crate::quant) trait Band<A>: Sized {
+        /// # Safety
+        /// Only on CPUs with AVX2, FMA and F16C (inlined into `dispatch`).
+        unsafe fn band<const R: usize>(w: &[Self], acts: [&[A]; R]) -> [__m256; R];
+    }
+
     /// Each input row goes through the same instructions in the same order however many
     /// rows come together, so a token's logits do not depend on the batch it is verified
     /// in (speculative decoding keeps greedy output identical).
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    pub(in crate::quant) unsafe fn dispatch<A, G: Band<A>>(
+        w: &[G],
+        acts: &[&[A]],
+        out: &mut [[f32; 8]],
+    ) {
         // SAFETY: AVX2, FMA and F16C per the caller.
         unsafe {
             match acts {
-                [a, b] => store(&band(w, [*a, *b]), out),
-                [a, b, c] => store(&band(w, [*a, *b, *c]), out),
-                [a, b, c, d] => store(&band(w, [*a, *b, *c, *d]), out),
+                [a, b] => store(&G::band(w, [*a, *b]), out),
+                [a, b, c] => store(&G::band(w, [*a, *b, *c]), out),
+                [a, b, c, d] => store(&G::band(w, [*a, *b, *c, *d]), out),
                 _ => {
                     for (o, a) in out.iter_mut().zip(acts) {
-                        store(&band(w, [*a]), std::slice::from_mut(o));
+                        store(&G::band(w, [*a]), std::slice::from_mut(o));
                     }
                 }
             }
@@ -461,6 +476,14 @@ mod avx2 {
         for (o, a) in out.iter_mut().zip(acc) {
             // SAFETY: `o` is 8 floats; AVX per the caller.
             unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
+        }
+    }
+
+    impl<G: Chunks> Band<BlockQ8> for G {
+        #[inline(always)]
+        unsafe fn band<const R: usize>(w: &[G], acts: [&[BlockQ8]; R]) -> [__m256; R] {
+            // SAFETY: as the caller's.
+            unsafe { band(w, acts) }
         }
     }
 
@@ -493,7 +516,7 @@ mod avx2 {
     }
 
     /// The integer dot products of one group with `R` activation blocks, a row per lane.
-    trait Chunks {
+    pub(super) trait Chunks {
         fn scales(&self) -> &[u16; 8];
         /// # Safety
         /// Only on CPUs with AVX2 (inlined into the AVX2 kernel).

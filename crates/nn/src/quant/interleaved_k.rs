@@ -574,6 +574,7 @@ impl<G: GroupK> QuantRows for InterleavedK<G> {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::interleaved::avx2::{dispatch, Band};
     use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K};
 
     pub(super) fn dots_q4k(w: &[GroupQ4K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
@@ -591,45 +592,17 @@ mod avx2 {
         unsafe { dispatch(w, acts, out) }
     }
 
-    /// Each input row goes through the same instructions in the same order however many
-    /// rows come together, so a token's logits do not depend on the batch it is verified
-    /// in (speculative decoding keeps greedy output identical).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dispatch<G: Super>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
-        // SAFETY: AVX2, FMA and F16C per the caller.
-        unsafe {
-            match acts {
-                [a, b] => store(&band(w, [*a, *b]), out),
-                [a, b, c] => store(&band(w, [*a, *b, *c]), out),
-                [a, b, c, d] => store(&band(w, [*a, *b, *c, *d]), out),
-                _ => {
-                    for (o, a) in out.iter_mut().zip(acts) {
-                        store(&band(w, [*a]), std::slice::from_mut(o));
-                    }
+    impl<G: Super> Band<BlockQ8K> for G {
+        #[inline(always)]
+        unsafe fn band<const R: usize>(w: &[G], acts: [&[BlockQ8K]; R]) -> [__m256; R] {
+            // SAFETY: AVX2, FMA and F16C per the caller.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); R];
+                for (b, g) in w.iter().enumerate() {
+                    g.accumulate::<R>(std::array::from_fn(|r| &acts[r][b]), &mut acc);
                 }
+                acc
             }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn store<const R: usize>(acc: &[__m256; R], out: &mut [[f32; 8]]) {
-        for (o, a) in out.iter_mut().zip(acc) {
-            // SAFETY: `o` is 8 floats; AVX per the caller.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
-        }
-    }
-
-    /// A band of groups against `R` activation rows: lane `l` of `result[r]` is row `l`
-    /// times row `r`.
-    #[inline(always)]
-    unsafe fn band<G: Super, const R: usize>(w: &[G], acts: [&[BlockQ8K]; R]) -> [__m256; R] {
-        // SAFETY: AVX2, FMA and F16C per the caller.
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for (b, g) in w.iter().enumerate() {
-                g.accumulate::<R>(std::array::from_fn(|r| &acts[r][b]), &mut acc);
-            }
-            acc
         }
     }
 
@@ -694,7 +667,7 @@ mod avx2 {
     }
 
     /// One super-block of eight rows added to `R` rows' accumulators.
-    trait Super {
+    pub(super) trait Super {
         /// # Safety
         /// Only on CPUs with AVX2, FMA and F16C (inlined into the kernel).
         unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]);

@@ -1,9 +1,9 @@
 //! Quantized GGUF matrices on the CPU, multiplied by our own driver: activations quantized
-//! once per call, output rows spread over rayon's persistent pool, each row's dot products
-//! computed by the fastest kernel we have for its block type — candle's SIMD kernels where
-//! it has them (Q4_0, ...), ours where they are missing or slow (Q5_0, Q8_0:
-//! `blocks32.rs`; those and Q4_K, Q5_K, Q6_K with rows in bands of eight:
-//! `interleaved.rs`, `interleaved_k.rs`).
+//! once per call, output rows spread over a persistent spinning pool (`pool.rs`), each
+//! row's dot products computed by the fastest kernel we have for its block type. Matrices
+//! whose rows come in bands of eight are repacked at load with eight rows interleaved
+//! (Q4_0, Q5_0, Q8_0: `interleaved.rs`; Q4_K, Q5_K, Q6_K: `interleaved_k.rs`); other row
+//! counts use row-by-row kernels (Q5_0, Q8_0: `blocks32.rs`) or candle's (the rest).
 //!
 //! candle 0.11's own `QMatMul` runs Q5_0 through a scalar loop and spawns work per call;
 //! on the Qwen2.5-Coder GGUF (mostly Q5_0) that was ~70 % of the decode time.
