@@ -261,32 +261,46 @@ impl<G: Group> Interleaved<G> {
     /// Repacks, band by band in place, groups whose bytes still hold the file's rows
     /// (`rows × blocks` row-major `G::Row` blocks).
     pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
-        if blocks == 0 {
-            // Rows of no blocks: nothing to repack (and no chunks of zero groups).
-            return Self(groups);
-        }
-        super::install(|| {
-            groups.par_chunks_mut(blocks).for_each_init(
-                || Vec::with_capacity(8 * blocks),
-                |band: &mut Vec<G::Row>, chunk| {
-                    band.clear();
-                    // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row
-                    // blocks (the sizes are asserted above); both are `#[repr(C)]` records
-                    // of integers for which any bytes are valid, and the row block's
-                    // alignment (2) is the group's. The rows are copied out before `chunk`
-                    // is written.
-                    #[allow(unsafe_code)]
-                    band.extend_from_slice(unsafe {
-                        std::slice::from_raw_parts(chunk.as_ptr().cast::<G::Row>(), 8 * blocks)
-                    });
-                    for (b, g) in chunk.iter_mut().enumerate() {
-                        *g = G::pack(&std::array::from_fn(|l| band[l * blocks + b]));
-                    }
-                },
-            )
-        });
+        repack_bands(&mut groups, blocks, G::pack);
         Self(groups)
     }
+}
+
+/// Repacks in place, band by band in parallel, `groups` whose bytes still hold the file's
+/// rows (`8 · bands` rows of `blocks` row-major `R` blocks): group `b` of a band is `pack`
+/// of its eight rows' block `b`. For every interleaved layout (`interleaved_k.rs` too).
+pub(super) fn repack_bands<G: Copy + Send, R: Copy + Send>(
+    groups: &mut [G],
+    blocks: usize,
+    pack: impl Fn(&[R; 8]) -> G + Sync,
+) {
+    const {
+        assert!(std::mem::size_of::<G>() == 8 * std::mem::size_of::<R>());
+        assert!(std::mem::align_of::<G>() >= std::mem::align_of::<R>());
+    }
+    if blocks == 0 {
+        // Rows of no blocks: nothing to repack (and no chunks of zero groups).
+        return;
+    }
+    super::install(|| {
+        groups.par_chunks_mut(blocks).for_each_init(
+            || Vec::with_capacity(8 * blocks),
+            |band: &mut Vec<R>, chunk| {
+                band.clear();
+                // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row blocks
+                // (sizes and alignments asserted above); both are `#[repr(C)]` records of
+                // integers for which any bytes are valid. The rows are copied out before
+                // `chunk` is written.
+                #[allow(unsafe_code)]
+                band.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(chunk.as_ptr().cast::<R>(), 8 * blocks)
+                });
+                for (b, g) in chunk.iter_mut().enumerate() {
+                    *g = pack(&std::array::from_fn(|l| band[l * blocks + b]));
+                }
+            },
+        )
+    });
 }
 
 impl<G: Group> QuantRows for Interleaved<G> {

@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::interleaved::{band_dots, BandDotsFn};
+use super::interleaved::{band_dots, repack_bands, BandDotsFn};
 use super::{Prepared, QuantRows};
 
 /// A GGUF Q4_K block.
@@ -270,7 +270,7 @@ pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8K>;
 /// An interleaved layout of a 256-weight block type.
 pub(super) trait GroupK: Copy + Send + Sync + std::fmt::Debug + 'static {
     /// The file's block.
-    type Row: Copy;
+    type Row: Copy + Send;
     /// Block `b` of eight rows.
     fn pack(rows: &[Self::Row; 8]) -> Self;
     /// Lane `l`'s 256 weights, computed as candle's `to_float` computes them.
@@ -507,29 +507,7 @@ impl<G: GroupK> InterleavedK<G> {
     /// Repacks, band by band in place, groups whose bytes still hold the file's rows
     /// (`rows × blocks` row-major `G::Row` blocks).
     pub(super) fn repack(mut groups: Vec<G>, blocks: usize) -> Self {
-        const {
-            assert!(std::mem::size_of::<G>() == 8 * std::mem::size_of::<G::Row>());
-            assert!(std::mem::align_of::<G>() >= std::mem::align_of::<G::Row>());
-        }
-        if blocks == 0 {
-            // Rows of no blocks: nothing to repack (and no chunks of zero groups).
-            return Self(groups);
-        }
-        let mut band: Vec<G::Row> = Vec::with_capacity(8 * blocks);
-        for chunk in groups.chunks_mut(blocks) {
-            band.clear();
-            // SAFETY: `chunk` is `blocks` groups, the bytes of `8 · blocks` row blocks (the
-            // sizes and alignments are asserted above); both are `#[repr(C)]` records of
-            // integers for which any bytes are valid. The rows are copied out before
-            // `chunk` is written.
-            #[allow(unsafe_code)]
-            band.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(chunk.as_ptr().cast::<G::Row>(), 8 * blocks)
-            });
-            for (b, g) in chunk.iter_mut().enumerate() {
-                *g = G::pack(&std::array::from_fn(|l| band[l * blocks + b]));
-            }
-        }
+        repack_bands(&mut groups, blocks, G::pack);
         Self(groups)
     }
 }
