@@ -1,0 +1,8 @@
+//! ferroformers serving. So far: OpenAI's chat-completions and completions request bodies,
+//! parsed strictly and checked parameter by parameter into a `GenerationConfig`, with
+//! OpenAI-style error bodies (`protocol.rs`). The engine (continuous batching) and the HTTP
+//! server (`ferro serve`) are issue 6's next steps.
+
+pub mod protocol;
+
+pub use protocol::{ApiError, ChatCompletionRequest, ChatMessage, CompletionRequest, Role};
