@@ -678,6 +678,71 @@ mod tests {
         }
     }
 
+    /// 1,000 random and mutated bodies: each parses or is a 400, none panics; then a
+    /// normal body still parses.
+    #[test]
+    fn mutated_bodies_are_400s_or_valid() {
+        let good = br#"{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "stop": ["x"], "logit_bias": {"3": 1}, "n": 2}"#;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let pieces: [&[u8]; 10] = [
+            b"\xff\xfe",
+            b"null",
+            b"[[[[[[[[[[",
+            b"}",
+            b"\"",
+            b"1e999",
+            b"-0",
+            b"\\u0000",
+            b"{\"n\":",
+            b"true",
+        ];
+        let (mut ok, mut rejected) = (0, 0);
+        for _ in 0..1000 {
+            let mut body = good.to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(body.len());
+                match next(4) {
+                    0 => {
+                        let end = (at + next(8)).min(body.len());
+                        body.drain(at..end);
+                    }
+                    1 => body
+                        .splice(at..at, pieces[next(pieces.len())].iter().copied())
+                        .for_each(drop),
+                    2 if at < body.len() => body[at] = next(256) as u8,
+                    _ => body.truncate(at),
+                }
+            }
+            match ChatCompletionRequest::from_body(&body) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert_eq!(e.status, 400, "{}", String::from_utf8_lossy(&body));
+                    rejected += 1;
+                }
+            }
+        }
+        assert!(rejected > 900, "{ok} parsed, {rejected} rejected");
+        assert!(ChatCompletionRequest::from_body(good).is_ok());
+        // Nesting deeper than serde_json's recursion limit is an error, not a stack overflow.
+        let deep = format!(
+            "{{\"model\": \"m\", \"messages\": {}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(
+            ChatCompletionRequest::from_body(deep.as_bytes())
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
     #[test]
     fn a_body_that_is_not_utf8_is_a_400() {
         let err = ChatCompletionRequest::from_body(b"{\"model\": \"\xff\"}").unwrap_err();
