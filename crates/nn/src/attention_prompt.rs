@@ -6,6 +6,7 @@
 //! each a new tensor.
 
 use crate::attention_cpu::{visible, CpuAttention, View};
+use crate::quant::matmul_strided;
 
 /// Queries per task: blocks along the diagonal waste little on masked keys, and a block's
 /// scores (32 × keys) stay in cache.
@@ -31,12 +32,17 @@ pub(crate) fn attend(
     let (heads, t, d) = (n.heads, n.t, n.d);
     let n_rep = heads / n.kv_heads;
     let blocks = t.div_ceil(QUERY_BLOCK);
-    let run = |task: usize| -> Vec<f32> {
-        let (row, head, block) = (
+    // Task `i` is query block `i % blocks` of head `i / blocks % heads` of batch row
+    // `i / (heads · blocks)`.
+    let split = |task: usize| {
+        (
             task / (heads * blocks),
             task / blocks % heads,
             task % blocks,
-        );
+        )
+    };
+    let run = |task: usize| -> Vec<f32> {
+        let (row, head, block) = split(task);
         let kv = head / n_rep;
         let pad = op.left_pad.get(row).copied().unwrap_or(0);
         let queries = block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(t);
@@ -49,82 +55,26 @@ pub(crate) fn attend(
         let first = seen.iter().map(|r| r.start).min().unwrap_or(0);
         let keys = first..seen.iter().map(|r| r.end).max().unwrap_or(first);
         let nk = keys.len();
-        let mut scores = vec![0f32; m * nk];
         let (qs, ks, vs) = (q.row_stride(), k.row_stride(), v.row_stride());
-        // SAFETY (both calls): each operand is read within its slice (`View::rows` spans
-        // exactly the rows read, at the strides passed), and `scores` (m × nk) and `out`
-        // (m × d) are written within their lengths.
-        #[allow(unsafe_code)]
-        unsafe {
-            let (qp, kp) = (
-                q.rows(row, head, queries.start, m, d),
-                k.rows(row, kv, keys.start, nk, d),
-            );
-            gemm::gemm(
-                m,
-                nk,
-                d,
-                scores.as_mut_ptr(),
-                1,
-                nk as isize,
-                false,
-                qp.as_ptr(),
-                1,
-                qs as isize,
-                kp.as_ptr(),
-                ks as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        let none = gemm::Parallelism::None;
+        // q (m, d) · kᵀ: key `j`'s element `i` at `i + j · ks`.
+        let q_rows = q.rows(row, head, queries.start, m, d);
+        let k_rows = k.rows(row, kv, keys.start, nk, d);
+        let mut scores = matmul_strided([m, d, nk], (q_rows, qs), (k_rows, 1, ks), none);
         for (s, range) in scores.chunks_exact_mut(nk).zip(&seen) {
             let (lo, hi) = (range.start - first, range.end - first);
             crate::vec_math::softmax_scaled(&mut s[lo..hi], op.scale);
             s[..lo].fill(0.0);
             s[hi..].fill(0.0);
         }
-        let mut out = vec![0f32; m * d];
-        #[allow(unsafe_code)]
-        unsafe {
-            let vp = v.rows(row, kv, keys.start, nk, d);
-            gemm::gemm(
-                m,
-                d,
-                nk,
-                out.as_mut_ptr(),
-                1,
-                d as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                nk as isize,
-                vp.as_ptr(),
-                1,
-                vs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        out
+        let v_rows = v.rows(row, kv, keys.start, nk, d);
+        matmul_strided([m, nk, d], (&scores, nk), (v_rows, vs, 1), none)
     };
     let tasks = n.b * heads * blocks;
     let parts = crate::quant::map_tasks(tasks, &run);
     let mut y = vec![0f32; n.b * t * heads * d];
     for (task, part) in parts.iter().enumerate() {
-        let (row, head, block) = (
-            task / (heads * blocks),
-            task / blocks % heads,
-            task % blocks,
-        );
+        let (row, head, block) = split(task);
         for (ii, o) in part.chunks_exact(d).enumerate() {
             let i = block * QUERY_BLOCK + ii;
             let at = ((row * t + i) * heads + head) * d;

@@ -126,8 +126,11 @@ pub(super) trait Block32: Copy + Send + Sync + std::fmt::Debug {
     /// The scale's f16 bits.
     fn scale_bits(&self) -> u16;
     /// The fastest kernel this CPU runs for the type: one row of weights against up to
-    /// four rows of activations (`out[r]` for `acts[r]`).
-    fn kernel() -> DotsFn<Self>;
+    /// four rows of activations (`out[r]` for `acts[r]`); the portable one unless a type
+    /// has SIMD ones.
+    fn kernel() -> DotsFn<Self> {
+        dots_portable
+    }
 }
 
 impl Block32 for BlockQ4_0 {
@@ -138,11 +141,6 @@ impl Block32 for BlockQ4_0 {
 
     fn scale_bits(&self) -> u16 {
         self.d
-    }
-
-    /// Whole rows of Q4_0 go through candle's kernel; this one serves only tests.
-    fn kernel() -> DotsFn<Self> {
-        dots_portable
     }
 }
 

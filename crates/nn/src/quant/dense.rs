@@ -30,20 +30,38 @@ pub(crate) fn dense_matmul(q: &QuantMatrix, x: &[f32], m: usize) -> Vec<f32> {
 
 /// `x (m, k) · w (n, k)ᵀ`, all row-major.
 fn gemm_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    assert!(
-        x.len() >= m * k && w.len() >= n * k,
-        "gemm operands too short"
-    );
     let threads = num_threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
+    // wᵀ: element (i, j) is w[j·k + i].
+    matmul_strided([m, k, n], (x, k), (w, 1, k), parallelism)
+}
+
+/// `a (m, k) · b (k, n)` as a new row-major `(m, n)`, with `gemm`, the crate candle's CPU
+/// matmul calls: `a` row-major with row stride `a.1`; `b`'s element `(i, j)` at
+/// `b.0[i · b.1 + j · b.2]` (so a transposed or strided view needs no copy). The extents
+/// the strides reach are checked against the slices.
+pub(crate) fn matmul_strided(
+    [m, k, n]: [usize; 3],
+    a: (&[f32], usize),
+    b: (&[f32], usize, usize),
+    parallelism: gemm::Parallelism,
+) -> Vec<f32> {
+    if m == 0 || k == 0 || n == 0 {
+        return vec![0.0; m * n];
+    }
+    let ((a, a_rs), (b, b_rs, b_cs)) = (a, b);
+    assert!(
+        (m - 1) * a_rs + k <= a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "gemm operands too short"
+    );
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: `x` holds m·k values (row stride k), `w` n·k (wᵀ: row stride 1, column stride
-    // k), `y` has room for m·n (row stride n). With `read_dst` false and alpha 0 the GEMM
-    // writes every element of `y` without reading it, so the length is set afterwards.
+    // SAFETY: every element read is inside `a` and `b` (checked above) and `y` has room
+    // for m·n (row stride n). With `read_dst` false and alpha 0 the GEMM writes every
+    // element of `y` without reading it, so the length is set afterwards.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -54,12 +72,12 @@ fn gemm_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
             1,
             n as isize,
             false,
-            x.as_ptr(),
+            a.as_ptr(),
             1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
             0.0,
             1.0,
             false,

@@ -97,6 +97,19 @@ pub(super) struct Expanded {
 /// Bands expanded at a time: 64 rows of 896 weights stay in L2 with the inputs.
 const EXPAND_BANDS: usize = 8;
 
+/// The low four bits of chunk `c`'s byte `p` (= `4l + j`) in a Q4_0 or Q5_0 group's `qs`.
+fn nibble(qs: &[u8; 128], c: usize, p: usize) -> u8 {
+    (qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F
+}
+
+/// Row `l`'s bytes into a group's chunk registers: the layouts keep each four-byte run of
+/// a row, so run `k` lands at `32k + 4l`.
+fn place_runs<T: Copy>(dst: &mut [T], l: usize, row: &[T]) {
+    for (k, run) in row.chunks_exact(4).enumerate() {
+        dst[32 * k + 4 * l..32 * k + 4 * l + 4].copy_from_slice(run);
+    }
+}
+
 impl Group for GroupQ5_0 {
     type Row = BlockQ5_0;
 
@@ -112,9 +125,7 @@ impl Group for GroupQ5_0 {
         };
         for (l, row) in rows.iter().enumerate() {
             g.d[l] = row.d;
-            for k in 0..4 {
-                g.qs[32 * k + 4 * l..32 * k + 4 * l + 4].copy_from_slice(&row.qs[4 * k..4 * k + 4]);
-            }
+            place_runs(&mut g.qs, l, &row.qs);
             let qh = u32::from_le_bytes(row.qh);
             for j in 0..4 {
                 g.qh[4 * l + j] =
@@ -127,9 +138,8 @@ impl Group for GroupQ5_0 {
     fn values(&self, l: usize) -> [i8; 32] {
         std::array::from_fn(|e| {
             let (c, p) = (e / 4, 4 * l + e % 4);
-            let low = (self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F;
             let fifth = (self.qh[p] >> c) & 1;
-            (low | (fifth << 4)) as i8 - 16
+            (nibble(&self.qs, c, p) | (fifth << 4)) as i8 - 16
         })
     }
 
@@ -149,10 +159,7 @@ impl Group for GroupQ5_0 {
     fn expand(&self) -> Option<Expanded> {
         Some(Expanded {
             q: std::array::from_fn(|c| {
-                std::array::from_fn(|p| {
-                    let low = (self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F;
-                    low | (((self.qh[p] >> c) & 1) << 4)
-                })
+                std::array::from_fn(|p| nibble(&self.qs, c, p) | (((self.qh[p] >> c) & 1) << 4))
             }),
             d: self.d,
         })
@@ -178,9 +185,7 @@ impl Group for GroupQ4_0 {
         };
         for (l, row) in rows.iter().enumerate() {
             g.d[l] = row.d;
-            for k in 0..4 {
-                g.qs[32 * k + 4 * l..32 * k + 4 * l + 4].copy_from_slice(&row.qs[4 * k..4 * k + 4]);
-            }
+            place_runs(&mut g.qs, l, &row.qs);
         }
         g
     }
@@ -188,7 +193,7 @@ impl Group for GroupQ4_0 {
     fn values(&self, l: usize) -> [i8; 32] {
         std::array::from_fn(|e| {
             let (c, p) = (e / 4, 4 * l + e % 4);
-            ((self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F) as i8 - 8
+            nibble(&self.qs, c, p) as i8 - 8
         })
     }
 
@@ -207,9 +212,7 @@ impl Group for GroupQ4_0 {
     /// `q + 8` (8..=23): the Q5_0 kernel's `q − 16` then gives `q − 8`.
     fn expand(&self) -> Option<Expanded> {
         Some(Expanded {
-            q: std::array::from_fn(|c| {
-                std::array::from_fn(|p| ((self.qs[32 * (c % 4) + p] >> (4 * (c / 4))) & 0x0F) + 8)
-            }),
+            q: std::array::from_fn(|c| std::array::from_fn(|p| nibble(&self.qs, c, p) + 8)),
             d: self.d,
         })
     }
@@ -229,9 +232,7 @@ impl Group for GroupQ8_0 {
         };
         for (l, row) in rows.iter().enumerate() {
             g.d[l] = row.d;
-            for c in 0..8 {
-                g.qs[32 * c + 4 * l..32 * c + 4 * l + 4].copy_from_slice(&row.qs[4 * c..4 * c + 4]);
-            }
+            place_runs(&mut g.qs, l, &row.qs);
         }
         g
     }
@@ -546,7 +547,6 @@ pub(super) mod avx2 {
         unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
             // SAFETY: loads inside `qs` and `qh`; AVX2 per the contract.
             unsafe {
-                let low4 = _mm256_set1_epi8(0x0F);
                 let bit4 = _mm256_set1_epi8(0x10);
                 let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
                 // q = low nibble | fifth bit · 16, for the unsigned-weight `maddubs`.
@@ -560,15 +560,23 @@ pub(super) mod avx2 {
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
                     _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
                 ];
-                unsigned_dots(acts, |c| {
-                    let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (c % 4)).cast());
-                    let nibbles = if c < 4 {
-                        _mm256_and_si256(packed, low4)
-                    } else {
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
-                    };
-                    _mm256_or_si256(nibbles, fifth[c])
-                })
+                unsigned_dots(acts, |c| _mm256_or_si256(nibbles(&self.qs, c), fifth[c]))
+            }
+        }
+    }
+
+    /// Chunk `c`'s low four bits from a Q4_0 or Q5_0 group's `qs` (the SIMD `nibble`).
+    #[inline(always)]
+    unsafe fn nibbles(qs: &[u8; 128], c: usize) -> __m256i {
+        // SAFETY: the load reads `qs[32 (c % 4) ..][..32]`, inside the 128 bytes; AVX2 per
+        // the caller.
+        unsafe {
+            let low4 = _mm256_set1_epi8(0x0F);
+            let packed = _mm256_loadu_si256(qs.as_ptr().add(32 * (c % 4)).cast());
+            if c < 4 {
+                _mm256_and_si256(packed, low4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
             }
         }
     }
@@ -582,19 +590,10 @@ pub(super) mod avx2 {
         unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
             // SAFETY: loads inside `qs`; AVX2 per the contract.
             unsafe {
-                let low4 = _mm256_set1_epi8(0x0F);
                 let eight = _mm256_set1_epi8(8);
                 // q + 8 (8..=23, pairs at most 2 · 23 · 127), so that the shared kernel's
                 // − 16 Σ a leaves Σ (q − 8)·a.
-                unsigned_dots(acts, |c| {
-                    let packed = _mm256_loadu_si256(self.qs.as_ptr().add(32 * (c % 4)).cast());
-                    let nibbles = if c < 4 {
-                        _mm256_and_si256(packed, low4)
-                    } else {
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
-                    };
-                    _mm256_add_epi8(nibbles, eight)
-                })
+                unsigned_dots(acts, |c| _mm256_add_epi8(nibbles(&self.qs, c), eight))
             }
         }
     }

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use blocks32::has_avx2;
 pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
-pub(crate) use dense::dense_matmul;
+pub(crate) use dense::{dense_matmul, matmul_strided};
 use interleaved::{GroupQ4_0, GroupQ5_0, GroupQ8_0, Interleaved};
 use interleaved_k::{GroupQ4K, GroupQ5K, GroupQ6K, InterleavedK};
 pub(crate) use pool::{for_each_chunk_mut, map_tasks};
