@@ -156,8 +156,8 @@ fn quantize_activations(x: &[f32], m: usize) -> Vec<BlockQ8K> {
 
 /// Eight rows' Q4_K super-block.
 ///
-/// Sub-block pair `k` (sub-blocks `2k`, `2k + 1`) keeps its scales at byte `p = 2l + h`
-/// of 16: `sm[16k + p]` = `sc[l][2k + h] | (m[l][2k + h] >> 4) << 6`, and the mins' low
+/// In `head` (`ScalesK4`), sub-block pair `k` (sub-blocks `2k`, `2k + 1`) keeps its scales
+/// at byte `p = 2l + h` of 16: `sm[16k + p]` = `sc[l][2k + h] | (m[l][2k + h] >> 4) << 6`, and the mins' low
 /// four bits in `mlo[16 (k % 2) + p]`, low nibble for `k < 2`, high for `k ≥ 2` (the 96
 /// bytes of the eight rows' packed scales). Sub-block `s`'s weights are
 /// `qs[128s .. 128s + 128]`: register `t` (32 bytes) holds chunk `t` in its low nibbles and
@@ -165,10 +165,7 @@ fn quantize_activations(x: &[f32], m: usize) -> Vec<BlockQ8K> {
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub(super) struct GroupQ4K {
-    d: [u16; 8],
-    dmin: [u16; 8],
-    sm: [u8; 64],
-    mlo: [u8; 32],
+    head: ScalesK4,
     qs: [u8; 1024],
 }
 const _: () = assert!(std::mem::size_of::<GroupQ4K>() == 8 * std::mem::size_of::<BlockQ4K>());
@@ -180,10 +177,7 @@ const _: () = assert!(std::mem::size_of::<GroupQ4K>() == 8 * std::mem::size_of::
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub(super) struct GroupQ5K {
-    d: [u16; 8],
-    dmin: [u16; 8],
-    sm: [u8; 64],
-    mlo: [u8; 32],
+    head: ScalesK4,
     qs: [u8; 1280],
 }
 
@@ -200,26 +194,63 @@ const SPREAD_Q5K: [(usize, usize, u32, u32, u32); 7] = [
 ];
 const _: () = assert!(std::mem::size_of::<GroupQ5K>() == 8 * std::mem::size_of::<BlockQ5K>());
 
-/// Lane `l`'s 6-bit scales and mins into Q4_K's group layout (`GroupQ4K`).
-fn pack_scales_k4(sm: &mut [u8; 64], mlo: &mut [u8; 32], l: usize, sc: [u8; 8], m: [u8; 8]) {
-    for s in 0..8 {
-        let (k, p) = (s / 2, 2 * l + s % 2);
-        sm[16 * k + p] = sc[s] | ((m[s] >> 4) << 6);
-        mlo[16 * (k % 2) + p] |= (m[s] & 0x0F) << (4 * (k / 2));
-    }
+/// What Q4_K and Q5_K groups share ahead of their weights: eight rows' f16 `d` and `dmin`
+/// and their 6-bit scales and mins in the layout `GroupQ4K` describes.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct ScalesK4 {
+    d: [u16; 8],
+    dmin: [u16; 8],
+    sm: [u8; 64],
+    mlo: [u8; 32],
 }
 
-/// Lane `l`'s scales and mins back from Q4_K's group layout.
-fn lane_scales_k4(sm: &[u8; 64], mlo: &[u8; 32], l: usize) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
-    for s in 0..8 {
-        let (k, p) = (s / 2, 2 * l + s % 2);
-        let b = sm[16 * k + p];
-        sc[s] = b & 63;
-        m[s] = ((mlo[16 * (k % 2) + p] >> (4 * (k / 2))) & 0x0F) | ((b >> 6) << 4);
+impl ScalesK4 {
+    fn new() -> Self {
+        Self {
+            d: [0; 8],
+            dmin: [0; 8],
+            sm: [0; 64],
+            mlo: [0; 32],
+        }
     }
-    (sc, m)
+
+    /// Row `l`'s `d`, `dmin` and packed 12-byte scales and mins.
+    fn pack_lane(&mut self, l: usize, d: u16, dmin: u16, scales: &[u8; 12]) {
+        self.d[l] = d;
+        self.dmin[l] = dmin;
+        let (sc, m) = scales_mins_k4(scales);
+        for s in 0..8 {
+            let (k, p) = (s / 2, 2 * l + s % 2);
+            self.sm[16 * k + p] = sc[s] | ((m[s] >> 4) << 6);
+            self.mlo[16 * (k % 2) + p] |= (m[s] & 0x0F) << (4 * (k / 2));
+        }
+    }
+
+    /// Lane `l`'s scales and mins back.
+    fn lane(&self, l: usize) -> ([u8; 8], [u8; 8]) {
+        let mut sc = [0u8; 8];
+        let mut m = [0u8; 8];
+        for s in 0..8 {
+            let (k, p) = (s / 2, 2 * l + s % 2);
+            let b = self.sm[16 * k + p];
+            sc[s] = b & 63;
+            m[s] = ((self.mlo[16 * (k % 2) + p] >> (4 * (k / 2))) & 0x0F) | ((b >> 6) << 4);
+        }
+        (sc, m)
+    }
+
+    /// Lane `l`'s weights `d·sc·q − dmin·m` from its `q`, as candle's `to_float`.
+    fn weights(&self, l: usize, q: &[u8; 256], out: &mut [f32]) {
+        let (sc, m) = self.lane(l);
+        to_f32_k4(self.d[l], self.dmin[l], q, sc, m, out);
+    }
+
+    /// Lane `l` (with weights `q`) times `a`, in plain Rust.
+    fn dot(&self, l: usize, q: &[u8; 256], a: &BlockQ8K) -> f32 {
+        let (sc, m) = self.lane(l);
+        dot_k4(self.d[l], self.dmin[l], q, sc, m, a)
+    }
 }
 
 /// Weights `d·sc·q − dmin·m` of one lane, as candle's `to_float` computes them.
@@ -282,14 +313,12 @@ pub(super) trait GroupK: Copy + Send + Sync + std::fmt::Debug + 'static {
 }
 
 impl GroupQ4K {
-    /// Lane `l`'s `q`, scales and mins.
-    fn lane(&self, l: usize) -> ([u8; 256], [u8; 8], [u8; 8]) {
-        let q = std::array::from_fn(|e| {
+    /// Lane `l`'s `q` (0..=15).
+    fn lane(&self, l: usize) -> [u8; 256] {
+        std::array::from_fn(|e| {
             let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
             (self.qs[128 * s + 32 * (c % 4) + 4 * l + j] >> (4 * (c / 4))) & 0x0F
-        });
-        let (sc, m) = lane_scales_k4(&self.sm, &self.mlo, l);
-        (q, sc, m)
+        })
     }
 }
 
@@ -298,17 +327,11 @@ impl GroupK for GroupQ4K {
 
     fn pack(rows: &[BlockQ4K; 8]) -> Self {
         let mut g = Self {
-            d: [0; 8],
-            dmin: [0; 8],
-            sm: [0; 64],
-            mlo: [0; 32],
+            head: ScalesK4::new(),
             qs: [0; 1024],
         };
         for (l, row) in rows.iter().enumerate() {
-            g.d[l] = row.d;
-            g.dmin[l] = row.dmin;
-            let (sc, m) = scales_mins_k4(&row.scales);
-            pack_scales_k4(&mut g.sm, &mut g.mlo, l, sc, m);
+            g.head.pack_lane(l, row.d, row.dmin, &row.scales);
             for (e, q) in row.quants().into_iter().enumerate() {
                 let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
                 g.qs[128 * s + 32 * (c % 4) + 4 * l + j] |= q << (4 * (c / 4));
@@ -318,13 +341,11 @@ impl GroupK for GroupQ4K {
     }
 
     fn to_f32(&self, l: usize, out: &mut [f32]) {
-        let (q, sc, m) = self.lane(l);
-        to_f32_k4(self.d[l], self.dmin[l], &q, sc, m, out);
+        self.head.weights(l, &self.lane(l), out);
     }
 
     fn dot(&self, l: usize, a: &BlockQ8K) -> f32 {
-        let (q, sc, m) = self.lane(l);
-        dot_k4(self.d[l], self.dmin[l], &q, sc, m, a)
+        self.head.dot(l, &self.lane(l), a)
     }
 
     fn kernel() -> GroupDotsFn<Self> {
@@ -337,9 +358,9 @@ impl GroupK for GroupQ4K {
 }
 
 impl GroupQ5K {
-    /// Lane `l`'s `q` (0..=31), scales and mins.
-    fn lane(&self, l: usize) -> ([u8; 256], [u8; 8], [u8; 8]) {
-        let q = std::array::from_fn(|e| {
+    /// Lane `l`'s `q` (0..=31).
+    fn lane(&self, l: usize) -> [u8; 256] {
+        std::array::from_fn(|e| {
             let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
             let byte = |i: usize| self.qs[160 * s + 32 * i + 4 * l + j];
             if c < 5 {
@@ -352,9 +373,7 @@ impl GroupQ5K {
                         q | (((byte(i) >> at) & ((1 << n) - 1)) << to)
                     })
             }
-        });
-        let (sc, m) = lane_scales_k4(&self.sm, &self.mlo, l);
-        (q, sc, m)
+        })
     }
 }
 
@@ -363,17 +382,11 @@ impl GroupK for GroupQ5K {
 
     fn pack(rows: &[BlockQ5K; 8]) -> Self {
         let mut g = Self {
-            d: [0; 8],
-            dmin: [0; 8],
-            sm: [0; 64],
-            mlo: [0; 32],
+            head: ScalesK4::new(),
             qs: [0; 1280],
         };
         for (l, row) in rows.iter().enumerate() {
-            g.d[l] = row.d;
-            g.dmin[l] = row.dmin;
-            let (sc, m) = scales_mins_k4(&row.scales);
-            pack_scales_k4(&mut g.sm, &mut g.mlo, l, sc, m);
+            g.head.pack_lane(l, row.d, row.dmin, &row.scales);
             for (e, q) in row.quants().into_iter().enumerate() {
                 let (s, c, j) = (e / 32, (e % 32) / 4, e % 4);
                 let at = 160 * s + 4 * l + j;
@@ -390,13 +403,11 @@ impl GroupK for GroupQ5K {
     }
 
     fn to_f32(&self, l: usize, out: &mut [f32]) {
-        let (q, sc, m) = self.lane(l);
-        to_f32_k4(self.d[l], self.dmin[l], &q, sc, m, out);
+        self.head.weights(l, &self.lane(l), out);
     }
 
     fn dot(&self, l: usize, a: &BlockQ8K) -> f32 {
-        let (q, sc, m) = self.lane(l);
-        dot_k4(self.d[l], self.dmin[l], &q, sc, m, a)
+        self.head.dot(l, &self.lane(l), a)
     }
 
     fn kernel() -> GroupDotsFn<Self> {
@@ -724,7 +735,7 @@ mod avx2 {
             // contract.
             unsafe {
                 let low4 = _mm256_set1_epi8(0x0F);
-                let (sc, mins) = scales_k4(&self.sm, &self.mlo);
+                let (sc, mins) = scales_k4(&self.head.sm, &self.head.mlo);
                 let mut main = [_mm256_setzero_si256(); R];
                 for (k, &sck) in sc.iter().enumerate() {
                     for h in 0..2 {
@@ -753,7 +764,7 @@ mod avx2 {
                         }
                     }
                 }
-                finish_k4(&self.d, &self.dmin, &mins, main, acts, acc);
+                finish_k4(&self.head.d, &self.head.dmin, &mins, main, acts, acc);
             }
         }
     }
@@ -768,7 +779,7 @@ mod avx2 {
             // SAFETY: the loads read inside the group's arrays; AVX2, FMA, F16C per the
             // contract.
             unsafe {
-                let (sc, mins) = scales_k4(&self.sm, &self.mlo);
+                let (sc, mins) = scales_k4(&self.head.sm, &self.head.mlo);
                 let mut main = [_mm256_setzero_si256(); R];
                 for (k, &sck) in sc.iter().enumerate() {
                     for h in 0..2 {
@@ -830,7 +841,7 @@ mod avx2 {
                         }
                     }
                 }
-                finish_k4(&self.d, &self.dmin, &mins, main, acts, acc);
+                finish_k4(&self.head.d, &self.head.dmin, &mins, main, acts, acc);
             }
         }
     }
