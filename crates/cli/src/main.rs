@@ -31,6 +31,8 @@ enum Command {
     Detokenize(commands::detokenize::Args),
     /// Render a conversation with the model's chat template.
     Template(commands::template::Args),
+    /// Serve the model over OpenAI's HTTP API (continuous batching).
+    Serve(commands::serve::Args),
     /// Write a checkpoint (safetensors folder or GGUF) as a quantized GGUF llama.cpp loads.
     Quantize(commands::quantize::Args),
 }
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Detokenize(a) => commands::detokenize::run(a),
         Command::Template(a) => commands::template::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

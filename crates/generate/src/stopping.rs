@@ -34,7 +34,7 @@ impl FinishReason {
 /// The text of one sequence as it grows: what is safe to show, and stop-string matching.
 pub struct TextTracker<'a> {
     stream: DecodeStream<'a>,
-    stop_strings: &'a [String],
+    stop_strings: Vec<String>,
     text: String,
     /// Bytes of `text` already handed out.
     shown: usize,
@@ -42,10 +42,10 @@ pub struct TextTracker<'a> {
 }
 
 impl<'a> TextTracker<'a> {
-    pub fn new(tokenizer: &'a Tokenizer, stop_strings: &'a [String]) -> Self {
+    pub fn new(tokenizer: &'a Tokenizer, stop_strings: &[String]) -> Self {
         Self {
             stream: tokenizer.decode_stream(true),
-            stop_strings,
+            stop_strings: stop_strings.to_vec(),
             text: String::new(),
             shown: 0,
             stopped: false,
@@ -109,7 +109,7 @@ impl<'a> TextTracker<'a> {
     fn held_back(&self) -> usize {
         let unshown = &self.text[self.shown..];
         let mut hold = 0;
-        for stop in self.stop_strings {
+        for stop in &self.stop_strings {
             for (i, _) in stop.char_indices().skip(1) {
                 if i > hold && unshown.ends_with(&stop[..i]) {
                     hold = i;

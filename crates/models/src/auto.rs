@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
-use ferro_nn::{Cache, Weights};
+use ferro_nn::{Cache, Caches, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
@@ -266,21 +266,74 @@ impl CausalLm {
                 msg: format!("a batch of {b} rows for a cache laid out for {pads}"),
             });
         }
-        let start = cache.len();
-        if start + t > self.max_positions() {
+        self.check_room(cache.len() + t)?;
+        self.run(ids, &mut Caches::Batch(cache), last_only)
+    }
+
+    /// One step of several independent sequences (a serving engine's batch): sequence `i`
+    /// feeds `seqs[i].0` (one token when decoding, a chunk of its prompt when prefilling)
+    /// after what its cache `seqs[i].1` holds. The tokens are packed into one row, so the
+    /// matrix products read each weight once for all of them; each sequence attends over
+    /// its own cache. When every sequence feeds one token (a decode step), each row gets
+    /// exactly the logits it gets alone, whatever else is packed with it
+    /// (`ferro_nn::quant::rows_alone`). Returns each sequence's last logits, f32 `(n, vocab)`.
+    pub fn forward_packed(&self, seqs: &mut [(&[u32], &mut Cache)]) -> Result<Tensor> {
+        let mut ids = Vec::new();
+        let mut lens = Vec::with_capacity(seqs.len());
+        for (i, (tokens, cache)) in seqs.iter().enumerate() {
+            if tokens.is_empty() || !cache.left_pad().is_empty() {
+                return Err(ModelError::InvalidArgument {
+                    param: "packed sequences",
+                    msg: format!("sequence {i} has no tokens or a left-padded batch cache"),
+                });
+            }
+            self.check_room(cache.len() + tokens.len())?;
+            ids.extend_from_slice(tokens);
+            lens.push(tokens.len());
+        }
+        if ids.is_empty() {
+            return Err(ModelError::InvalidArgument {
+                param: "packed sequences",
+                msg: "no sequence was given".into(),
+            });
+        }
+        let total = ids.len();
+        let ids = Tensor::from_vec(ids, (1, total), &self.device)?;
+        let rows_alone = lens.iter().all(|&len| len == 1);
+        let caches = seqs.iter_mut().map(|(_, c)| &mut **c).collect();
+        let mut caches = Caches::Packed { caches, lens };
+        let logits = ferro_nn::quant::install(|| {
+            if rows_alone {
+                ferro_nn::quant::rows_alone(|| self.run_here(&ids, &mut caches, true))
+            } else {
+                self.run_here(&ids, &mut caches, true)
+            }
+        })?;
+        Ok(logits.squeeze(1)?)
+    }
+
+    fn check_room(&self, positions: usize) -> Result<()> {
+        if positions > self.max_positions() {
             return Err(ModelError::InvalidArgument {
                 param: "input_ids",
                 msg: format!(
-                    "{} positions exceed the model's context of {}",
-                    start + t,
+                    "{positions} positions exceed the model's context of {}",
                     self.max_positions()
                 ),
             });
         }
+        Ok(())
+    }
+
+    fn run(&self, ids: &Tensor, caches: &mut Caches<'_>, last_only: bool) -> Result<Tensor> {
         // On the kernels' thread pool, so that their parallel loops start from a worker.
-        ferro_nn::quant::install(|| match &self.model {
-            Model::Llama(m) => m.forward(ids, cache, last_only),
-            Model::Gemma3(m) => m.forward(ids, cache, last_only),
-        })
+        ferro_nn::quant::install(|| self.run_here(ids, caches, last_only))
+    }
+
+    fn run_here(&self, ids: &Tensor, caches: &mut Caches<'_>, last_only: bool) -> Result<Tensor> {
+        match &self.model {
+            Model::Llama(m) => m.forward(ids, caches, last_only),
+            Model::Gemma3(m) => m.forward(ids, caches, last_only),
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Tensor};
 use ferro_nn::{
-    Activation, Attention, AttentionConfig, Cache, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RopeScaling, RotaryEmbedding, Weights,
 };
 
@@ -63,16 +63,10 @@ impl Gemma3DecoderLayer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cache: &mut KvCache,
-        left_pad: &[usize],
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, kv: &mut KvLayout<'_>) -> Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, cache, left_pad)?;
+            .forward(&self.input_layernorm.forward(x)?, rope, kv)?;
         let x = (x + self.post_attention_layernorm.forward(&h)?)?;
         let h = self
             .mlp
@@ -146,20 +140,19 @@ impl Gemma3ForCausalLM {
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        cache: &mut Cache,
+        caches: &mut Caches<'_>,
         last_only: bool,
     ) -> Result<Tensor> {
         let mut x = (self.embed_tokens.forward(input_ids, self.dtype)? * self.embed_scale)?;
-        let (caches, left_pad) = cache.parts();
-        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+        for (i, layer) in self.layers.iter().enumerate() {
             let rope = if layer.sliding {
                 &self.rotary_local
             } else {
                 &self.rotary_global
             };
-            x = layer.forward(&x, rope, cache, left_pad)?;
+            x = layer.forward(&x, rope, &mut caches.layer(i)?)?;
         }
-        let logits = lm_logits(&x, &self.norm, &self.lm_head, last_only)?;
+        let logits = lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)?;
         Ok(match self.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use ferro_nn::{
-    Activation, Attention, AttentionConfig, Cache, Embedding, GatedMlp, KvCache, Linear, RmsNorm,
+    Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RotaryEmbedding, Weights,
 };
 
@@ -59,17 +59,11 @@ impl LlamaDecoderLayer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RotaryEmbedding,
-        cache: &mut KvCache,
-        left_pad: &[usize],
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rope: &RotaryEmbedding, kv: &mut KvLayout<'_>) -> Result<Tensor> {
         let residual = x;
         let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, cache, left_pad)?;
+            .forward(&self.input_layernorm.forward(x)?, rope, kv)?;
         let x = (residual + h)?;
         let h = self
             .mlp
@@ -122,34 +116,48 @@ impl LlamaForCausalLM {
     }
 
     /// `input_ids (b, t)` → logits `(b, t_out, vocab)` in f32; with `last_only`, only the
-    /// last position's logits (`t_out = 1`), which is all generation needs.
+    /// last position's logits (`t_out = 1`), which is all generation needs. Packed
+    /// sequences (`b = 1`) with `last_only` give each sequence's last logits, `(n, 1, vocab)`.
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        cache: &mut Cache,
+        caches: &mut Caches<'_>,
         last_only: bool,
     ) -> Result<Tensor> {
         let mut x = self.embed_tokens.forward(input_ids, self.dtype)?;
-        let (caches, left_pad) = cache.parts();
-        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward(&x, &self.rotary, cache, left_pad)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &self.rotary, &mut caches.layer(i)?)?;
         }
-        lm_logits(&x, &self.norm, &self.lm_head, last_only)
+        lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)
     }
 }
 
-/// The final norm and output head, on the last position only when `last_only`; f32.
+/// The final norm and output head, on the last position only when `last_only` (each packed
+/// sequence's last, `(n, 1, vocab)`); f32.
 pub(crate) fn lm_logits(
     x: &Tensor,
     norm: &RmsNorm,
     lm_head: &Linear,
+    caches: &Caches<'_>,
     last_only: bool,
 ) -> Result<Tensor> {
-    let x = if last_only {
-        let t = x.dim(1)?;
-        x.narrow(1, t - 1, 1)?
-    } else {
-        x.clone()
+    let x = match (last_only, caches) {
+        (false, _) => x.clone(),
+        (true, Caches::Batch(_)) => {
+            let t = x.dim(1)?;
+            x.narrow(1, t - 1, 1)?
+        }
+        (true, Caches::Packed { lens, .. }) => {
+            let ends: Vec<u32> = lens
+                .iter()
+                .scan(0usize, |end, &len| {
+                    *end += len;
+                    Some(*end as u32 - 1)
+                })
+                .collect();
+            let ends = Tensor::new(ends.as_slice(), x.device())?;
+            x.squeeze(0)?.index_select(&ends, 0)?.unsqueeze(1)?
+        }
     };
     Ok(lm_head.forward(&norm.forward(&x)?)?.to_dtype(DType::F32)?)
 }

@@ -3,8 +3,8 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::cache::KvCache;
-use crate::error::Result;
+use crate::cache::{KvCache, KvLayout};
+use crate::error::{NnError, Result};
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
 use crate::rotary::RotaryEmbedding;
@@ -77,27 +77,66 @@ impl Attention {
         })
     }
 
-    /// `x (b, t, hidden)` in slots `cache.len()..`; appends to `cache`. Row `i` of the batch
-    /// starts with `left_pad[i]` padding slots (none when `left_pad` is empty).
+    /// `x (b, t, hidden)` continuing the cache `kv` describes (a batch cache, or one cache
+    /// per packed sequence); appends this call's keys and values to it.
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &RotaryEmbedding,
+        kv: &mut KvLayout<'_>,
+    ) -> Result<Tensor> {
+        let mut qkv = Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x)?;
+        let (Some(v), Some(k), Some(q)) = (qkv.pop(), qkv.pop(), qkv.pop()) else {
+            return Err(NnError::InvalidArgument {
+                param: "attention",
+                msg: "q, k and v projections gave no output".into(),
+            });
+        };
+        let out = match kv {
+            KvLayout::Batch { cache, left_pad } => self.attend(q, k, v, rope, cache, left_pad)?,
+            KvLayout::Packed { caches, lens } => {
+                let (b, total, _) = x.dims3()?;
+                if b != 1 || caches.len() != lens.len() || lens.iter().sum::<usize>() != total {
+                    return Err(NnError::InvalidArgument {
+                        param: "packed sequences",
+                        msg: format!(
+                            "{} caches and lengths {lens:?} for input rows of {b} × {total}",
+                            caches.len()
+                        ),
+                    });
+                }
+                // Projections ran on every token at once; each sequence attends over its
+                // own cache.
+                let mut outs = Vec::with_capacity(lens.len());
+                let mut start = 0;
+                for (cache, &len) in caches.iter_mut().zip(lens.iter()) {
+                    let part = |y: &Tensor| y.narrow(1, start, len);
+                    outs.push(self.attend(part(&q)?, part(&k)?, part(&v)?, rope, cache, &[])?);
+                    start += len;
+                }
+                Tensor::cat(&outs, 1)?
+            }
+        };
+        self.o_proj.forward(&out)
+    }
+
+    /// Attention of the projections `q`, `k`, `v (b, t, heads · d)` in slots `cache.len()..`
+    /// (row `i` starting with `left_pad[i]` padding slots); appends to `cache`; gives
+    /// `(b, t, heads · d)` for the output projection.
+    fn attend(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: &RotaryEmbedding,
         cache: &mut KvCache,
         left_pad: &[usize],
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
+        let (b, t, _) = q.dims3()?;
         let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let offset = cache.len();
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?)
-        };
-        let mut qkv = Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x)?;
-        let (Some(v), Some(k), Some(q)) = (qkv.pop(), qkv.pop(), qkv.pop()) else {
-            return Err(crate::error::NnError::InvalidArgument {
-                param: "attention",
-                msg: "q, k and v projections gave no output".into(),
-            });
         };
         let mut q = heads(q, nh)?;
         let mut k = heads(k, nkv)?;
@@ -108,15 +147,14 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
-        if x.device().is_cpu() && q.dtype() == DType::F32 && !q.track_op() {
+        if q.device().is_cpu() && q.dtype() == DType::F32 && !q.track_op() {
             let fused = crate::attention_cpu::CpuAttention {
                 offset,
                 scale: self.cfg.scale as f32,
                 window: self.cfg.sliding_window,
                 left_pad,
             };
-            let out = q.contiguous()?.apply_op3_no_bwd(&k, &v, &fused)?;
-            return self.o_proj.forward(&out);
+            return Ok(q.contiguous()?.apply_op3_no_bwd(&k, &v, &fused)?);
         }
         // Grouped-query attention without copying k and v per query head: the query heads
         // sharing a kv head are stacked as extra rows, `(b, kv, n_rep * t, d)` (heads are
@@ -134,7 +172,7 @@ impl Attention {
             offset,
             self.cfg.sliding_window,
             left_pad,
-            x.device(),
+            q.device(),
         )?;
         let scores = match mask {
             Some(mask) => {
@@ -157,7 +195,7 @@ impl Attention {
             .reshape((b, nh, t, d))?
             .transpose(1, 2)?
             .reshape((b, t, nh * d))?;
-        self.o_proj.forward(&out)
+        Ok(out)
     }
 }
 

@@ -56,6 +56,23 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// A copy of the first `len` slots in buffers of its own (nothing shared with `self`).
+    fn copy_prefix(&self, len: usize) -> Result<KvCache> {
+        let len = len.min(self.len);
+        let (Some(k), Some(v)) = (&self.k, &self.v) else {
+            return Ok(KvCache::default());
+        };
+        if len == 0 {
+            return Ok(KvCache::default());
+        }
+        let capacity = len.max(MIN_CAPACITY);
+        Ok(KvCache {
+            k: Some(grow(Some(k), k, len, capacity)?),
+            v: Some(grow(Some(v), v, len, capacity)?),
+            len,
+        })
+    }
+
     fn select(&mut self, rows: &Tensor) -> Result<()> {
         if let (Some(k), Some(v)) = (&self.k, &self.v) {
             self.k = Some(k.index_select(rows, 0)?);
@@ -113,6 +130,31 @@ impl Cache {
         (&mut self.layers, &self.left_pad)
     }
 
+    /// Layer `i`'s keys and values.
+    pub fn layer_mut(&mut self, i: usize) -> Option<&mut KvCache> {
+        self.layers.get_mut(i)
+    }
+
+    /// A copy of the first `len` slots of every layer, sharing no memory with `self`:
+    /// a sequence that starts with the same tokens continues from it (prefix caching,
+    /// several completions of one prompt). Unpadded caches only.
+    pub fn copy_prefix(&self, len: usize) -> Result<Cache> {
+        if self.left_pad.iter().any(|&p| p > 0) {
+            return Err(NnError::InvalidArgument {
+                param: "cache",
+                msg: "a left-padded batch cache cannot be copied as a prefix".into(),
+            });
+        }
+        Ok(Cache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.copy_prefix(len))
+                .collect::<Result<_>>()?,
+            left_pad: Vec::new(),
+        })
+    }
+
     /// Keeps the first `len` slots of every layer and row, dropping the rest (speculative
     /// decoding takes back the draft tokens the model did not confirm).
     pub fn truncate(&mut self, len: usize) {
@@ -151,5 +193,56 @@ impl Cache {
             layer.select(&ids)?;
         }
         Ok(())
+    }
+}
+
+/// Where the rows of one forward call sit in the KV cache, as one layer sees it.
+pub enum KvLayout<'a> {
+    /// `(b, t)` rows continuing one batch cache; row `i` starts with `left_pad[i]` padding
+    /// slots (none when empty).
+    Batch {
+        cache: &'a mut KvCache,
+        left_pad: &'a [usize],
+    },
+    /// One row `(1, Σ lens)` packing several sequences' next tokens end to end (a serving
+    /// engine's step): sequence `i` has `lens[i]` of them and continues `caches[i]`.
+    Packed {
+        caches: Vec<&'a mut KvCache>,
+        lens: &'a [usize],
+    },
+}
+
+/// The caches of one forward call: a batch cache, or one cache per packed sequence.
+pub enum Caches<'a> {
+    Batch(&'a mut Cache),
+    Packed {
+        caches: Vec<&'a mut Cache>,
+        lens: Vec<usize>,
+    },
+}
+
+impl Caches<'_> {
+    /// Layer `i`'s view.
+    pub fn layer(&mut self, i: usize) -> Result<KvLayout<'_>> {
+        let missing = || NnError::InvalidArgument {
+            param: "cache",
+            msg: format!("the cache has no layer {i}"),
+        };
+        Ok(match self {
+            Caches::Batch(cache) => {
+                let (layers, left_pad) = cache.parts();
+                KvLayout::Batch {
+                    cache: layers.get_mut(i).ok_or_else(missing)?,
+                    left_pad,
+                }
+            }
+            Caches::Packed { caches, lens } => KvLayout::Packed {
+                caches: caches
+                    .iter_mut()
+                    .map(|c| c.layer_mut(i).ok_or_else(missing))
+                    .collect::<Result<_>>()?,
+                lens,
+            },
+        })
     }
 }

@@ -18,7 +18,7 @@ mod vec_math;
 pub mod weights;
 
 pub use attention::{Attention, AttentionConfig};
-pub use cache::{Cache, KvCache};
+pub use cache::{Cache, Caches, KvCache, KvLayout};
 pub use embedding::Embedding;
 pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};

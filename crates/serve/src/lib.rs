@@ -1,10 +1,16 @@
-//! ferroformers serving. So far: OpenAI's chat-completions and completions request bodies,
-//! parsed strictly and checked parameter by parameter into a `GenerationConfig`, with
-//! OpenAI-style error bodies (`protocol.rs`), and the response bodies, streamed chunks and
-//! server-sent-event framing its clients read (`response.rs`). The engine (continuous
-//! batching) and the HTTP server (`ferro serve`) are issue 6's next steps.
+//! ferroformers' OpenAI-compatible HTTP server (`ferro serve`). `protocol.rs` parses
+//! OpenAI's request bodies strictly into generation settings, with OpenAI-style errors;
+//! `response.rs` writes the response bodies, stream chunks and server-sent events;
+//! `server.rs` holds the routes, API key, limits, CORS, request logs, metrics and
+//! graceful shutdown; `chat.rs` and `completions.rs` the two generation routes. The
+//! handlers reach the model only through the engine's handle (`ferro-engine`).
 
+mod chat;
+mod completions;
+mod engine_io;
 pub mod protocol;
 pub mod response;
+mod server;
 
 pub use protocol::{ApiError, ChatCompletionRequest, ChatMessage, CompletionRequest, Role};
+pub use server::{router, serve, ServerConfig};

@@ -3,6 +3,7 @@ pub mod chat;
 pub mod detokenize;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod template;
 pub mod tokenize;
 

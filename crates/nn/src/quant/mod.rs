@@ -44,6 +44,22 @@ const DENSE_MAX_BYTES: usize = 64 << 20;
 /// Inputs this small are quantized on the calling thread (a parallel loop costs more).
 const PARALLEL_QUANTIZE_ROWS: usize = 8;
 
+thread_local! {
+    /// Set by `rows_alone` while the calling thread runs a forward pass.
+    static ROWS_ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a forward pass, on this thread) with every quantized matrix product giving
+/// each input row the bits it gets alone: no dense GEMM for many rows, only the row-exact
+/// kernels (`a_row_gives_the_same_bits_in_any_batch`). A serving engine's decode steps
+/// use it so that a sequence's tokens do not depend on what else is in the batch.
+pub fn rows_alone<R>(f: impl FnOnce() -> R) -> R {
+    let before = ROWS_ALONE.with(|c| c.replace(true));
+    let out = f();
+    ROWS_ALONE.with(|c| c.set(before));
+    out
+}
+
 /// An input quantized by `QuantRows::prepare` (its type is the matrix type's business).
 type Prepared = Box<dyn std::any::Any + Send + Sync>;
 
@@ -246,9 +262,10 @@ impl QuantMatrix {
     /// a dense GEMM: with many rows (a prompt) the expansion is paid once for all of them,
     /// and f32 GEMM kernels reuse each weight across rows far better than row-by-row dot
     /// products do (the interleaved types' kernels beat it). Not for matrices whose f32
-    /// copy would be large (a 150k-row output head).
+    /// copy would be large (a 150k-row output head), nor inside `rows_alone`.
     pub fn prefers_dense(&self, m: usize) -> bool {
         m >= DENSE_MIN_ROWS
+            && !ROWS_ALONE.with(std::cell::Cell::get)
             && self.rows * self.cols * 4 <= DENSE_MAX_BYTES
             && self.data.dense_for_prompts()
     }
