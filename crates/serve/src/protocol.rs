@@ -297,14 +297,25 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8], fields: &[&str]) -> Result
             format!("unrecognized request argument supplied: `{key}`"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
+    serde_json::from_value::<T>(value.clone()).map_err(|e| {
         let msg = e.to_string();
-        // serde names a missing field in its message: pass it on as `param`.
-        let param = msg
+        // serde names a missing field in its message: pass it on as `param`. A wrong type
+        // in an optional field is found by leaving out one top-level key at a time: the
+        // key whose absence ends the error is at fault.
+        let missing = msg
             .split("missing field `")
             .nth(1)
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string);
+        let param = missing.or_else(|| {
+            object.keys().find_map(|k| {
+                let mut without = object.clone();
+                without.remove(k);
+                serde_json::from_value::<T>(serde_json::Value::Object(without))
+                    .is_ok()
+                    .then(|| k.clone())
+            })
+        });
         let mut err = ApiError::bad_body(format!("invalid request body: {msg}"));
         err.param = param;
         err
@@ -643,11 +654,11 @@ mod tests {
         let user = r#""messages": [{"role": "user", "content": "hi"}]"#;
         let cases = [
             (format!(r#"{{"model": "m", {user}, "temperature": 3}}"#), Some("temperature")),
-            (format!(r#"{{"model": "m", {user}, "temperature": "hot"}}"#), None),
+            (format!(r#"{{"model": "m", {user}, "temperature": "hot"}}"#), Some("temperature")),
             (format!(r#"{{"model": "m", {user}, "top_p": 0}}"#), Some("top_p")),
             (format!(r#"{{"model": "m", {user}, "n": 0}}"#), Some("n")),
             (format!(r#"{{"model": "m", {user}, "max_tokens": 0}}"#), Some("max_tokens")),
-            (format!(r#"{{"model": "m", {user}, "max_tokens": -5}}"#), None),
+            (format!(r#"{{"model": "m", {user}, "max_tokens": -5}}"#), Some("max_tokens")),
             (format!(r#"{{"model": "m", {user}, "presence_penalty": 2.5}}"#), Some("presence_penalty")),
             (format!(r#"{{"model": "m", {user}, "stop": ["a","b","c","d","e"]}}"#), Some("stop")),
             (format!(r#"{{"model": "m", {user}, "stop": ""}}"#), Some("stop")),
