@@ -61,9 +61,10 @@ class Server:
     def client(self, connections):
         # One connection per request (no keep-alive): a server may close an idle kept-alive
         # connection just as a request is sent on it (HTTP allows that, and llama-server does),
-        # and that must not be mistaken for a dropped request.
+        # and that must not be mistaken for a dropped request. trust_env=False: proxy variables
+        # must not route loopback traffic.
         return httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers,
+            base_url=self.base_url, headers=self.headers, trust_env=False,
             timeout=httpx.Timeout(self.timeout, connect=30.0),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=0),
         )
@@ -510,6 +511,8 @@ def main():
             ["tok/s (completed)", load.get("tokens_per_s")],
             ["TTFT median / max s", f"{load.get('ttft_median_s')} / {load.get('ttft_max_s')}"],
             ["metrics drained", m.get("ok") if m.get("checked") else "not checked"],
+            ["metrics: generated tokens / 200s (delta)",
+             f"{m.get('generation_tokens_delta', '-')} / {m.get('requests_200_delta', '-')}"],
             ["result", "PASS" if load["ok"] else f"FAIL ({len(load['failures'])})"],
         ])
     if not args.skip_throughput:
