@@ -59,10 +59,14 @@ class Server:
         self.model = None
 
     def client(self, connections):
+        # One connection per request (no keep-alive): a server may close an idle kept-alive
+        # connection just as a request is sent on it (HTTP allows that, and llama-server does),
+        # and that must not be mistaken for a dropped request. trust_env=False: proxy variables
+        # must not route loopback traffic.
         return httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers,
+            base_url=self.base_url, headers=self.headers, trust_env=False,
             timeout=httpx.Timeout(self.timeout, connect=30.0),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=0),
         )
 
     async def discover_model(self, client):
@@ -229,6 +233,7 @@ async def load_test(server, args):
                                                  args.load_max_tokens, i))
             return out
 
+        before = await read_metrics(client)
         t0 = time.perf_counter()
         try:
             per_client = await asyncio.wait_for(
@@ -309,6 +314,22 @@ async def load_test(server, args):
     summary["metrics"] = metrics
     if metrics.get("ok") is False:
         failures.append(metrics["message"])
+    if metrics.get("checked") and before:
+        # ferro's counters must have seen at least what the clients saw (cancelled requests
+        # add tokens the clients never read, so only a lower bound holds).
+        async with server.client(2) as client:
+            after = await read_metrics(client)
+        gen = counter_sum(after, "ferro_generation_tokens_total") - counter_sum(
+            before, "ferro_generation_tokens_total")
+        ok200 = counter_sum(after, "ferro_requests_total", 'status="200"') - counter_sum(
+            before, "ferro_requests_total", 'status="200"')
+        metrics["generation_tokens_delta"], metrics["requests_200_delta"] = gen, ok200
+        if gen < tokens:
+            failures.append(f"ferro_generation_tokens_total grew by {gen:.0f}, but the clients "
+                            f"received {tokens} completion tokens")
+        if ok200 < completed:
+            failures.append(f"ferro_requests_total{{status=\"200\"}} grew by {ok200:.0f} for "
+                            f"{completed} completed requests")
     summary["failures"] = failures
     summary["ok"] = not failures
     return summary
@@ -328,9 +349,25 @@ def parse_metrics(text):
     return out
 
 
+async def read_metrics(client):
+    """/metrics parsed, or {} when the server has none."""
+    try:
+        r = await client.get("/metrics")
+    except httpx.HTTPError:
+        return {}
+    return parse_metrics(r.text) if r.status_code == 200 else {}
+
+
+def counter_sum(values, name, label=""):
+    """The sum of a metric's series whose labels contain `label`."""
+    return sum(v for k, v in values.items()
+               if (k == name or k.startswith(name + "{")) and label in k)
+
+
 async def check_metrics_drained(server, timeout):
     """After the load, ferro must free every KV-cache block and sequence (cancelled included)."""
-    gauges = ("ferro_kv_cache_blocks_in_use", "ferro_running_sequences")
+    # Blocks kept for prefix reuse are counted apart (ferro_kv_cache_blocks_cached), not here.
+    gauges = ("ferro_kv_cache_blocks_in_use", "ferro_running_sequences", "ferro_queued_requests")
     async with server.client(2) as client:
         deadline = time.monotonic() + timeout
         while True:
@@ -474,6 +511,8 @@ def main():
             ["tok/s (completed)", load.get("tokens_per_s")],
             ["TTFT median / max s", f"{load.get('ttft_median_s')} / {load.get('ttft_max_s')}"],
             ["metrics drained", m.get("ok") if m.get("checked") else "not checked"],
+            ["metrics: generated tokens / 200s (delta)",
+             f"{m.get('generation_tokens_delta', '-')} / {m.get('requests_200_delta', '-')}"],
             ["result", "PASS" if load["ok"] else f"FAIL ({len(load['failures'])})"],
         ])
     if not args.skip_throughput:

@@ -55,9 +55,10 @@ class Suite:
         self.api_key = api_key
         # max_retries=0: the client would otherwise retry 429s and 5xxs and hide them.
         self.client = openai.OpenAI(
-            base_url=self.base_url + "/v1", api_key=api_key, max_retries=0, timeout=timeout
+            base_url=self.base_url + "/v1", api_key=api_key, max_retries=0, timeout=timeout,
+            http_client=direct_openai_http(),
         )
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
         self.model = None
         self.greedy_who = None  # the non-streamed greedy answer to WHO, for later comparisons
         self.failures = []
@@ -315,7 +316,7 @@ class Suite:
 
     def wrong_key(self):
         bad = openai.OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key + "-wrong",
-                            max_retries=0)
+                            max_retries=0, http_client=direct_openai_http())
         for what, call in (
             ("GET /v1/models", lambda: bad.models.list()),
             ("POST /v1/chat/completions",
@@ -362,6 +363,11 @@ class Suite:
         return "same greedy answer as at the start, /health 200"
 
 
+def direct_openai_http():
+    """The openai client's HTTP client, ignoring proxy variables: the server is on loopback."""
+    return openai.DefaultHttpx2Client(trust_env=False)
+
+
 def check_usage(u, max_completion):
     expect(u is not None, "no usage")
     expect(u.prompt_tokens > 0, f"prompt_tokens {u.prompt_tokens}")
@@ -392,7 +398,8 @@ def wait_healthy(base_url, seconds):
     deadline = time.monotonic() + seconds
     while True:
         try:
-            if httpx.get(base_url.rstrip("/") + "/health", timeout=5).status_code == 200:
+            if httpx.get(base_url.rstrip("/") + "/health", timeout=5,
+                         trust_env=False).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass

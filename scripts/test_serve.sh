@@ -27,7 +27,7 @@ fail() { echo "test_serve: $*; server log ($LOG):" >&2; tail -40 "$LOG" >&2; exi
 # Ready when /health is 200; give up early if the server died.
 for _ in $(seq 600); do
   kill -0 "$PID" 2>/dev/null || fail "ferro serve exited before it was ready"
-  "$PY" -c "import httpx, sys; sys.exit(httpx.get('$URL/health', timeout=2).status_code != 200)" \
+  "$PY" -c "import httpx, sys; sys.exit(httpx.get('$URL/health', timeout=2, trust_env=False).status_code != 200)" \
     2>/dev/null && break
   sleep 0.5
 done
