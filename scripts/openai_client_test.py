@@ -90,6 +90,33 @@ class Suite:
         expect(isinstance(self.model, str) and self.model, "the first model has no id")
         return f"{len(listing.data)} model(s), using {self.model!r}"
 
+    def embeddings(self):
+        # The server lists its embedding model second (ferro serve --embedding-model).
+        ids = [m.id for m in self.client.models.list().data]
+        expect(len(ids) >= 2, f"no embedding model listed: {ids}")
+        name = ids[1]
+        texts = ["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue."]
+        # The client asks for base64 by default and decodes it; ask for floats too.
+        r = self.client.embeddings.create(model=name, input=texts)
+        f = self.client.embeddings.create(model=name, input=texts, encoding_format="float")
+        expect([d.index for d in r.data] == [0, 1, 2], "indices out of order")
+        for a, b in zip(r.data, f.data):
+            expect(len(a.embedding) == len(b.embedding) > 0, "base64 and float lengths differ")
+            expect(max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6,
+                   "base64 and float embeddings differ")
+        v = [d.embedding for d in f.data]
+        cos = lambda a, b: sum(x * y for x, y in zip(a, b))  # unit vectors
+        expect(abs(cos(v[0], v[0]) - 1) < 1e-4, "embeddings are not normalized")
+        expect(cos(v[0], v[1]) > cos(v[0], v[2]), "similar sentences are not closer")
+        expect(r.usage.prompt_tokens > 0, "no token count in usage")
+        try:
+            self.client.embeddings.create(model="no-such-model", input="x")
+            raise CheckFailed("an unknown embedding model was accepted")
+        except openai.NotFoundError:
+            pass
+        return (f"{name}: {len(v[0])} dims, cos(similar) {cos(v[0], v[1]):.3f} > "
+                f"cos(other) {cos(v[0], v[2]):.3f}, base64 == float")
+
     def chat(self):
         r = self.client.chat.completions.create(
             model=self.model, messages=WHO, temperature=0, max_tokens=24
@@ -436,6 +463,7 @@ def main():
         ("401 wrong key", s.wrong_key),
         ("400 invalid JSON (raw)", s.raw_invalid_json),
         ("400 max_tokens beyond context (raw)", s.raw_max_tokens_too_big),
+        ("embeddings (base64 and float)", s.embeddings),
         ("still serving after errors", s.still_serving),
     ]
     for name, fn in checks:

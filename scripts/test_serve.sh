@@ -13,13 +13,15 @@ cd "$(dirname "$0")/.."
 FERRO="${FERRO:-target/release/ferro}"
 [ -x "$FERRO" ] || { echo "test_serve: no $FERRO (cargo build --release -p ferro-cli)" >&2; exit 1; }
 MODEL="${MODEL:-$(scripts/fetch_models.sh --only qwen | grep -m1 '\.gguf$')}"
+EMBEDDING_MODEL="${EMBEDDING_MODEL:-$(scripts/fetch_models.sh --only minilm | tail -1)}"
 PY="$(scripts/setup_test_client.sh)"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 KEY="test-key-$RANDOM$RANDOM"
 URL="http://127.0.0.1:$PORT"
 LOG="$(mktemp -t ferro-serve.XXXXXX.log)"
 
-"$FERRO" serve --model "$MODEL" --host 127.0.0.1 --port "$PORT" --api-key "$KEY" >"$LOG" 2>&1 &
+"$FERRO" serve --model "$MODEL" --embedding-model "$EMBEDDING_MODEL" --host 127.0.0.1 --port "$PORT" \
+  --api-key "$KEY" >"$LOG" 2>&1 &
 PID=$!
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true' EXIT
 fail() { echo "test_serve: $*; server log ($LOG):" >&2; tail -40 "$LOG" >&2; exit 1; }

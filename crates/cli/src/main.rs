@@ -31,6 +31,8 @@ enum Command {
     Detokenize(commands::detokenize::Args),
     /// Render a conversation with the model's chat template.
     Template(commands::template::Args),
+    /// Run a task pipeline over inputs (sentence-embeddings so far), one JSON line each.
+    Pipeline(commands::pipeline::Args),
     /// Serve the model over OpenAI's HTTP API (continuous batching).
     Serve(commands::serve::Args),
     /// Write a checkpoint (safetensors folder or GGUF) as a quantized GGUF llama.cpp loads.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Template(a) => commands::template::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Pipeline(a) => commands::pipeline::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! built from ferro-nn blocks; GGUF and safetensors load into the same code.
 
 pub mod auto;
+pub mod bert;
 pub mod config;
 pub mod error;
 pub mod gemma3;
@@ -10,6 +11,7 @@ pub mod llama;
 pub mod quantize;
 
 pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
+pub use bert::{BertConfig, BertModel};
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};
 pub use quantize::{quantize_to_gguf, QuantizeOptions, QuantizeReport};

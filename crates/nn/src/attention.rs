@@ -199,6 +199,34 @@ impl Attention {
     }
 }
 
+/// Bidirectional attention of `q`, `k`, `v (b, heads, t, d)` (an encoder's): each query
+/// sees every key whose `key_mask (b, t)` entry is 1 (padding is 0); softmax in f32.
+/// Gives `(b, t, heads · d)`.
+pub fn bidirectional_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    key_mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let dtype = q.dtype();
+    let scores = (q
+        .to_dtype(DType::F32)?
+        .matmul(&k.to_dtype(DType::F32)?.t()?)?
+        * scale)?;
+    // 0 for keys, a large negative number for padding (as transformers: finite, so that a
+    // row of padding stays a valid softmax).
+    let bias =
+        ((key_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((b, 1, 1, t))?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias)?)?;
+    Ok(probs
+        .to_dtype(dtype)?
+        .matmul(&v.contiguous()?)?
+        .transpose(1, 2)?
+        .reshape((b, t, h * d))?)
+}
+
 /// An additive mask, 0 where query slot `offset + i` may see key slot `j`, -inf elsewhere:
 /// `(t, total)`, or `(b, 1, t, total)` when rows have left padding (padding keys are hidden;
 /// a padding query sees only itself, so its softmax stays finite). `None` when nothing is

@@ -17,13 +17,13 @@ pub mod rotary;
 mod vec_math;
 pub mod weights;
 
-pub use attention::{Attention, AttentionConfig};
+pub use attention::{bidirectional_attention, Attention, AttentionConfig};
 pub use cache::{Cache, Caches, KvCache, KvLayout};
 pub use embedding::Embedding;
 pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};
 pub use mlp::{Activation, GatedMlp};
-pub use norm::RmsNorm;
+pub use norm::{LayerNorm, RmsNorm};
 pub use quant::QuantMatrix;
 pub use rotary::{RopeScaling, RotaryEmbedding};
 pub use weights::{GgufNameMap, Weights};

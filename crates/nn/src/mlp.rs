@@ -12,6 +12,28 @@ pub enum Activation {
     Silu,
     /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`).
     GeluTanh,
+    /// GELU with the exact erf (BERT's `gelu`).
+    Gelu,
+}
+
+impl Activation {
+    /// transformers' `hidden_act` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            _ => return None,
+        })
+    }
+
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Silu => candle_nn::ops::silu(x)?,
+            Activation::GeluTanh => x.gelu()?,
+            Activation::Gelu => x.gelu_erf()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,8 +90,7 @@ impl GatedMlp {
                 gate.contiguous()?
                     .apply_op2_no_bwd(&up.contiguous()?, &crate::gated_cpu::SiluMul)?
             }
-            Activation::Silu => (candle_nn::ops::silu(&gate)? * up)?,
-            Activation::GeluTanh => (gate.gelu()? * up)?,
+            act => (act.apply(&gate)? * up)?,
         };
         self.down_proj.forward(&gated)
     }

@@ -1,4 +1,4 @@
-//! RMSNorm, computed in f32 whatever the activations' dtype.
+//! RMSNorm and LayerNorm, computed in f32 whatever the activations' dtype.
 
 use candle_core::{DType, Tensor, D};
 
@@ -34,5 +34,41 @@ impl RmsNorm {
         let var = x.sqr()?.mean_keepdim(D::Minus1)?;
         let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         Ok(x.broadcast_mul(&self.weight)?.to_dtype(dtype)?)
+    }
+}
+
+/// LayerNorm with weight and bias (BERT's).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `{prefix}.weight` and `{prefix}.bias`.
+    pub fn load(w: &Weights, prefix: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w
+                .tensor(&format!("{prefix}.weight"), &[size])?
+                .to_dtype(DType::F32)?,
+            bias: w
+                .tensor(&format!("{prefix}.bias"), &[size])?
+                .to_dtype(DType::F32)?,
+            eps,
+        })
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_sub(&mean)?;
+        let var = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(x.broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?
+            .to_dtype(dtype)?)
     }
 }

@@ -7,10 +7,12 @@
 
 mod chat;
 mod completions;
+mod embeddings;
 mod engine_io;
 pub mod protocol;
 pub mod response;
 mod server;
 
+pub use embeddings::Embedder;
 pub use protocol::{ApiError, ChatCompletionRequest, ChatMessage, CompletionRequest, Role};
 pub use server::{router, serve, ServerConfig};

@@ -50,6 +50,8 @@ impl Default for ServerConfig {
 /// What every handler sees.
 pub(crate) struct AppState {
     pub engine: EngineHandle,
+    /// The encoder behind /v1/embeddings, when the server has one.
+    pub embedder: Option<Arc<dyn crate::embeddings::Embedder>>,
     pub tokenizer: Tokenizer,
     pub config: ServerConfig,
     /// Generation settings before the request's own (OpenAI's: sampling at temperature 1).
@@ -121,8 +123,13 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
         })
 }
 
-/// The router over a running engine.
-pub fn router(engine: EngineHandle, tokenizer: Tokenizer, config: ServerConfig) -> Router {
+/// The router over a running engine (and an encoder for /v1/embeddings, if given).
+pub fn router(
+    engine: EngineHandle,
+    tokenizer: Tokenizer,
+    config: ServerConfig,
+    embedder: Option<Arc<dyn crate::embeddings::Embedder>>,
+) -> Router {
     let defaults = GenerationConfig {
         do_sample: true,
         temperature: 1.0,
@@ -134,6 +141,7 @@ pub fn router(engine: EngineHandle, tokenizer: Tokenizer, config: ServerConfig) 
     let cors = cors_layer(&config.cors_origins);
     let state = Arc::new(AppState {
         engine,
+        embedder,
         tokenizer,
         config,
         defaults,
@@ -144,6 +152,7 @@ pub fn router(engine: EngineHandle, tokenizer: Tokenizer, config: ServerConfig) 
     let v1 = Router::new()
         .route("/v1/chat/completions", post(crate::chat::chat_completions))
         .route("/v1/completions", post(crate::completions::completions))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     let router = Router::new()
@@ -227,6 +236,7 @@ async fn log_request(State(state): State<Shared>, mut req: Request, next: Next) 
     let known = [
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/embeddings",
         "/v1/models",
         "/health",
         "/metrics",
@@ -255,7 +265,11 @@ pub(crate) fn request_id(headers: &HeaderMap) -> String {
 }
 
 async fn models(State(state): State<Shared>) -> Response {
-    let list = ModelList::new([(state.config.model_id.clone(), state.created)]);
+    let mut models = vec![(state.config.model_id.clone(), state.created)];
+    if let Some(e) = &state.embedder {
+        models.push((e.model_id().to_string(), state.created));
+    }
+    let list = ModelList::new(models);
     json_response(StatusCode::OK, &list)
 }
 

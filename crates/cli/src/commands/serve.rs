@@ -43,6 +43,9 @@ pub struct Args {
     /// Largest request body in bytes (HTTP 413 beyond).
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
+    /// A sentence-transformers model (folder or Hub id) to serve on /v1/embeddings.
+    #[arg(long)]
+    embedding_model: Option<String>,
     /// Allowed CORS origin (repeat for several; `*` for any). None: no CORS headers.
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
@@ -56,6 +59,18 @@ pub fn run(args: Args) -> Result<()> {
             .map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned())
     });
     let (tokenizer, model) = args.load.load()?;
+    let embedder = args
+        .embedding_model
+        .as_deref()
+        .map(|m| -> Result<std::sync::Arc<dyn ferro_serve::Embedder>> {
+            let st = ferro_pipelines::SentenceTransformer::from_pretrained(m)
+                .with_context(|| format!("loading the embedding model `{m}`"))?;
+            let id = std::path::Path::new(m.trim_end_matches('/'))
+                .file_name()
+                .map_or_else(|| m.to_string(), |n| n.to_string_lossy().into_owned());
+            Ok(std::sync::Arc::new(SentenceEmbedder { model: st, id }))
+        })
+        .transpose()?;
     let engine_config = EngineConfig {
         max_running: args.max_running,
         max_queued: args.max_queued,
@@ -85,11 +100,33 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let router = ferro_serve::router(engine.clone(), tokenizer, config);
+        let router = ferro_serve::router(engine.clone(), tokenizer, config, embedder);
         ferro_serve::serve(router, addr, engine, shutdown_signal())
             .await
             .with_context(|| format!("serving on {addr}"))
     })
+}
+
+/// /v1/embeddings through sentence-transformers' pipeline.
+struct SentenceEmbedder {
+    model: ferro_pipelines::SentenceTransformer,
+    id: String,
+}
+
+impl ferro_serve::Embedder for SentenceEmbedder {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, usize), String> {
+        let tokens = texts
+            .iter()
+            .map(|t| self.model.tokenize(t).map(|ids| ids.len()))
+            .sum::<ferro_pipelines::Result<usize>>()
+            .map_err(|e| e.to_string())?;
+        let vectors = self.model.encode(texts, 32).map_err(|e| e.to_string())?;
+        Ok((vectors, tokens))
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,0 +1,133 @@
+//! `ferro pipeline TASK`: a task over inputs given as arguments or in a file, one JSON line
+//! per input, in order.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ferro_pipelines::SentenceTransformer;
+use serde_json::Value;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns them).
+    task: String,
+    /// A model folder or Hub id.
+    #[arg(long, short = 'm')]
+    model: String,
+    /// Inputs (or --file).
+    inputs: Vec<String>,
+    /// Inputs from a file: JSONL (each line a JSON string or an object with `text`), CSV
+    /// with a `text` column, or plain text (one input per line).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Where the JSON lines go [default: stdout].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let inputs = match &args.file {
+        Some(f) => read_inputs(f)?,
+        None => args.inputs.clone(),
+    };
+    if inputs.is_empty() {
+        bail!("no inputs: give them as arguments or with --file");
+    }
+    let lines: Vec<String> = match args.task.as_str() {
+        "sentence-embeddings" => {
+            let model = SentenceTransformer::from_pretrained(&args.model)
+                .with_context(|| format!("loading `{}`", args.model))?;
+            model
+                .encode(&inputs, args.batch_size)?
+                .iter()
+                .map(|v| serde_json::to_string(v).unwrap_or_default())
+                .collect()
+        }
+        other => bail!("task `{other}` is not available yet (available: sentence-embeddings)"),
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("--output {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The inputs of `path` by its extension (see `--file`).
+fn read_inputs(path: &Path) -> Result<Vec<String>> {
+    let text = super::read_file("--file", path)?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "jsonl" => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let v: Value = serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: invalid JSON", path.display(), i + 1))?;
+                match v {
+                    Value::String(s) => Ok(s),
+                    Value::Object(o) => match o.get("text") {
+                        Some(Value::String(s)) => Ok(s.clone()),
+                        _ => bail!("{} line {}: no `text` string", path.display(), i + 1),
+                    },
+                    _ => bail!(
+                        "{} line {}: not a string or an object",
+                        path.display(),
+                        i + 1
+                    ),
+                }
+            })
+            .collect(),
+        "csv" => {
+            let mut rows = text.lines();
+            let header = rows.next().unwrap_or("");
+            let Some(col) = header.split(',').position(|h| h.trim() == "text") else {
+                bail!(
+                    "{}: no `text` column in the header `{header}`",
+                    path.display()
+                );
+            };
+            rows.filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    split_csv(l)
+                        .get(col)
+                        .cloned()
+                        .context("a row is missing the text column")
+                })
+                .collect()
+        }
+        _ => Ok(text
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()),
+    }
+}
+
+/// One CSV line's fields (double-quoted fields may hold commas and `""`).
+fn split_csv(line: &str) -> Vec<String> {
+    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}

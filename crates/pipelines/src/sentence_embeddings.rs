@@ -1,0 +1,253 @@
+//! Sentence embeddings as sentence-transformers' `SentenceTransformer.encode` computes
+//! them: the modules of modules.json (Transformer → Pooling → Normalize), the pooling
+//! modes of `1_Pooling/config.json`, `max_seq_length` from sentence_bert_config.json;
+//! sentences sorted by length and batched with dynamic padding, answers in input order.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor, D};
+use ferro_core::{HubOptions, ModelSource};
+use ferro_models::{BertModel, LoadOptions};
+use ferro_tokenizers::{AutoTokenizer, Tokenizer};
+use serde_json::Value;
+
+use crate::error::{PipelineError, Result};
+
+/// How token states become one vector: the modes sentence-transformers' `Pooling` has,
+/// concatenated in its order when several are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pooling {
+    pub cls: bool,
+    pub max: bool,
+    pub mean: bool,
+    pub mean_sqrt_len: bool,
+    pub last_token: bool,
+}
+
+impl Pooling {
+    /// Mean pooling (sentence-transformers' default when a model has no pooling config).
+    pub fn mean() -> Self {
+        Self {
+            mean: true,
+            ..Self::default()
+        }
+    }
+
+    fn from_file(path: &Path) -> Result<Self> {
+        let v = read_json(path)?;
+        let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        if flag("pooling_mode_weightedmean_tokens") {
+            return Err(PipelineError::Config {
+                file: path.into(),
+                msg: "pooling_mode_weightedmean_tokens is not supported".into(),
+            });
+        }
+        let p = Self {
+            cls: flag("pooling_mode_cls_token"),
+            max: flag("pooling_mode_max_tokens"),
+            mean: flag("pooling_mode_mean_tokens"),
+            mean_sqrt_len: flag("pooling_mode_mean_sqrt_len_tokens"),
+            last_token: flag("pooling_mode_lasttoken"),
+        };
+        if p == Self::default() {
+            return Err(PipelineError::Config {
+                file: path.into(),
+                msg: "no pooling mode is on".into(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// `states (b, t, h)` with `mask (b, t)` (1 for tokens) → `(b, h · modes)`.
+    fn apply(&self, states: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let states = states.to_dtype(DType::F32)?;
+        let m = mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?; // (b, t, 1)
+        let mut parts = Vec::new();
+        if self.cls {
+            parts.push(states.narrow(1, 0, 1)?.squeeze(1)?);
+        }
+        if self.max {
+            // Padding set to a large negative number so it never wins (as sentence-transformers).
+            let masked = states.broadcast_add(&((&m - 1.0)? * 1e9)?)?;
+            parts.push(masked.max(1)?);
+        }
+        let sum = states.broadcast_mul(&m)?.sum(1)?;
+        let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+        if self.mean {
+            parts.push(sum.broadcast_div(&count)?);
+        }
+        if self.mean_sqrt_len {
+            parts.push(sum.broadcast_div(&count.sqrt()?)?);
+        }
+        if self.last_token {
+            let (b, t, h) = states.dims3()?;
+            let lens: Vec<u32> = mask.to_dtype(DType::U32)?.sum(1)?.to_vec1()?;
+            let idx: Vec<u32> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (i * t) as u32 + n.saturating_sub(1))
+                .collect();
+            let idx = Tensor::new(idx.as_slice(), states.device())?;
+            parts.push(states.reshape((b * t, h))?.index_select(&idx, 0)?);
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+}
+
+/// sentence-transformers' `SentenceTransformer` for BERT-family encoders.
+pub struct SentenceTransformer {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Config {
+        file: path.into(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| PipelineError::Config {
+        file: path.into(),
+        msg: format!("invalid JSON: {e}"),
+    })
+}
+
+impl SentenceTransformer {
+    /// A folder or Hub id with a sentence-transformers layout (or a bare BERT checkpoint:
+    /// mean pooling, no normalization, as sentence-transformers does then).
+    pub fn from_pretrained(model: &str) -> Result<Self> {
+        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let opts = LoadOptions::default();
+        let bert = BertModel::from_source(&source, &opts)?;
+        let tokenizer = AutoTokenizer::from_pretrained(model)?;
+        let (mut pooling, mut normalize) = (Pooling::mean(), false);
+        if let Some(modules_path) = source.optional_file("modules.json")? {
+            let modules = read_json(&modules_path)?;
+            let list = modules.as_array().ok_or_else(|| PipelineError::Config {
+                file: modules_path.clone(),
+                msg: "not a list of modules".into(),
+            })?;
+            for m in list {
+                let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
+                let dir = m.get("path").and_then(Value::as_str).unwrap_or("");
+                match kind.rsplit('.').next().unwrap_or("") {
+                    "Transformer" => {}
+                    "Pooling" => {
+                        let file = source.required_file(&format!("{dir}/config.json"))?;
+                        pooling = Pooling::from_file(&file)?;
+                    }
+                    "Normalize" => normalize = true,
+                    other => {
+                        return Err(PipelineError::Config {
+                            file: modules_path.clone(),
+                            msg: format!("module type `{other}` ({kind}) is not supported"),
+                        })
+                    }
+                }
+            }
+        }
+        let positions = bert.config.max_position_embeddings;
+        let max_seq_length = match source.optional_file("sentence_bert_config.json")? {
+            Some(p) => read_json(&p)?
+                .get("max_seq_length")
+                .and_then(Value::as_u64)
+                .map_or(positions, |n| (n as usize).min(positions)),
+            None => positions,
+        };
+        Ok(Self {
+            model: bert,
+            tokenizer,
+            pooling,
+            normalize,
+            max_seq_length,
+        })
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The token ids of `text` as sentence-transformers feeds them: special tokens added,
+    /// truncated to `max_seq_length` keeping the final special token.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(text, true)?.ids;
+        if ids.len() > self.max_seq_length {
+            let last = ids[ids.len() - 1];
+            ids.truncate(self.max_seq_length - 1);
+            ids.push(last);
+        }
+        Ok(ids)
+    }
+
+    /// One embedding per sentence, in input order: batches of `batch_size` sentences of
+    /// similar length (sorted longest first, padded to the longest of the batch).
+    pub fn encode<S: AsRef<str>>(
+        &self,
+        sentences: &[S],
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        if batch_size == 0 {
+            return Err(PipelineError::InvalidArgument {
+                param: "batch_size",
+                msg: "must be at least 1".into(),
+            });
+        }
+        let ids: Vec<Vec<u32>> = sentences
+            .iter()
+            .map(|s| self.tokenize(s.as_ref()))
+            .collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![Vec::new(); ids.len()];
+        for batch in order.chunks(batch_size) {
+            let vectors =
+                self.embed_batch(&batch.iter().map(|&i| ids[i].as_slice()).collect::<Vec<_>>())?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The encoder's token-level states for `text` (`(tokens, hidden)`, what transformers'
+    /// feature-extraction pipeline returns), before pooling.
+    pub fn last_hidden_state(&self, text: &str) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenize(text)?;
+        let n = ids.len();
+        let device = &self.model.device;
+        let ids = Tensor::from_vec(ids, (1, n), device)?;
+        let mask = Tensor::ones((1, n), DType::U32, device)?;
+        let states = self.model.forward(&ids, &ids.zeros_like()?, &mask)?;
+        Ok(states.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?)
+    }
+
+    /// Token ids of a batch → pooled (and normalized) vectors.
+    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let longest = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for s in batch {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(0u32, longest - s.len()));
+            mask.extend(std::iter::repeat_n(1u32, s.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - s.len()));
+        }
+        let device = &self.model.device;
+        let shape = (batch.len(), longest);
+        let ids = Tensor::from_vec(ids, shape, device)?;
+        let mask = Tensor::from_vec(mask, shape, device)?;
+        let types = ids.zeros_like()?;
+        let states = self.model.forward(&ids, &types, &mask)?;
+        let mut pooled = self.pooling.apply(&states, &mask)?;
+        if self.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled = pooled.broadcast_div(&norm)?;
+        }
+        Ok(pooled.to_vec2()?)
+    }
+}
