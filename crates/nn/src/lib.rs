@@ -9,6 +9,7 @@ pub mod cache;
 pub mod embedding;
 pub mod error;
 mod gated_cpu;
+mod gelu_cpu;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
