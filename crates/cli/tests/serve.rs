@@ -36,6 +36,10 @@ fn qwen() -> String {
 }
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Server {
     let model = qwen();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -52,6 +56,7 @@ fn start() -> Server {
             "--api-key",
             KEY,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -382,4 +387,87 @@ fn bad_requests_are_4xx_with_openai_errors_and_the_server_keeps_serving() {
         "{b}"
     );
     assert!(b.contains("ferro_kv_cache_blocks_in_use 0"), "{b}");
+}
+
+#[test]
+fn a_full_queue_is_a_429_and_sigterm_drains_the_requests_in_flight() {
+    let mut server = start_with(&["--max-running", "1", "--max-queued", "1"]);
+    let (port, model) = (server.port, server.model_id.clone());
+    let long = |i: usize| {
+        let model = model.clone();
+        std::thread::spawn(move || {
+            let p = format!("Write a long story about the number {i}.");
+            http(
+                port,
+                "POST",
+                "/v1/chat/completions",
+                Some(KEY),
+                &chat_body(&model, &p, 160, true),
+            )
+            .unwrap()
+        })
+    };
+    // One runs, one waits; while both are in, a third is refused.
+    let gauge = |name: &str| -> u64 {
+        let (_, m) = http(port, "GET", "/metrics", None, b"").unwrap();
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default();
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let running = long(0);
+    until("running", &|| gauge("ferro_running_sequences") == 1);
+    let waiting = long(1);
+    until("queued", &|| gauge("ferro_queued_requests") == 1);
+    let (s, b) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(KEY),
+        &chat_body(&model, "hi", 4, false),
+    )
+    .unwrap();
+    assert_eq!(s, 429, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{b}");
+    // SIGTERM: no new connections, but both admitted requests finish whole.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for t in [running, waiting] {
+        let (s, body) = t.join().unwrap();
+        assert!(!answer_text(s, &body).is_empty(), "{body}");
+        // Finished whole: a finish reason, then [DONE] (checked by answer_text).
+        assert!(
+            body.contains("\"finish_reason\":\"length\"")
+                || body.contains("\"finish_reason\":\"stop\""),
+            "{body}"
+        );
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "ferro serve exited with {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "ferro serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
