@@ -31,6 +31,12 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// Class names by index (`{"0": "negative", ...}`), for the task heads.
+    #[serde(default)]
+    pub id2label: std::collections::BTreeMap<String, String>,
+    /// `single_label_classification`, `multi_label_classification` or `regression`.
+    #[serde(default)]
+    pub problem_type: Option<String>,
 }
 
 fn default_hidden() -> usize {
@@ -62,6 +68,20 @@ fn default_position_type() -> String {
 }
 
 impl BertConfig {
+    /// The class names in index order (`LABEL_i` where the config names none).
+    pub fn labels(&self) -> Result<Vec<String>> {
+        let n = self.id2label.len();
+        (0..n)
+            .map(|i| {
+                self.id2label.get(&i.to_string()).cloned().ok_or_else(|| {
+                    ModelError::Unsupported(format!(
+                        "id2label has {n} entries but none for index {i}"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Reads and checks `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |msg: String| ModelError::Config {
@@ -209,6 +229,8 @@ impl BertLayer {
 pub struct BertModel {
     embeddings: BertEmbeddings,
     layers: Vec<BertLayer>,
+    /// `pooler.dense` (tanh of a projection of the first token), when the checkpoint has it.
+    pooler: Option<Linear>,
     pub config: BertConfig,
     pub device: Device,
     dtype: DType,
@@ -221,15 +243,20 @@ impl BertModel {
         source: &ferro_core::ModelSource,
         opts: &crate::LoadOptions,
     ) -> Result<Self> {
-        let config = BertConfig::from_file(&source.required_file("config.json")?)?;
-        let files = crate::auto::safetensors_files(source)?;
-        let w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
-        let prefix = if w.contains("bert.embeddings.word_embeddings.weight") {
-            "bert"
-        } else {
-            ""
-        };
+        let (w, config, prefix) = checkpoint(source, opts)?;
         Self::load(&w, prefix, config)
+    }
+
+    /// The pooler's output for each sequence, `(b, hidden)`: tanh(dense(first token)).
+    pub fn pool(&self, states: &Tensor) -> Result<Tensor> {
+        let Some(dense) = &self.pooler else {
+            return Err(ModelError::Unsupported(
+                "this checkpoint has no pooler (bert.pooler.dense)".into(),
+            ));
+        };
+        Ok(dense
+            .forward(&states.narrow(1, 0, 1)?.squeeze(1)?)?
+            .tanh()?)
     }
 
     /// Loads the encoder; `prefix` is where its weights sit (`""` for a bare `BertModel`,
@@ -242,7 +269,14 @@ impl BertModel {
                 format!("{prefix}.{name}")
             }
         };
+        let pooler = if w.contains(&p("pooler.dense.weight")) {
+            let h = config.hidden_size;
+            Some(Linear::load(w, &p("pooler.dense"), h, h, true)?)
+        } else {
+            None
+        };
         Ok(Self {
+            pooler,
             embeddings: BertEmbeddings::load(w, &p("embeddings"), &config)?,
             layers: (0..config.num_hidden_layers)
                 .map(|i| BertLayer::load(w, &p(&format!("encoder.layer.{i}")), &config))
@@ -278,5 +312,197 @@ impl BertModel {
             x = layer.forward(&x, attention_mask)?;
         }
         Ok(x)
+    }
+}
+
+/// A BERT checkpoint's weights and config, and where the encoder's weights sit.
+fn checkpoint(
+    source: &ferro_core::ModelSource,
+    opts: &crate::LoadOptions,
+) -> Result<(Weights, BertConfig, &'static str)> {
+    let config = BertConfig::from_file(&source.required_file("config.json")?)?;
+    let files = crate::auto::safetensors_files(source)?;
+    let w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+    let prefix = if w.contains("bert.embeddings.word_embeddings.weight") {
+        "bert"
+    } else {
+        ""
+    };
+    Ok((w, config, prefix))
+}
+
+/// What a task head needs: the checkpoint with its encoder under `bert.`, its labels.
+fn task_checkpoint(
+    source: &ferro_core::ModelSource,
+    opts: &crate::LoadOptions,
+    head: &str,
+) -> Result<(Weights, BertModel)> {
+    let (w, config, prefix) = checkpoint(source, opts)?;
+    if prefix.is_empty() {
+        return Err(ModelError::NoWeights {
+            model: source.describe(),
+            reason: format!("a bare BertModel checkpoint has no {head} head (no `bert.` weights)"),
+        });
+    }
+    let bert = BertModel::load(&w, prefix, config)?;
+    Ok((w, bert))
+}
+
+/// The number of labels a classification head was saved with, checked against id2label.
+fn num_labels(w: &Weights, name: &str, bert: &BertModel) -> Result<usize> {
+    let shapes = w.tensor_shapes();
+    let n = shapes
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, s)| s.first().copied())
+        .ok_or_else(|| ModelError::NoWeights {
+            model: w.path().display().to_string(),
+            reason: format!("no `{name}`"),
+        })?;
+    let labels = bert.config.id2label.len();
+    if labels != 0 && labels != n {
+        return Err(ModelError::Unsupported(format!(
+            "id2label has {labels} labels but `{name}` has {n} rows"
+        )));
+    }
+    Ok(n)
+}
+
+/// `BertForSequenceClassification`: the pooled first token through `classifier`.
+#[derive(Debug, Clone)]
+pub struct BertForSequenceClassification {
+    pub bert: BertModel,
+    classifier: Linear,
+}
+
+impl BertForSequenceClassification {
+    pub fn from_source(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+    ) -> Result<Self> {
+        let (w, bert) = task_checkpoint(source, opts, "sequence-classification")?;
+        let n = num_labels(&w, "classifier.weight", &bert)?;
+        let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
+        Ok(Self { bert, classifier })
+    }
+
+    /// Logits `(b, num_labels)`.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let states = self.bert.forward(ids, types, mask)?;
+        Ok(self
+            .classifier
+            .forward(&self.bert.pool(&states)?)?
+            .to_dtype(DType::F32)?)
+    }
+}
+
+/// `BertForTokenClassification`: `classifier` on every token.
+#[derive(Debug, Clone)]
+pub struct BertForTokenClassification {
+    pub bert: BertModel,
+    classifier: Linear,
+}
+
+impl BertForTokenClassification {
+    pub fn from_source(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+    ) -> Result<Self> {
+        let (w, bert) = task_checkpoint(source, opts, "token-classification")?;
+        let n = num_labels(&w, "classifier.weight", &bert)?;
+        let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
+        Ok(Self { bert, classifier })
+    }
+
+    /// Logits `(b, t, num_labels)`.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let states = self.bert.forward(ids, types, mask)?;
+        Ok(self.classifier.forward(&states)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// `BertForQuestionAnswering`: start and end logits from `qa_outputs`.
+#[derive(Debug, Clone)]
+pub struct BertForQuestionAnswering {
+    pub bert: BertModel,
+    qa_outputs: Linear,
+}
+
+impl BertForQuestionAnswering {
+    pub fn from_source(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+    ) -> Result<Self> {
+        let (w, bert) = task_checkpoint(source, opts, "question-answering")?;
+        let qa_outputs = Linear::load(&w, "qa_outputs", bert.config.hidden_size, 2, true)?;
+        Ok(Self { bert, qa_outputs })
+    }
+
+    /// Start and end logits, each `(b, t)`.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
+        let states = self.bert.forward(ids, types, mask)?;
+        let logits = self.qa_outputs.forward(&states)?.to_dtype(DType::F32)?;
+        Ok((
+            logits.narrow(2, 0, 1)?.squeeze(2)?,
+            logits.narrow(2, 1, 1)?.squeeze(2)?,
+        ))
+    }
+}
+
+/// `BertForMaskedLM`: `cls.predictions` (transform, then the decoder tied to the word
+/// embeddings, plus a bias).
+#[derive(Debug, Clone)]
+pub struct BertForMaskedLM {
+    pub bert: BertModel,
+    transform: Linear,
+    transform_norm: LayerNorm,
+    decoder: Linear,
+    bias: Tensor,
+    act: Activation,
+}
+
+impl BertForMaskedLM {
+    pub fn from_source(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+    ) -> Result<Self> {
+        let (w, bert) = task_checkpoint(source, opts, "masked-LM")?;
+        let (h, v) = (bert.config.hidden_size, bert.config.vocab_size);
+        let decoder = if w.contains("cls.predictions.decoder.weight") {
+            "cls.predictions.decoder"
+        } else {
+            "bert.embeddings.word_embeddings" // tied, as transformers ties them
+        };
+        let bias = if w.contains("cls.predictions.bias") {
+            "cls.predictions.bias"
+        } else {
+            "cls.predictions.decoder.bias"
+        };
+        Ok(Self {
+            transform: Linear::load(&w, "cls.predictions.transform.dense", h, h, true)?,
+            transform_norm: LayerNorm::load(
+                &w,
+                "cls.predictions.transform.LayerNorm",
+                h,
+                bert.config.layer_norm_eps,
+            )?,
+            decoder: Linear::load(&w, decoder, h, v, false)?,
+            bias: w.tensor(bias, &[v])?.to_dtype(DType::F32)?,
+            act: Activation::from_name(&bert.config.hidden_act).unwrap_or(Activation::Gelu),
+            bert,
+        })
+    }
+
+    /// Logits over the vocabulary, `(b, t, vocab)`.
+    pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let states = self.bert.forward(ids, types, mask)?;
+        let x = self
+            .transform_norm
+            .forward(&self.act.apply(&self.transform.forward(&states)?)?)?;
+        Ok(self
+            .decoder
+            .forward(&x)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(&self.bias)?)
     }
 }

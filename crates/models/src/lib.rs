@@ -11,7 +11,10 @@ pub mod llama;
 pub mod quantize;
 
 pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
-pub use bert::{BertConfig, BertModel};
+pub use bert::{
+    BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, BertModel,
+};
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};
 pub use quantize::{quantize_to_gguf, QuantizeOptions, QuantizeReport};

@@ -1,0 +1,165 @@
+//! The BERT task heads on tiny random checkpoints (tests/fixtures/encoders/tiny, made by
+//! scripts/make_tiny_encoders.py with transformers 5.24): logits within 1e-4 of
+//! transformers' on the committed inputs, one at a time and as a padded batch.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use ferro_core::{HubOptions, ModelSource};
+use ferro_models::{
+    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, LoadOptions,
+};
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
+}
+
+fn goldens() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap()).unwrap()
+}
+
+fn source(name: &str) -> ModelSource {
+    ModelSource::resolve(dir().join(name).to_str().unwrap(), &HubOptions::from_env()).unwrap()
+}
+
+fn ids(v: &Value, key: &str) -> Tensor {
+    let rows: Vec<Vec<u32>> = match &v[key] {
+        Value::Array(a) if a.first().is_some_and(Value::is_array) => a
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
+            .collect(),
+        Value::Array(a) => vec![a.iter().map(|x| x.as_u64().unwrap() as u32).collect()],
+        _ => panic!("no {key}"),
+    };
+    let (b, t) = (rows.len(), rows[0].len());
+    Tensor::from_vec(rows.concat(), (b, t), &Device::Cpu).unwrap()
+}
+
+fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        _ => panic!("not numbers: {v}"),
+    }
+}
+
+fn assert_close(got: &Tensor, want: &Value, what: &str) {
+    let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let want = flat(want);
+    assert_eq!(got.len(), want.len(), "{what}: sizes");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "{what}: logits differ by up to {worst}");
+}
+
+fn inputs(g: &Value, model: &str) -> Vec<Value> {
+    let h = &g["heads"][model];
+    let mut all: Vec<Value> = h["inputs"].as_array().unwrap().clone();
+    if !h["batch"].is_null() {
+        all.push(h["batch"].clone());
+    }
+    all
+}
+
+#[test]
+fn sequence_classification_logits_equal_transformers() {
+    let g = goldens();
+    let opts = LoadOptions::default();
+    for name in ["bert-seq-cls", "bert-seq-cls-multi", "bert-nli"] {
+        let m = BertForSequenceClassification::from_source(&source(name), &opts).unwrap();
+        for case in inputs(&g, name) {
+            let y = m
+                .forward(
+                    &ids(&case, "input_ids"),
+                    &ids(&case, "token_type_ids"),
+                    &ids(&case, "attention_mask"),
+                )
+                .unwrap();
+            assert_close(&y, &case["logits"], &format!("{name}: {}", case["text"]));
+        }
+    }
+    let m = BertForSequenceClassification::from_source(&source("bert-seq-cls"), &opts).unwrap();
+    assert_eq!(
+        m.bert.config.labels().unwrap(),
+        ["negative", "neutral", "positive"]
+    );
+}
+
+#[test]
+fn token_qa_and_masked_lm_logits_equal_transformers() {
+    let g = goldens();
+    let opts = LoadOptions::default();
+    let tok = BertForTokenClassification::from_source(&source("bert-token-cls"), &opts).unwrap();
+    for case in inputs(&g, "bert-token-cls") {
+        let y = tok
+            .forward(
+                &ids(&case, "input_ids"),
+                &ids(&case, "token_type_ids"),
+                &ids(&case, "attention_mask"),
+            )
+            .unwrap();
+        assert_close(&y, &case["logits"], &format!("token-cls: {}", case["text"]));
+    }
+    let qa = BertForQuestionAnswering::from_source(&source("bert-qa"), &opts).unwrap();
+    for case in inputs(&g, "bert-qa") {
+        let (s, e) = qa
+            .forward(
+                &ids(&case, "input_ids"),
+                &ids(&case, "token_type_ids"),
+                &ids(&case, "attention_mask"),
+            )
+            .unwrap();
+        assert_close(
+            &s,
+            &case["start_logits"],
+            &format!("qa start: {}", case["text"]),
+        );
+        assert_close(
+            &e,
+            &case["end_logits"],
+            &format!("qa end: {}", case["text"]),
+        );
+    }
+    let mlm = BertForMaskedLM::from_source(&source("bert-mlm"), &opts).unwrap();
+    // The fixture keeps the vocabulary-wide logits of its first inputs only.
+    for case in inputs(&g, "bert-mlm")
+        .into_iter()
+        .filter(|c| !c["logits"].is_null())
+    {
+        let y = mlm
+            .forward(
+                &ids(&case, "input_ids"),
+                &ids(&case, "token_type_ids"),
+                &ids(&case, "attention_mask"),
+            )
+            .unwrap();
+        assert_close(&y, &case["logits"], &format!("mlm: {}", case["text"]));
+    }
+}
+
+#[test]
+fn a_head_the_checkpoint_lacks_is_a_clear_error() {
+    let opts = LoadOptions::default();
+    // A masked-LM checkpoint has no classifier; a classifier has no qa_outputs.
+    let err = BertForSequenceClassification::from_source(&source("bert-mlm"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("classifier.weight"), "{err}");
+    let err = BertForQuestionAnswering::from_source(&source("bert-seq-cls"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("qa_outputs"), "{err}");
+}
