@@ -1342,3 +1342,84 @@ fn quantize_writes_a_gguf_and_bad_arguments_are_errors() {
         .run()
         .fails(&["`q4` is not a quantization type"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// ferro pipeline
+// ---------------------------------------------------------------------------------------
+
+fn tiny_encoder(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encoders/tiny")
+        .join(name)
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned()
+}
+
+#[test]
+fn pipeline_text_classification_prints_transformers_records() {
+    let model = tiny_encoder("bert-seq-cls");
+    let out = ferro([
+        "pipeline",
+        "text-classification",
+        "--model",
+        &model,
+        "--top-k",
+        "2",
+        "The movie was great.",
+        "Paris",
+    ])
+    .run();
+    let text = String::from_utf8(out.ok().to_vec()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // transformers: neutral 0.732212, positive 0.226564; negative 0.993296 for "Paris".
+    assert_eq!(lines[0][0]["label"], "neutral");
+    assert!((lines[0][0]["score"].as_f64().unwrap() - 0.732212).abs() < 1e-4);
+    assert_eq!(lines[0][1]["label"], "positive");
+    assert_eq!(lines[1][0]["label"], "negative");
+    let long = "John Smith was born in London in the summer. ".repeat(8);
+    ferro([
+        "pipeline",
+        "sentiment-analysis",
+        "--model",
+        &model,
+        long.as_str(),
+    ])
+    .run()
+    .fails(&["input 1", "tokens", "truncation"]);
+    ferro(["pipeline", "summarization", "--model", &model, "x"])
+        .run()
+        .fails(&["summarization", "not available"]);
+    let file = tempfile::NamedTempFile::with_suffix(".jsonl").unwrap();
+    std::fs::write(
+        file.path(),
+        "\"Paris\"\n{\"text\": \"The movie was great.\"}\n",
+    )
+    .unwrap();
+    let out = ferro([
+        "pipeline",
+        "text-classification",
+        "--model",
+        &model,
+        "--file",
+        file.path().to_str().unwrap(),
+    ])
+    .run();
+    let text = String::from_utf8(out.ok().to_vec()).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    std::fs::write(file.path(), "{\"txt\": 1}\n").unwrap();
+    ferro([
+        "pipeline",
+        "text-classification",
+        "--model",
+        &model,
+        "--file",
+        file.path().to_str().unwrap(),
+    ])
+    .run()
+    .fails(&["line 1", "text"]);
+}

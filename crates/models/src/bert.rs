@@ -373,6 +373,7 @@ fn num_labels(w: &Weights, name: &str, bert: &BertModel) -> Result<usize> {
 pub struct BertForSequenceClassification {
     pub bert: BertModel,
     classifier: Linear,
+    num_labels: usize,
 }
 
 impl BertForSequenceClassification {
@@ -383,7 +384,11 @@ impl BertForSequenceClassification {
         let (w, bert) = task_checkpoint(source, opts, "sequence-classification")?;
         let n = num_labels(&w, "classifier.weight", &bert)?;
         let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
-        Ok(Self { bert, classifier })
+        Ok(Self {
+            bert,
+            classifier,
+            num_labels: n,
+        })
     }
 
     /// Logits `(b, num_labels)`.
@@ -504,5 +509,12 @@ impl BertForMaskedLM {
             .forward(&x)?
             .to_dtype(DType::F32)?
             .broadcast_add(&self.bias)?)
+    }
+}
+
+impl BertForSequenceClassification {
+    /// Number of classes the head scores.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
     }
 }

@@ -1,8 +1,10 @@
 //! ferroformers' task pipelines. So far: sentence embeddings exactly as sentence-transformers
-//! computes them (`sentence_embeddings.rs`).
+//! computes them (`sentence_embeddings.rs`) and text classification (`text_classification.rs`).
 
 pub mod error;
 pub mod sentence_embeddings;
+pub mod text_classification;
 
 pub use error::{PipelineError, Result};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};
+pub use text_classification::{FunctionToApply, LabelScore, TextClassificationPipeline, TopK};

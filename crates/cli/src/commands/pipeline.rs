@@ -10,7 +10,8 @@ use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns them).
+    /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns
+    /// them) or text-classification (alias sentiment-analysis).
     task: String,
     /// A model folder or Hub id.
     #[arg(long, short = 'm')]
@@ -26,6 +27,15 @@ pub struct Args {
     output: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// text-classification: how many labels (a number, or `all`) [default: the best one].
+    #[arg(long)]
+    top_k: Option<String>,
+    /// text-classification: sigmoid, softmax or none [default: from the model's problem type].
+    #[arg(long)]
+    function_to_apply: Option<String>,
+    /// text-classification: cut texts longer than the model takes instead of refusing them.
+    #[arg(long)]
+    truncation: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -46,7 +56,36 @@ pub fn run(args: Args) -> Result<()> {
                 .map(|v| serde_json::to_string(v).unwrap_or_default())
                 .collect()
         }
-        other => bail!("task `{other}` is not available yet (available: sentence-embeddings)"),
+        "text-classification" | "sentiment-analysis" => {
+            use ferro_pipelines::{FunctionToApply, TextClassificationPipeline, TopK};
+            let pipe = TextClassificationPipeline::from_pretrained(&args.model)
+                .with_context(|| format!("loading `{}`", args.model))?;
+            let top_k = match args.top_k.as_deref() {
+                None => TopK::Best,
+                Some("all") => TopK::All,
+                Some(k) => TopK::K(
+                    k.parse()
+                        .with_context(|| format!("--top-k `{k}`: a number or `all`"))?,
+                ),
+            };
+            let function = match args.function_to_apply.as_deref() {
+                None => FunctionToApply::Default,
+                Some(f) => FunctionToApply::parse(f)?,
+            };
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let out = pipe
+                        .call(text, top_k, function, args.truncation)
+                        .with_context(|| format!("input {}", i + 1))?;
+                    Ok(serde_json::to_string(&out)?)
+                })
+                .collect::<Result<_>>()?
+        }
+        other => bail!(
+            "task `{other}` is not available yet (available: sentence-embeddings, text-classification)"
+        ),
     };
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(BufWriter::new(

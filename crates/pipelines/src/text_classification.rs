@@ -1,0 +1,164 @@
+//! transformers' `text-classification` pipeline (`sentiment-analysis`): labels with scores,
+//! best first; the score function from the config's problem type unless asked otherwise.
+
+use candle_core::{DType, Tensor};
+use ferro_core::{HubOptions, ModelSource};
+use ferro_models::{BertForSequenceClassification, LoadOptions};
+use ferro_tokenizers::{AutoTokenizer, EncodeOptions, Tokenizer};
+use serde::Serialize;
+
+use crate::error::{PipelineError, Result};
+
+/// transformers' `function_to_apply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FunctionToApply {
+    /// Sigmoid for multi-label (or one-label) models, softmax otherwise, nothing for
+    /// regression.
+    #[default]
+    Default,
+    Sigmoid,
+    Softmax,
+    None,
+}
+
+impl FunctionToApply {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "sigmoid" => Self::Sigmoid,
+            "softmax" => Self::Softmax,
+            "none" => Self::None,
+            _ => {
+                return Err(PipelineError::InvalidArgument {
+                    param: "function_to_apply",
+                    msg: format!("`{name}` is not one of sigmoid, softmax, none"),
+                })
+            }
+        })
+    }
+}
+
+/// How many labels to return: transformers' `top_k` (absent: the best one; `None`: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopK {
+    #[default]
+    Best,
+    All,
+    K(usize),
+}
+
+/// One label and its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+pub struct TextClassificationPipeline {
+    model: BertForSequenceClassification,
+    tokenizer: Tokenizer,
+    labels: Vec<String>,
+    max_length: usize,
+}
+
+impl TextClassificationPipeline {
+    /// A sequence-classification checkpoint (folder or Hub id) and its tokenizer.
+    pub fn from_pretrained(model: &str) -> Result<Self> {
+        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let m = BertForSequenceClassification::from_source(&source, &LoadOptions::default())?;
+        let tokenizer = AutoTokenizer::from_pretrained(model)?;
+        let mut labels = m.bert.config.labels()?;
+        if labels.is_empty() {
+            // transformers names unnamed classes LABEL_i.
+            let n = m.num_labels();
+            labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
+        }
+        let max_length = tokenizer
+            .model_max_length
+            .unwrap_or(m.bert.config.max_position_embeddings)
+            .min(m.bert.config.max_position_embeddings);
+        Ok(Self {
+            model: m,
+            tokenizer,
+            labels,
+            max_length,
+        })
+    }
+
+    /// Classifies `text`. Without `truncation` a text longer than the model takes is an
+    /// error (as in transformers); with it, the text is cut to the tokenizer's
+    /// `model_max_length`.
+    pub fn call(
+        &self,
+        text: &str,
+        top_k: TopK,
+        function: FunctionToApply,
+        truncation: bool,
+    ) -> Result<Vec<LabelScore>> {
+        let opts = EncodeOptions {
+            truncation: truncation.then_some(self.max_length),
+            ..EncodeOptions::default()
+        };
+        let enc = self.tokenizer.encode_batch(&[text], &opts)?;
+        let ids = enc.input_ids.into_iter().next().unwrap_or_default();
+        let limit = self.model.bert.config.max_position_embeddings;
+        if ids.len() > limit {
+            return Err(PipelineError::InvalidArgument {
+                param: "inputs",
+                msg: format!(
+                    "{} tokens; the model takes at most {limit} (pass truncation to cut the text)",
+                    ids.len()
+                ),
+            });
+        }
+        let n = ids.len();
+        let device = &self.model.bert.device;
+        let ids = Tensor::from_vec(ids, (1, n), device)?;
+        let mask = Tensor::ones((1, n), DType::U32, device)?;
+        let logits: Vec<f32> = self
+            .model
+            .forward(&ids, &ids.zeros_like()?, &mask)?
+            .squeeze(0)?
+            .to_vec1()?;
+        let scores = self.scores(&logits, function);
+        let mut out: Vec<LabelScore> = self
+            .labels
+            .iter()
+            .zip(scores)
+            .map(|(label, score)| LabelScore {
+                label: label.clone(),
+                score,
+            })
+            .collect();
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let keep = match top_k {
+            TopK::Best => 1,
+            TopK::All => out.len(),
+            TopK::K(k) => k,
+        };
+        out.truncate(keep);
+        Ok(out)
+    }
+
+    fn scores(&self, logits: &[f32], function: FunctionToApply) -> Vec<f32> {
+        let problem = self.model.bert.config.problem_type.as_deref();
+        let function = match function {
+            FunctionToApply::Default => match problem {
+                Some("multi_label_classification") => FunctionToApply::Sigmoid,
+                Some("regression") => FunctionToApply::None,
+                _ if logits.len() == 1 => FunctionToApply::Sigmoid,
+                _ => FunctionToApply::Softmax,
+            },
+            f => f,
+        };
+        match function {
+            FunctionToApply::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
+            FunctionToApply::Softmax => {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                e.iter().map(|x| x / sum).collect()
+            }
+            _ => logits.to_vec(),
+        }
+    }
+}

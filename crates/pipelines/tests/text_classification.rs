@@ -1,0 +1,112 @@
+//! The text-classification pipeline on the tiny BERT classifiers against transformers 5.24's
+//! pipeline outputs (tests/fixtures/encoders/tiny/goldens.json): the same labels in the
+//! same order, scores within 1e-4, for the default call, `top_k`, `function_to_apply`,
+//! `truncation`, and the error on a text longer than the model without truncation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use ferro_pipelines::{FunctionToApply, TextClassificationPipeline, TopK};
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
+}
+
+#[test]
+fn outputs_equal_transformers_pipeline() {
+    let goldens: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
+            .unwrap();
+    let mut checked = 0;
+    for case in goldens["pipelines"]["text-classification"]
+        .as_array()
+        .unwrap()
+    {
+        let model = case["model"].as_str().unwrap();
+        if !model.starts_with("bert-") {
+            continue; // RoBERTa and DistilBERT are not loaded yet
+        }
+        let pipe = TextClassificationPipeline::from_pretrained(dir().join(model).to_str().unwrap())
+            .unwrap();
+        let kw = &case["kwargs"];
+        let top_k = match kw.get("top_k") {
+            None => TopK::Best,
+            Some(Value::Null) => TopK::All,
+            Some(k) => TopK::K(k.as_u64().unwrap() as usize),
+        };
+        let function = kw
+            .get("function_to_apply")
+            .map_or(FunctionToApply::Default, |f| {
+                FunctionToApply::parse(f.as_str().unwrap()).unwrap()
+            });
+        let truncation = kw
+            .get("truncation")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let texts: Vec<&str> = match &case["inputs"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap()).collect(),
+            Value::Object(_) => continue, // text pairs are not taken yet
+            other => panic!("inputs {other}"),
+        };
+        let results: Vec<_> = texts
+            .iter()
+            .map(|t| pipe.call(t, top_k, function, truncation))
+            .collect();
+        if case.get("error").is_some() {
+            let err = results[0].as_ref().unwrap_err().to_string();
+            assert!(err.contains("truncation"), "case {}: {err}", case["id"]);
+            checked += 1;
+            continue;
+        }
+        // One text: a list of label/score records; several texts: one record (or list) each.
+        let want: Vec<&Value> = match (&case["inputs"], &case["output"]) {
+            (Value::Array(_), Value::Array(per_text)) => per_text.iter().collect(),
+            (_, out) => vec![out],
+        };
+        for (got, want) in results.iter().zip(want) {
+            let got = got.as_ref().unwrap();
+            let want: Vec<&Value> = match want {
+                Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            assert_eq!(got.len(), want.len(), "case {}", case["id"]);
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g.label, w["label"].as_str().unwrap(), "case {}", case["id"]);
+                let ws = w["score"].as_f64().unwrap() as f32;
+                assert!(
+                    (g.score - ws).abs() < 1e-4 * ws.abs().max(1.0),
+                    "case {}: {} vs {ws}",
+                    case["id"],
+                    g.score
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} cases checked");
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let pipe =
+        TextClassificationPipeline::from_pretrained(dir().join("bert-seq-cls").to_str().unwrap())
+            .unwrap();
+    // An empty text is [CLS] [SEP] and still gets a label, as in transformers.
+    assert_eq!(
+        pipe.call("", TopK::All, FunctionToApply::Default, false)
+            .unwrap()
+            .len(),
+        3
+    );
+    let err = FunctionToApply::parse("tanh").unwrap_err().to_string();
+    assert!(err.contains("function_to_apply"), "{err}");
+    // A model without a classification head.
+    let err = TextClassificationPipeline::from_pretrained(dir().join("bert-mlm").to_str().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("classifier"), "{err}");
+}
