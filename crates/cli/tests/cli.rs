@@ -1411,6 +1411,24 @@ fn pipeline_text_classification_prints_transformers_records() {
     .run();
     let text = String::from_utf8(out.ok().to_vec()).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
+    // fill-mask: transformers' top token for "The movie was [MASK]." is "##gle" (0.113048).
+    let mlm = tiny_encoder("bert-mlm");
+    let out = ferro([
+        "pipeline",
+        "fill-mask",
+        "--model",
+        &mlm,
+        "--top-k",
+        "1",
+        "The movie was [MASK].",
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert_eq!(v[0]["token_str"], "##gle");
+    assert!((v[0]["score"].as_f64().unwrap() - 0.113048).abs() < 1e-4);
+    ferro(["pipeline", "fill-mask", "--model", &mlm, "no mask"])
+        .run()
+        .fails(&["no mask token"]);
     std::fs::write(file.path(), "{\"txt\": 1}\n").unwrap();
     ferro([
         "pipeline",

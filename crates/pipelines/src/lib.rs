@@ -2,9 +2,11 @@
 //! computes them (`sentence_embeddings.rs`) and text classification (`text_classification.rs`).
 
 pub mod error;
+pub mod fill_mask;
 pub mod sentence_embeddings;
 pub mod text_classification;
 
 pub use error::{PipelineError, Result};
+pub use fill_mask::{FillMaskPipeline, FillMaskResult};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};
 pub use text_classification::{FunctionToApply, LabelScore, TextClassificationPipeline, TopK};

@@ -11,7 +11,7 @@ use serde_json::Value;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns
-    /// them) or text-classification (alias sentiment-analysis).
+    /// them), text-classification (alias sentiment-analysis) or fill-mask.
     task: String,
     /// A model folder or Hub id.
     #[arg(long, short = 'm')]
@@ -36,6 +36,9 @@ pub struct Args {
     /// text-classification: cut texts longer than the model takes instead of refusing them.
     #[arg(long)]
     truncation: bool,
+    /// fill-mask: score only these words (repeat the flag for several).
+    #[arg(long = "target")]
+    targets: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -83,8 +86,34 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         }
+        "fill-mask" => {
+            let pipe = ferro_pipelines::FillMaskPipeline::from_pretrained(&args.model)
+                .with_context(|| format!("loading `{}`", args.model))?;
+            let top_k = match args.top_k.as_deref() {
+                None => 5,
+                Some(k) => k
+                    .parse()
+                    .with_context(|| format!("--top-k `{k}`: a number"))?,
+            };
+            let targets = (!args.targets.is_empty()).then_some(args.targets.as_slice());
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let out = pipe
+                        .call(text, top_k, targets)
+                        .with_context(|| format!("input {}", i + 1))?;
+                    // One mask: its candidates; several: a list per mask (as transformers).
+                    Ok(match out.as_slice() {
+                        [one] => serde_json::to_string(one)?,
+                        _ => serde_json::to_string(&out)?,
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
         other => bail!(
-            "task `{other}` is not available yet (available: sentence-embeddings, text-classification)"
+            "task `{other}` is not available yet (available: sentence-embeddings, \
+             text-classification, fill-mask)"
         ),
     };
     let mut out: Box<dyn Write> = match &args.output {
