@@ -5,8 +5,10 @@ pub mod error;
 pub mod fill_mask;
 pub mod sentence_embeddings;
 pub mod text_classification;
+pub mod token_classification;
 
 pub use error::{PipelineError, Result};
 pub use fill_mask::{FillMaskPipeline, FillMaskResult};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};
 pub use text_classification::{FunctionToApply, LabelScore, TextClassificationPipeline, TopK};
+pub use token_classification::{Aggregation, Entity, TokenClassificationPipeline};

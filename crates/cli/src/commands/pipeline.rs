@@ -11,7 +11,8 @@ use serde_json::Value;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns
-    /// them), text-classification (alias sentiment-analysis) or fill-mask.
+    /// them), text-classification (alias sentiment-analysis), token-classification (alias
+    /// ner) or fill-mask.
     task: String,
     /// A model folder or Hub id.
     #[arg(long, short = 'm')]
@@ -36,6 +37,12 @@ pub struct Args {
     /// text-classification: cut texts longer than the model takes instead of refusing them.
     #[arg(long)]
     truncation: bool,
+    /// token-classification: none, simple, first, average or max.
+    #[arg(long, default_value = "none")]
+    aggregation_strategy: String,
+    /// token-classification: labels left out [default: O].
+    #[arg(long = "ignore-label")]
+    ignore_labels: Option<Vec<String>>,
     /// fill-mask: score only these words (repeat the flag for several).
     #[arg(long = "target")]
     targets: Vec<String>,
@@ -86,6 +93,26 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         }
+        "token-classification" | "ner" => {
+            use ferro_pipelines::{Aggregation, TokenClassificationPipeline};
+            let pipe = TokenClassificationPipeline::from_pretrained(&args.model)
+                .with_context(|| format!("loading `{}`", args.model))?;
+            let aggregation = Aggregation::parse(&args.aggregation_strategy)?;
+            let ignore = args
+                .ignore_labels
+                .clone()
+                .unwrap_or_else(|| vec!["O".into()]);
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let out = pipe
+                        .call(text, aggregation, &ignore)
+                        .with_context(|| format!("input {}", i + 1))?;
+                    Ok(serde_json::to_string(&out)?)
+                })
+                .collect::<Result<_>>()?
+        }
         "fill-mask" => {
             let pipe = ferro_pipelines::FillMaskPipeline::from_pretrained(&args.model)
                 .with_context(|| format!("loading `{}`", args.model))?;
@@ -113,7 +140,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         other => bail!(
             "task `{other}` is not available yet (available: sentence-embeddings, \
-             text-classification, fill-mask)"
+             text-classification, token-classification, fill-mask)"
         ),
     };
     let mut out: Box<dyn Write> = match &args.output {

@@ -1,0 +1,298 @@
+//! transformers' `token-classification` pipeline (NER): a label per token, or entities
+//! grouped by the aggregation strategies none / simple / first / average / max, with
+//! character offsets into the input.
+
+use candle_core::{DType, Tensor};
+use ferro_core::{HubOptions, ModelSource};
+use ferro_models::{BertForTokenClassification, LoadOptions};
+use ferro_tokenizers::{AutoTokenizer, EncodeOptions, Tokenizer};
+use serde::Serialize;
+
+use crate::error::{PipelineError, Result};
+
+/// transformers' `aggregation_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    /// One record per token (`entity`, `index`).
+    #[default]
+    None,
+    /// Consecutive tokens of one tag (B- starts a new one) grouped, scores averaged.
+    Simple,
+    /// Sub-words joined into words first, each word labelled by its first token…
+    First,
+    /// … by the average of its tokens' scores …
+    Average,
+    /// … or by its most confident token; then grouped as `Simple`.
+    Max,
+}
+
+impl Aggregation {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Self::None,
+            "simple" => Self::Simple,
+            "first" => Self::First,
+            "average" => Self::Average,
+            "max" => Self::Max,
+            _ => {
+                return Err(PipelineError::InvalidArgument {
+                    param: "aggregation_strategy",
+                    msg: format!("`{name}` is not one of none, simple, first, average, max"),
+                })
+            }
+        })
+    }
+}
+
+/// One token's or one group's label, as transformers prints it: `entity` and `index` for
+/// tokens, `entity_group` for groups.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_group: Option<String>,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A token before aggregation.
+struct PreEntity {
+    word: String,
+    scores: Vec<f32>,
+    start: usize,
+    end: usize,
+    index: usize,
+    is_subword: bool,
+}
+
+pub struct TokenClassificationPipeline {
+    model: BertForTokenClassification,
+    tokenizer: Tokenizer,
+    labels: Vec<String>,
+    max_length: usize,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+/// `B-PER` → (B, PER); `I-PER` → (I, PER); anything else → (I, itself).
+fn tag(entity: &str) -> (&str, &str) {
+    match entity.split_at_checked(2) {
+        Some(("B-", rest)) => ("B", rest),
+        Some(("I-", rest)) => ("I", rest),
+        _ => ("I", entity),
+    }
+}
+
+/// Tokens back to text with the tokenizer's decoder (transformers'
+/// `convert_tokens_to_string`: for WordPiece, `##` joins and the punctuation clean-up).
+fn join_tokens(tokenizer: &Tokenizer, tokens: &[&str]) -> String {
+    use tokenizers::Decoder;
+    let owned: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    match tokenizer.backend().get_decoder().map(|d| d.decode(owned)) {
+        Some(Ok(text)) => text,
+        _ => tokens.join(" ").replace(" ##", "").trim().to_string(),
+    }
+}
+
+impl TokenClassificationPipeline {
+    pub fn from_pretrained(model: &str) -> Result<Self> {
+        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let m = BertForTokenClassification::from_source(&source, &LoadOptions::default())?;
+        let tokenizer = AutoTokenizer::from_pretrained(model)?;
+        let labels = m.bert.config.labels()?;
+        if labels.is_empty() {
+            return Err(PipelineError::InvalidArgument {
+                param: "model",
+                msg: format!("`{model}` has no id2label in its config: entities need names"),
+            });
+        }
+        let max_length = tokenizer
+            .model_max_length
+            .unwrap_or(m.bert.config.max_position_embeddings)
+            .min(m.bert.config.max_position_embeddings);
+        Ok(Self {
+            model: m,
+            tokenizer,
+            labels,
+            max_length,
+        })
+    }
+
+    /// The entities of `text` (labels in `ignore` left out; transformers ignores `O`).
+    pub fn call(
+        &self,
+        text: &str,
+        aggregation: Aggregation,
+        ignore: &[String],
+    ) -> Result<Vec<Entity>> {
+        let opts = EncodeOptions {
+            truncation: Some(self.max_length),
+            ..EncodeOptions::default()
+        };
+        let enc = self.tokenizer.encode_batch(&[text], &opts)?;
+        let ids = enc.input_ids.into_iter().next().unwrap_or_default();
+        let offsets = enc.offsets.into_iter().next().unwrap_or_default();
+        let n = ids.len();
+        let device = &self.model.bert.device;
+        let input = Tensor::from_vec(ids.clone(), (1, n), device)?;
+        let mask = Tensor::ones((1, n), DType::U32, device)?;
+        let logits: Vec<Vec<f32>> = self
+            .model
+            .forward(&input, &input.zeros_like()?, &mask)?
+            .squeeze(0)?
+            .to_vec2()?;
+        let special = self.tokenizer.all_special_ids();
+        let unk = self.tokenizer.unk_token_id();
+        let chars: Vec<char> = text.chars().collect();
+        let mut pre = Vec::new();
+        for (index, ((&id, &(start, end)), row)) in
+            ids.iter().zip(&offsets).zip(&logits).enumerate()
+        {
+            // Tokens the tokenizer added ([CLS], [SEP]) have no text; an [UNK] standing for
+            // a word of the input does, and stays.
+            if special.contains(&id) && start == end {
+                continue;
+            }
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let word_ref: String = chars[start.min(chars.len())..end.min(chars.len())]
+                .iter()
+                .collect();
+            let token = self.tokenizer.id_to_token(id).unwrap_or_default();
+            let (word, is_subword) = if Some(id) == unk {
+                (word_ref, false)
+            } else {
+                let sub = token.chars().count() != word_ref.chars().count();
+                (token, sub)
+            };
+            pre.push(PreEntity {
+                word,
+                scores: e.iter().map(|x| x / sum).collect(),
+                start,
+                end,
+                index,
+                is_subword,
+            });
+        }
+        let entities = match aggregation {
+            Aggregation::None | Aggregation::Simple => {
+                let tokens: Vec<Entity> = pre
+                    .iter()
+                    .map(|p| {
+                        let i = argmax(&p.scores);
+                        Entity {
+                            entity: Some(self.labels[i].clone()),
+                            entity_group: None,
+                            score: p.scores[i],
+                            index: Some(p.index),
+                            word: p.word.clone(),
+                            start: p.start,
+                            end: p.end,
+                        }
+                    })
+                    .collect();
+                if aggregation == Aggregation::None {
+                    tokens
+                } else {
+                    group_entities(&self.tokenizer, &tokens)
+                }
+            }
+            _ => group_entities(&self.tokenizer, &self.aggregate_words(&pre, aggregation)),
+        };
+        Ok(entities
+            .into_iter()
+            .filter(|e| {
+                let label = e.entity.as_ref().or(e.entity_group.as_ref());
+                !label.is_some_and(|l| ignore.contains(l))
+            })
+            .collect())
+    }
+
+    /// Words (a token and the sub-words after it), each labelled by `how`.
+    fn aggregate_words(&self, pre: &[PreEntity], how: Aggregation) -> Vec<Entity> {
+        let mut groups: Vec<Vec<&PreEntity>> = Vec::new();
+        for p in pre {
+            match groups.last_mut() {
+                Some(g) if p.is_subword => g.push(p),
+                _ => groups.push(vec![p]),
+            }
+        }
+        groups
+            .iter()
+            .map(|g| {
+                let scores: Vec<f32> = match how {
+                    Aggregation::Max => {
+                        let best = g.iter().copied().fold(g[0], |b, e| {
+                            let m = |x: &PreEntity| {
+                                x.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                            };
+                            if m(e) > m(b) {
+                                e
+                            } else {
+                                b
+                            }
+                        });
+                        best.scores.clone()
+                    }
+                    Aggregation::Average => (0..g[0].scores.len())
+                        .map(|j| g.iter().map(|e| e.scores[j]).sum::<f32>() / g.len() as f32)
+                        .collect(),
+                    _ => g[0].scores.clone(),
+                };
+                let i = argmax(&scores);
+                let words: Vec<&str> = g.iter().map(|e| e.word.as_str()).collect();
+                Entity {
+                    entity: Some(self.labels[i].clone()),
+                    entity_group: None,
+                    score: scores[i],
+                    index: None,
+                    word: join_tokens(&self.tokenizer, &words),
+                    start: g[0].start,
+                    end: g[g.len() - 1].end,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Consecutive entities of one tag (a `B-` starts a new group) as one, scores averaged.
+fn group_entities(tokenizer: &Tokenizer, entities: &[Entity]) -> Vec<Entity> {
+    let mut groups: Vec<Vec<&Entity>> = Vec::new();
+    for e in entities {
+        let label = e.entity.as_deref().unwrap_or("");
+        let joins = groups.last().and_then(|g| g.last()).is_some_and(|last| {
+            let (bi, t) = tag(label);
+            let (_, last_t) = tag(last.entity.as_deref().unwrap_or(""));
+            t == last_t && bi != "B"
+        });
+        match groups.last_mut() {
+            Some(g) if joins => g.push(e),
+            _ => groups.push(vec![e]),
+        }
+    }
+    groups
+        .iter()
+        .map(|g| {
+            let first = g[0].entity.as_deref().unwrap_or("");
+            let group = first.split_once('-').map_or(first, |(_, rest)| rest);
+            let words: Vec<&str> = g.iter().map(|e| e.word.as_str()).collect();
+            Entity {
+                entity: None,
+                entity_group: Some(group.to_string()),
+                score: g.iter().map(|e| e.score).sum::<f32>() / g.len() as f32,
+                index: None,
+                word: join_tokens(tokenizer, &words),
+                start: g[0].start,
+                end: g[g.len() - 1].end,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,83 @@
+//! The token-classification pipeline on the tiny BERT tagger against transformers 5.24's
+//! outputs (tests/fixtures/encoders/tiny/goldens.json): aggregation none, simple, first,
+//! average and max, `ignore_labels`, character offsets, sub-words and unknown words.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+
+use ferro_pipelines::{Aggregation, TokenClassificationPipeline};
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
+}
+
+#[test]
+fn outputs_equal_transformers_pipeline() {
+    let goldens: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
+            .unwrap();
+    let pipe = TokenClassificationPipeline::from_pretrained(
+        dir().join("bert-token-cls").to_str().unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for case in goldens["pipelines"]["token-classification"]
+        .as_array()
+        .unwrap()
+    {
+        let kw = &case["kwargs"];
+        if case["model"] != "bert-token-cls"
+            || kw.get("stride").is_some()
+            || case.get("output").is_none()
+        {
+            continue; // windows with stride are not taken yet
+        }
+        let aggregation = kw
+            .get("aggregation_strategy")
+            .map_or(Aggregation::None, |a| {
+                Aggregation::parse(a.as_str().unwrap()).unwrap()
+            });
+        let ignore: Vec<String> = match kw.get("ignore_labels") {
+            Some(v) => v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect(),
+            None => vec!["O".to_string()],
+        };
+        let Value::String(text) = &case["inputs"] else {
+            continue;
+        };
+        let got = pipe.call(text, aggregation, &ignore).unwrap();
+        let want = case["output"].as_array().unwrap();
+        let got_json: Vec<Value> = got
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "case {}: {got_json:?}\nwant {want:?}",
+            case["id"]
+        );
+        for (g, w) in got_json.iter().zip(want) {
+            for key in ["entity", "entity_group", "index", "word", "start", "end"] {
+                assert_eq!(
+                    g.get(key),
+                    w.get(key),
+                    "case {} {key}: {g} vs {w}",
+                    case["id"]
+                );
+            }
+            let (gs, ws) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
+            assert!((gs - ws).abs() < 1e-4, "case {}: {gs} vs {ws}", case["id"]);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} cases checked");
+    let err = Aggregation::parse("mean").unwrap_err().to_string();
+    assert!(err.contains("aggregation_strategy"), "{err}");
+}
