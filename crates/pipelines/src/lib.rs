@@ -6,9 +6,11 @@ pub mod fill_mask;
 pub mod sentence_embeddings;
 pub mod text_classification;
 pub mod token_classification;
+pub mod zero_shot;
 
 pub use error::{PipelineError, Result};
 pub use fill_mask::{FillMaskPipeline, FillMaskResult};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};
 pub use text_classification::{FunctionToApply, LabelScore, TextClassificationPipeline, TopK};
 pub use token_classification::{Aggregation, Entity, TokenClassificationPipeline};
+pub use zero_shot::{split_labels, ZeroShotClassificationPipeline, ZeroShotOutput};

@@ -12,7 +12,7 @@ use serde_json::Value;
 pub struct Args {
     /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns
     /// them), text-classification (alias sentiment-analysis), token-classification (alias
-    /// ner) or fill-mask.
+    /// ner), fill-mask or zero-shot-classification.
     task: String,
     /// A model folder or Hub id.
     #[arg(long, short = 'm')]
@@ -43,6 +43,15 @@ pub struct Args {
     /// token-classification: labels left out [default: O].
     #[arg(long = "ignore-label")]
     ignore_labels: Option<Vec<String>>,
+    /// zero-shot-classification: the candidate labels, comma-separated.
+    #[arg(long)]
+    candidate_labels: Option<String>,
+    /// zero-shot-classification: score each label on its own.
+    #[arg(long)]
+    multi_label: bool,
+    /// zero-shot-classification: the hypothesis, `{}` standing for the label.
+    #[arg(long, default_value = "This example is {}.")]
+    hypothesis_template: String,
     /// fill-mask: score only these words (repeat the flag for several).
     #[arg(long = "target")]
     targets: Vec<String>,
@@ -113,6 +122,23 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         }
+        "zero-shot-classification" => {
+            let pipe =
+                ferro_pipelines::ZeroShotClassificationPipeline::from_pretrained(&args.model)
+                    .with_context(|| format!("loading `{}`", args.model))?;
+            let labels =
+                ferro_pipelines::split_labels(args.candidate_labels.as_deref().unwrap_or(""));
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let out = pipe
+                        .call(text, &labels, &args.hypothesis_template, args.multi_label)
+                        .with_context(|| format!("input {}", i + 1))?;
+                    Ok(serde_json::to_string(&out)?)
+                })
+                .collect::<Result<_>>()?
+        }
         "fill-mask" => {
             let pipe = ferro_pipelines::FillMaskPipeline::from_pretrained(&args.model)
                 .with_context(|| format!("loading `{}`", args.model))?;
@@ -140,7 +166,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         other => bail!(
             "task `{other}` is not available yet (available: sentence-embeddings, \
-             text-classification, token-classification, fill-mask)"
+             text-classification, token-classification, fill-mask, zero-shot-classification)"
         ),
     };
     let mut out: Box<dyn Write> = match &args.output {
