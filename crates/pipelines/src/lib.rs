@@ -2,6 +2,7 @@
 //! computes them (`sentence_embeddings.rs`) and text classification (`text_classification.rs`).
 
 pub mod error;
+pub mod feature_extraction;
 pub mod fill_mask;
 pub mod sentence_embeddings;
 pub mod text_classification;
@@ -9,6 +10,7 @@ pub mod token_classification;
 pub mod zero_shot;
 
 pub use error::{PipelineError, Result};
+pub use feature_extraction::FeatureExtractionPipeline;
 pub use fill_mask::{FillMaskPipeline, FillMaskResult};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};
 pub use text_classification::{FunctionToApply, LabelScore, TextClassificationPipeline, TopK};

@@ -12,7 +12,8 @@ use serde_json::Value;
 pub struct Args {
     /// The task: sentence-embeddings (pooled and normalized as sentence-transformers returns
     /// them), text-classification (alias sentiment-analysis), token-classification (alias
-    /// ner), fill-mask or zero-shot-classification.
+    /// ner), fill-mask, zero-shot-classification or feature-extraction (token-level hidden
+    /// states).
     task: String,
     /// A model folder or Hub id.
     #[arg(long, short = 'm')]
@@ -34,7 +35,8 @@ pub struct Args {
     /// text-classification: sigmoid, softmax or none [default: from the model's problem type].
     #[arg(long)]
     function_to_apply: Option<String>,
-    /// text-classification: cut texts longer than the model takes instead of refusing them.
+    /// text-classification, feature-extraction: cut texts longer than the model takes
+    /// instead of refusing them.
     #[arg(long)]
     truncation: bool,
     /// token-classification: none, simple, first, average or max.
@@ -122,6 +124,20 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect::<Result<_>>()?
         }
+        "feature-extraction" => {
+            let pipe = ferro_pipelines::FeatureExtractionPipeline::from_pretrained(&args.model)
+                .with_context(|| format!("loading `{}`", args.model))?;
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let out = pipe
+                        .call(text, args.truncation)
+                        .with_context(|| format!("input {}", i + 1))?;
+                    Ok(serde_json::to_string(&out)?)
+                })
+                .collect::<Result<_>>()?
+        }
         "zero-shot-classification" => {
             let pipe =
                 ferro_pipelines::ZeroShotClassificationPipeline::from_pretrained(&args.model)
@@ -166,7 +182,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         other => bail!(
             "task `{other}` is not available yet (available: sentence-embeddings, \
-             text-classification, token-classification, fill-mask, zero-shot-classification)"
+             text-classification, token-classification, fill-mask, zero-shot-classification, \
+             feature-extraction)"
         ),
     };
     let mut out: Box<dyn Write> = match &args.output {
