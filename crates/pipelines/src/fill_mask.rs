@@ -2,9 +2,8 @@
 //! sentence they make.
 
 use candle_core::{DType, Tensor, D};
-use ferro_core::{HubOptions, ModelSource};
 use ferro_models::{BertForMaskedLM, LoadOptions};
-use ferro_tokenizers::{AutoTokenizer, Tokenizer};
+use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
@@ -28,9 +27,8 @@ pub struct FillMaskPipeline {
 
 impl FillMaskPipeline {
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let (source, tokenizer) = crate::inputs::resolve(model)?;
         let m = BertForMaskedLM::from_source(&source, &LoadOptions::default())?;
-        let tokenizer = AutoTokenizer::from_pretrained(model)?;
         let mask_id = ["[MASK]", "<mask>"]
             .iter()
             .find_map(|t| tokenizer.token_to_id(t))

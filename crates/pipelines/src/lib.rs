@@ -4,6 +4,7 @@
 pub mod error;
 pub mod feature_extraction;
 pub mod fill_mask;
+mod inputs;
 pub mod sentence_embeddings;
 pub mod text_classification;
 pub mod token_classification;

@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use ferro_core::{HubOptions, ModelSource};
 use ferro_models::{BertModel, LoadOptions};
-use ferro_tokenizers::{AutoTokenizer, Tokenizer};
+use ferro_tokenizers::Tokenizer;
 use serde_json::Value;
 
 use crate::error::{PipelineError, Result};
@@ -118,10 +117,8 @@ impl SentenceTransformer {
     /// A folder or Hub id with a sentence-transformers layout (or a bare BERT checkpoint:
     /// mean pooling, no normalization, as sentence-transformers does then).
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
-        let opts = LoadOptions::default();
-        let bert = BertModel::from_source(&source, &opts)?;
-        let tokenizer = AutoTokenizer::from_pretrained(model)?;
+        let (source, tokenizer) = crate::inputs::resolve(model)?;
+        let bert = BertModel::from_source(&source, &LoadOptions::default())?;
         let (mut pooling, mut normalize) = (Pooling::mean(), false);
         if let Some(modules_path) = source.optional_file("modules.json")? {
             let modules = read_json(&modules_path)?;

@@ -1,13 +1,12 @@
 //! transformers' `text-classification` pipeline (`sentiment-analysis`): labels with scores,
 //! best first; the score function from the config's problem type unless asked otherwise.
 
-use candle_core::{DType, Tensor};
-use ferro_core::{HubOptions, ModelSource};
 use ferro_models::{BertForSequenceClassification, LoadOptions};
-use ferro_tokenizers::{AutoTokenizer, EncodeOptions, Tokenizer};
+use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
+use crate::inputs::{encode, max_length, resolve};
 
 /// transformers' `function_to_apply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,19 +62,15 @@ pub struct TextClassificationPipeline {
 impl TextClassificationPipeline {
     /// A sequence-classification checkpoint (folder or Hub id) and its tokenizer.
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let (source, tokenizer) = resolve(model)?;
         let m = BertForSequenceClassification::from_source(&source, &LoadOptions::default())?;
-        let tokenizer = AutoTokenizer::from_pretrained(model)?;
         let mut labels = m.bert.config.labels()?;
         if labels.is_empty() {
             // transformers names unnamed classes LABEL_i.
             let n = m.num_labels();
             labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
         }
-        let max_length = tokenizer
-            .model_max_length
-            .unwrap_or(m.bert.config.max_position_embeddings)
-            .min(m.bert.config.max_position_embeddings);
+        let max_length = max_length(&tokenizer, m.bert.config.max_position_embeddings);
         Ok(Self {
             model: m,
             tokenizer,
@@ -94,29 +89,17 @@ impl TextClassificationPipeline {
         function: FunctionToApply,
         truncation: bool,
     ) -> Result<Vec<LabelScore>> {
-        let opts = EncodeOptions {
-            truncation: truncation.then_some(self.max_length),
-            ..EncodeOptions::default()
-        };
-        let enc = self.tokenizer.encode_batch(&[text], &opts)?;
-        let ids = enc.input_ids.into_iter().next().unwrap_or_default();
-        let limit = self.model.bert.config.max_position_embeddings;
-        if ids.len() > limit {
-            return Err(PipelineError::InvalidArgument {
-                param: "inputs",
-                msg: format!(
-                    "{} tokens; the model takes at most {limit} (pass truncation to cut the text)",
-                    ids.len()
-                ),
-            });
-        }
-        let n = ids.len();
-        let device = &self.model.bert.device;
-        let ids = Tensor::from_vec(ids, (1, n), device)?;
-        let mask = Tensor::ones((1, n), DType::U32, device)?;
+        let bert = &self.model.bert;
+        let e = encode(
+            &self.tokenizer,
+            text,
+            truncation.then_some(self.max_length),
+            bert.config.max_position_embeddings,
+            &bert.device,
+        )?;
         let logits: Vec<f32> = self
             .model
-            .forward(&ids, &ids.zeros_like()?, &mask)?
+            .forward(&e.input_ids, &e.token_type_ids, &e.attention_mask)?
             .squeeze(0)?
             .to_vec1()?;
         let scores = self.scores(&logits, function);

@@ -2,13 +2,12 @@
 //! grouped by the aggregation strategies none / simple / first / average / max, with
 //! character offsets into the input.
 
-use candle_core::{DType, Tensor};
-use ferro_core::{HubOptions, ModelSource};
 use ferro_models::{BertForTokenClassification, LoadOptions};
-use ferro_tokenizers::{AutoTokenizer, EncodeOptions, Tokenizer};
+use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
+use crate::inputs::{encode, max_length, resolve};
 
 /// transformers' `aggregation_strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,9 +102,8 @@ fn join_tokens(tokenizer: &Tokenizer, tokens: &[&str]) -> String {
 
 impl TokenClassificationPipeline {
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let (source, tokenizer) = resolve(model)?;
         let m = BertForTokenClassification::from_source(&source, &LoadOptions::default())?;
-        let tokenizer = AutoTokenizer::from_pretrained(model)?;
         let labels = m.bert.config.labels()?;
         if labels.is_empty() {
             return Err(PipelineError::InvalidArgument {
@@ -113,10 +111,7 @@ impl TokenClassificationPipeline {
                 msg: format!("`{model}` has no id2label in its config: entities need names"),
             });
         }
-        let max_length = tokenizer
-            .model_max_length
-            .unwrap_or(m.bert.config.max_position_embeddings)
-            .min(m.bert.config.max_position_embeddings);
+        let max_length = max_length(&tokenizer, m.bert.config.max_position_embeddings);
         Ok(Self {
             model: m,
             tokenizer,
@@ -132,22 +127,21 @@ impl TokenClassificationPipeline {
         aggregation: Aggregation,
         ignore: &[String],
     ) -> Result<Vec<Entity>> {
-        let opts = EncodeOptions {
-            truncation: Some(self.max_length),
-            ..EncodeOptions::default()
-        };
-        let enc = self.tokenizer.encode_batch(&[text], &opts)?;
-        let ids = enc.input_ids.into_iter().next().unwrap_or_default();
-        let offsets = enc.offsets.into_iter().next().unwrap_or_default();
-        let n = ids.len();
-        let device = &self.model.bert.device;
-        let input = Tensor::from_vec(ids.clone(), (1, n), device)?;
-        let mask = Tensor::ones((1, n), DType::U32, device)?;
+        // transformers truncates token-classification inputs to the model's length.
+        let bert = &self.model.bert;
+        let e = encode(
+            &self.tokenizer,
+            text,
+            Some(self.max_length),
+            bert.config.max_position_embeddings,
+            &bert.device,
+        )?;
         let logits: Vec<Vec<f32>> = self
             .model
-            .forward(&input, &input.zeros_like()?, &mask)?
+            .forward(&e.input_ids, &e.token_type_ids, &e.attention_mask)?
             .squeeze(0)?
             .to_vec2()?;
+        let (ids, offsets) = (e.ids, e.offsets);
         let special = self.tokenizer.all_special_ids();
         let unk = self.tokenizer.unk_token_id();
         let chars: Vec<char> = text.chars().collect();

@@ -3,9 +3,8 @@
 //! score ranks the labels.
 
 use candle_core::{DType, Tensor};
-use ferro_core::{HubOptions, ModelSource};
 use ferro_models::{BertForSequenceClassification, LoadOptions};
-use ferro_tokenizers::{AutoTokenizer, Tokenizer};
+use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
@@ -38,9 +37,8 @@ pub struct ZeroShotClassificationPipeline {
 impl ZeroShotClassificationPipeline {
     /// An NLI checkpoint: its id2label must name an `entailment` class.
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        let source = ModelSource::resolve(model, &HubOptions::from_env())?;
+        let (source, tokenizer) = crate::inputs::resolve(model)?;
         let m = BertForSequenceClassification::from_source(&source, &LoadOptions::default())?;
-        let tokenizer = AutoTokenizer::from_pretrained(model)?;
         let labels = m.bert.config.labels()?;
         let entailment = labels
             .iter()
