@@ -169,13 +169,12 @@ impl SentenceTransformer {
     /// The token ids of `text` as sentence-transformers feeds them: special tokens added,
     /// truncated to `max_seq_length` keeping the final special token.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = self.tokenizer.encode(text, true)?.ids;
-        if ids.len() > self.max_seq_length {
-            let last = ids[ids.len() - 1];
-            ids.truncate(self.max_seq_length - 1);
-            ids.push(last);
-        }
-        Ok(ids)
+        let opts = ferro_tokenizers::EncodeOptions {
+            truncation: Some(self.max_seq_length),
+            ..Default::default()
+        };
+        let enc = self.tokenizer.encode_batch(&[text], &opts)?;
+        Ok(enc.input_ids.into_iter().next().unwrap_or_default())
     }
 
     /// One embedding per sentence, in input order: batches of `batch_size` sentences of
@@ -206,18 +205,6 @@ impl SentenceTransformer {
             }
         }
         Ok(out)
-    }
-
-    /// The encoder's token-level states for `text` (`(tokens, hidden)`, what transformers'
-    /// feature-extraction pipeline returns), before pooling.
-    pub fn last_hidden_state(&self, text: &str) -> Result<Vec<Vec<f32>>> {
-        let ids = self.tokenize(text)?;
-        let n = ids.len();
-        let device = &self.model.device;
-        let ids = Tensor::from_vec(ids, (1, n), device)?;
-        let mask = Tensor::ones((1, n), DType::U32, device)?;
-        let states = self.model.forward(&ids, &ids.zeros_like()?, &mask)?;
-        Ok(states.squeeze(0)?.to_dtype(DType::F32)?.to_vec2()?)
     }
 
     /// Token ids of a batch → pooled (and normalized) vectors.

@@ -4,39 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
+mod common;
 
 use ferro_pipelines::FeatureExtractionPipeline;
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let goldens: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
-            .unwrap();
     let mut checked = 0;
-    for case in goldens["pipelines"]["feature-extraction"]
-        .as_array()
-        .unwrap()
-    {
-        let pipe = FeatureExtractionPipeline::from_pretrained(
-            dir()
-                .join(case["model"].as_str().unwrap())
-                .to_str()
-                .unwrap(),
-        )
+    for case in &common::cases("feature-extraction") {
+        let pipe = FeatureExtractionPipeline::from_pretrained(&common::model(
+            case["model"].as_str().unwrap(),
+        ))
         .unwrap();
         let truncation = case["kwargs"]
             .get("truncation")
@@ -65,14 +44,14 @@ fn outputs_equal_transformers_pipeline() {
             "case {}",
             case["id"]
         );
-        for (a, b) in got[0][0].iter().zip(floats(&want["first_token"])) {
+        for (a, b) in got[0][0].iter().zip(common::floats(&want["first_token"])) {
             assert!(
                 (a - b).abs() < 1e-4 * b.abs().max(1.0),
                 "case {}: {a} vs {b}",
                 case["id"]
             );
         }
-        for (tok, norm) in got[0].iter().zip(floats(&want["token_norms"])) {
+        for (tok, norm) in got[0].iter().zip(common::floats(&want["token_norms"])) {
             let n = tok.iter().map(|x| x * x).sum::<f32>().sqrt();
             assert!(
                 (n - norm).abs() < 1e-4 * norm.max(1.0),

@@ -4,22 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
+mod common;
 
 use ferro_pipelines::FillMaskPipeline;
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
-}
-
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let goldens: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
-            .unwrap();
-    let pipe = FillMaskPipeline::from_pretrained(dir().join("bert-mlm").to_str().unwrap()).unwrap();
-    let cases = goldens["pipelines"]["fill-mask"].as_array().unwrap();
+    let pipe = FillMaskPipeline::from_pretrained(&common::model("bert-mlm")).unwrap();
+    let cases = &common::cases("fill-mask");
     for case in cases {
         let kw = &case["kwargs"];
         let top_k = kw.get("top_k").and_then(Value::as_u64).unwrap_or(5) as usize;

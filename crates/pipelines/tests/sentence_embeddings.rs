@@ -1,12 +1,12 @@
 //! all-MiniLM-L6-v2 against sentence-transformers 6.2.0 (tests/fixtures/encoders, made by
 //! scripts/make_encoder_refs.py): the same token ids, embeddings within cosine 0.99999 of
-//! its `encode` (batched here, one at a time there), token states within 1e-4 of
-//! transformers' `last_hidden_state`.
+//! its `encode` (batched here, one at a time there), token states (the feature-extraction
+//! pipeline) within 1e-4 of transformers' `last_hidden_state`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use ferro_core::PackagedModel;
-use ferro_pipelines::SentenceTransformer;
+use ferro_pipelines::{FeatureExtractionPipeline, SentenceTransformer};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -85,11 +85,15 @@ fn embeddings_equal_sentence_transformers() {
 #[test]
 fn token_states_equal_transformers() {
     let refs = reference();
-    let model = model();
+    let dir = PackagedModel::AllMiniLmL6V2
+        .require()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let model = FeatureExtractionPipeline::from_pretrained(dir.to_str().unwrap()).unwrap();
     for t in refs["token_level"].as_array().unwrap() {
         let got = model
-            .last_hidden_state(t["sentence"].as_str().unwrap())
-            .unwrap();
+            .call(t["sentence"].as_str().unwrap(), false)
+            .unwrap()
+            .remove(0);
         let want: Vec<Vec<f32>> = t["last_hidden_state"]
             .as_array()
             .unwrap()

@@ -5,31 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
+mod common;
 
 use ferro_pipelines::{FunctionToApply, TextClassificationPipeline, TopK};
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
-}
-
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let goldens: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
-            .unwrap();
     let mut checked = 0;
-    for case in goldens["pipelines"]["text-classification"]
-        .as_array()
-        .unwrap()
-    {
+    for case in &common::cases("text-classification") {
         let model = case["model"].as_str().unwrap();
         if !model.starts_with("bert-") {
             continue; // RoBERTa and DistilBERT are not loaded yet
         }
-        let pipe = TextClassificationPipeline::from_pretrained(dir().join(model).to_str().unwrap())
-            .unwrap();
+        let pipe = TextClassificationPipeline::from_pretrained(&common::model(model)).unwrap();
         let kw = &case["kwargs"];
         let top_k = match kw.get("top_k") {
             None => TopK::Best,
@@ -91,9 +80,7 @@ fn outputs_equal_transformers_pipeline() {
 
 #[test]
 fn bad_input_is_refused() {
-    let pipe =
-        TextClassificationPipeline::from_pretrained(dir().join("bert-seq-cls").to_str().unwrap())
-            .unwrap();
+    let pipe = TextClassificationPipeline::from_pretrained(&common::model("bert-seq-cls")).unwrap();
     // An empty text is [CLS] [SEP] and still gets a label, as in transformers.
     assert_eq!(
         pipe.call("", TopK::All, FunctionToApply::Default, false)
@@ -104,7 +91,7 @@ fn bad_input_is_refused() {
     let err = FunctionToApply::parse("tanh").unwrap_err().to_string();
     assert!(err.contains("function_to_apply"), "{err}");
     // A model without a classification head.
-    let err = TextClassificationPipeline::from_pretrained(dir().join("bert-mlm").to_str().unwrap())
+    let err = TextClassificationPipeline::from_pretrained(&common::model("bert-mlm"))
         .err()
         .unwrap()
         .to_string();

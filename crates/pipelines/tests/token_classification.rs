@@ -4,29 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
+mod common;
 
 use ferro_pipelines::{Aggregation, TokenClassificationPipeline};
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
-}
-
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let goldens: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
-            .unwrap();
-    let pipe = TokenClassificationPipeline::from_pretrained(
-        dir().join("bert-token-cls").to_str().unwrap(),
-    )
-    .unwrap();
+    let pipe =
+        TokenClassificationPipeline::from_pretrained(&common::model("bert-token-cls")).unwrap();
     let mut checked = 0;
-    for case in goldens["pipelines"]["token-classification"]
-        .as_array()
-        .unwrap()
-    {
+    for case in &common::cases("token-classification") {
         let kw = &case["kwargs"];
         if case["model"] != "bert-token-cls"
             || kw.get("stride").is_some()

@@ -4,28 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use std::path::PathBuf;
+mod common;
 
 use ferro_pipelines::{split_labels, ZeroShotClassificationPipeline};
 use serde_json::Value;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/tiny")
-}
-
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let goldens: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("goldens.json")).unwrap())
-            .unwrap();
-    let pipe =
-        ZeroShotClassificationPipeline::from_pretrained(dir().join("bert-nli").to_str().unwrap())
-            .unwrap();
+    let pipe = ZeroShotClassificationPipeline::from_pretrained(&common::model("bert-nli")).unwrap();
     let mut checked = 0;
-    for case in goldens["pipelines"]["zero-shot-classification"]
-        .as_array()
-        .unwrap()
-    {
+    for case in &common::cases("zero-shot-classification") {
         let kw = &case["kwargs"];
         let labels: Vec<String> = match &kw["candidate_labels"] {
             Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_string()).collect(),
@@ -64,11 +52,9 @@ fn outputs_equal_transformers_pipeline() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("candidate_labels"), "{err}");
-    let err = ZeroShotClassificationPipeline::from_pretrained(
-        dir().join("bert-seq-cls").to_str().unwrap(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = ZeroShotClassificationPipeline::from_pretrained(&common::model("bert-seq-cls"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("entailment"), "{err}");
 }

@@ -67,10 +67,10 @@ pub fn run(args: Args) -> Result<()> {
     if inputs.is_empty() {
         bail!("no inputs: give them as arguments or with --file");
     }
+    let loading = || format!("loading `{}`", args.model);
     let lines: Vec<String> = match args.task.as_str() {
         "sentence-embeddings" => {
-            let model = SentenceTransformer::from_pretrained(&args.model)
-                .with_context(|| format!("loading `{}`", args.model))?;
+            let model = SentenceTransformer::from_pretrained(&args.model).with_context(loading)?;
             model
                 .encode(&inputs, args.batch_size)?
                 .iter()
@@ -79,8 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         "text-classification" | "sentiment-analysis" => {
             use ferro_pipelines::{FunctionToApply, TextClassificationPipeline, TopK};
-            let pipe = TextClassificationPipeline::from_pretrained(&args.model)
-                .with_context(|| format!("loading `{}`", args.model))?;
+            let pipe =
+                TextClassificationPipeline::from_pretrained(&args.model).with_context(loading)?;
             let top_k = match args.top_k.as_deref() {
                 None => TopK::Best,
                 Some("all") => TopK::All,
@@ -93,71 +93,39 @@ pub fn run(args: Args) -> Result<()> {
                 None => FunctionToApply::Default,
                 Some(f) => FunctionToApply::parse(f)?,
             };
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let out = pipe
-                        .call(text, top_k, function, args.truncation)
-                        .with_context(|| format!("input {}", i + 1))?;
-                    Ok(serde_json::to_string(&out)?)
-                })
-                .collect::<Result<_>>()?
+            each_input(&inputs, |text| {
+                pipe.call(text, top_k, function, args.truncation)
+            })?
         }
         "token-classification" | "ner" => {
             use ferro_pipelines::{Aggregation, TokenClassificationPipeline};
-            let pipe = TokenClassificationPipeline::from_pretrained(&args.model)
-                .with_context(|| format!("loading `{}`", args.model))?;
+            let pipe =
+                TokenClassificationPipeline::from_pretrained(&args.model).with_context(loading)?;
             let aggregation = Aggregation::parse(&args.aggregation_strategy)?;
             let ignore = args
                 .ignore_labels
                 .clone()
                 .unwrap_or_else(|| vec!["O".into()]);
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let out = pipe
-                        .call(text, aggregation, &ignore)
-                        .with_context(|| format!("input {}", i + 1))?;
-                    Ok(serde_json::to_string(&out)?)
-                })
-                .collect::<Result<_>>()?
+            each_input(&inputs, |text| pipe.call(text, aggregation, &ignore))?
         }
         "feature-extraction" => {
             let pipe = ferro_pipelines::FeatureExtractionPipeline::from_pretrained(&args.model)
-                .with_context(|| format!("loading `{}`", args.model))?;
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let out = pipe
-                        .call(text, args.truncation)
-                        .with_context(|| format!("input {}", i + 1))?;
-                    Ok(serde_json::to_string(&out)?)
-                })
-                .collect::<Result<_>>()?
+                .with_context(loading)?;
+            each_input(&inputs, |text| pipe.call(text, args.truncation))?
         }
         "zero-shot-classification" => {
             let pipe =
                 ferro_pipelines::ZeroShotClassificationPipeline::from_pretrained(&args.model)
-                    .with_context(|| format!("loading `{}`", args.model))?;
+                    .with_context(loading)?;
             let labels =
                 ferro_pipelines::split_labels(args.candidate_labels.as_deref().unwrap_or(""));
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let out = pipe
-                        .call(text, &labels, &args.hypothesis_template, args.multi_label)
-                        .with_context(|| format!("input {}", i + 1))?;
-                    Ok(serde_json::to_string(&out)?)
-                })
-                .collect::<Result<_>>()?
+            each_input(&inputs, |text| {
+                pipe.call(text, &labels, &args.hypothesis_template, args.multi_label)
+            })?
         }
         "fill-mask" => {
             let pipe = ferro_pipelines::FillMaskPipeline::from_pretrained(&args.model)
-                .with_context(|| format!("loading `{}`", args.model))?;
+                .with_context(loading)?;
             let top_k = match args.top_k.as_deref() {
                 None => 5,
                 Some(k) => k
@@ -165,20 +133,13 @@ pub fn run(args: Args) -> Result<()> {
                     .with_context(|| format!("--top-k `{k}`: a number"))?,
             };
             let targets = (!args.targets.is_empty()).then_some(args.targets.as_slice());
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let out = pipe
-                        .call(text, top_k, targets)
-                        .with_context(|| format!("input {}", i + 1))?;
-                    // One mask: its candidates; several: a list per mask (as transformers).
-                    Ok(match out.as_slice() {
-                        [one] => serde_json::to_string(one)?,
-                        _ => serde_json::to_string(&out)?,
-                    })
+            each_input(&inputs, |text| {
+                let mut out = pipe.call(text, top_k, targets)?;
+                Ok(match out.len() {
+                    1 => Masks::One(out.remove(0)),
+                    _ => Masks::Each(out),
                 })
-                .collect::<Result<_>>()?
+            })?
         }
         other => bail!(
             "task `{other}` is not available yet (available: sentence-embeddings, \
@@ -197,6 +158,30 @@ pub fn run(args: Args) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// fill-mask's answer as transformers shapes it: one mask, its candidates; several, a
+/// list per mask.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Masks {
+    One(Vec<ferro_pipelines::FillMaskResult>),
+    Each(Vec<Vec<ferro_pipelines::FillMaskResult>>),
+}
+
+/// `run` on each input in order, as JSON lines; an error names the input (1-based).
+fn each_input<T: serde::Serialize>(
+    inputs: &[String],
+    run: impl Fn(&str) -> ferro_pipelines::Result<T>,
+) -> Result<Vec<String>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let out = run(text).with_context(|| format!("input {}", i + 1))?;
+            Ok(serde_json::to_string(&out)?)
+        })
+        .collect()
 }
 
 /// The inputs of `path` by its extension (see `--file`).
