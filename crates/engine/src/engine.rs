@@ -34,16 +34,13 @@ pub(crate) enum Message {
 /// Messages waiting for the engine thread, and the condition it sleeps on when idle.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    queue: Mutex<VecDeque<MessageSlot>>,
+    queue: Mutex<VecDeque<Message>>,
     ready: Condvar,
 }
 
-/// `Message` behind a `Debug` the inbox can derive.
-pub(crate) struct MessageSlot(pub(crate) Message);
-
-impl std::fmt::Debug for MessageSlot {
+impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match self {
             Message::Submit { key, .. } => write!(f, "Submit({key})"),
             Message::Cancel(key) => write!(f, "Cancel({key})"),
         }
@@ -53,7 +50,7 @@ impl std::fmt::Debug for MessageSlot {
 impl Inbox {
     fn push(&self, m: Message) {
         if let Ok(mut q) = self.queue.lock() {
-            q.push_back(MessageSlot(m));
+            q.push_back(m);
         }
         self.ready.notify_one();
     }
@@ -80,7 +77,7 @@ impl Inbox {
                 };
             }
         }
-        q.drain(..).map(|s| s.0).collect()
+        q.drain(..).collect()
     }
 }
 

@@ -267,7 +267,7 @@ impl CausalLm {
             });
         }
         self.check_room(cache.len() + t)?;
-        self.run(ids, &mut Caches::Batch(cache), last_only)
+        self.run(ids, &mut Caches::Batch(cache), last_only, false)
     }
 
     /// One step of several independent sequences (a serving engine's batch): sequence `i`
@@ -302,13 +302,7 @@ impl CausalLm {
         let rows_alone = lens.iter().all(|&len| len == 1);
         let caches = seqs.iter_mut().map(|(_, c)| &mut **c).collect();
         let mut caches = Caches::Packed { caches, lens };
-        let logits = ferro_nn::quant::install(|| {
-            if rows_alone {
-                ferro_nn::quant::rows_alone(|| self.run_here(&ids, &mut caches, true))
-            } else {
-                self.run_here(&ids, &mut caches, true)
-            }
-        })?;
+        let logits = self.run(&ids, &mut caches, true, rows_alone)?;
         Ok(logits.squeeze(1)?)
     }
 
@@ -325,15 +319,26 @@ impl CausalLm {
         Ok(())
     }
 
-    fn run(&self, ids: &Tensor, caches: &mut Caches<'_>, last_only: bool) -> Result<Tensor> {
-        // On the kernels' thread pool, so that their parallel loops start from a worker.
-        ferro_nn::quant::install(|| self.run_here(ids, caches, last_only))
-    }
-
-    fn run_here(&self, ids: &Tensor, caches: &mut Caches<'_>, last_only: bool) -> Result<Tensor> {
-        match &self.model {
-            Model::Llama(m) => m.forward(ids, caches, last_only),
-            Model::Gemma3(m) => m.forward(ids, caches, last_only),
-        }
+    /// The model's forward pass on the kernels' thread pool, so that their parallel loops
+    /// start from a worker; with `rows_alone`, every row gets its single-row bits (a
+    /// per-thread setting, so it is made on that worker).
+    fn run(
+        &self,
+        ids: &Tensor,
+        caches: &mut Caches<'_>,
+        last_only: bool,
+        rows_alone: bool,
+    ) -> Result<Tensor> {
+        ferro_nn::quant::install(|| {
+            let mut forward = || match &self.model {
+                Model::Llama(m) => m.forward(ids, caches, last_only),
+                Model::Gemma3(m) => m.forward(ids, caches, last_only),
+            };
+            if rows_alone {
+                ferro_nn::quant::rows_alone(forward)
+            } else {
+                forward()
+            }
+        })
     }
 }

@@ -391,6 +391,11 @@ impl BertForSequenceClassification {
         })
     }
 
+    /// Number of classes the head scores.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
     /// Logits `(b, num_labels)`.
     pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let states = self.bert.forward(ids, types, mask)?;
@@ -509,12 +514,5 @@ impl BertForMaskedLM {
             .forward(&x)?
             .to_dtype(DType::F32)?
             .broadcast_add(&self.bias)?)
-    }
-}
-
-impl BertForSequenceClassification {
-    /// Number of classes the head scores.
-    pub fn num_labels(&self) -> usize {
-        self.num_labels
     }
 }
