@@ -1,5 +1,8 @@
-//! BERT (and the models that are BERT: MiniLM, BGE): an encoder of bidirectional
-//! attention layers. Reads like transformers' modeling_bert.py; built from ferro-nn blocks.
+//! BERT and its family: an encoder of bidirectional attention layers. BERT itself (and the
+//! models that are BERT: MiniLM, BGE), RoBERTa / XLM-R (positions counted from the padding
+//! index, no token types, their own heads) and DistilBERT (other weight names, no token
+//! types or pooler) run the same layers. Reads like transformers' modeling_bert.py,
+//! modeling_roberta.py and modeling_distilbert.py; built from ferro-nn blocks.
 
 use std::path::Path;
 
@@ -37,7 +40,52 @@ pub struct BertConfig {
     /// `single_label_classification`, `multi_label_classification` or `regression`.
     #[serde(default)]
     pub problem_type: Option<String>,
+    /// `bert`, `roberta`, `xlm-roberta`, `distilbert`, ...
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// RoBERTa counts positions from here (its `padding_idx`).
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
 }
+
+/// Which member of the BERT family a checkpoint is: where its weights sit and how it
+/// embeds positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BertFamily {
+    Bert,
+    /// RoBERTa, XLM-RoBERTa, CamemBERT.
+    Roberta,
+    DistilBert,
+}
+
+impl BertFamily {
+    fn from_model_type(model_type: &str) -> Option<Self> {
+        Some(match model_type {
+            "bert" => Self::Bert,
+            "roberta" | "xlm-roberta" | "camembert" => Self::Roberta,
+            "distilbert" => Self::DistilBert,
+            _ => return None,
+        })
+    }
+
+    /// Where the encoder's weights sit inside a task checkpoint.
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Bert => "bert",
+            Self::Roberta => "roberta",
+            Self::DistilBert => "distilbert",
+        }
+    }
+}
+
+/// DistilBERT's config.json names for BERT's fields.
+const DISTILBERT_FIELDS: [(&str, &str); 5] = [
+    ("dim", "hidden_size"),
+    ("n_layers", "num_hidden_layers"),
+    ("n_heads", "num_attention_heads"),
+    ("hidden_dim", "intermediate_size"),
+    ("activation", "hidden_act"),
+];
 
 fn default_hidden() -> usize {
     768
@@ -66,6 +114,9 @@ fn default_eps() -> f64 {
 fn default_position_type() -> String {
     "absolute".into()
 }
+fn default_model_type() -> String {
+    "bert".into()
+}
 
 impl BertConfig {
     /// The class names in index order (`LABEL_i` where the config names none).
@@ -82,6 +133,22 @@ impl BertConfig {
             .collect()
     }
 
+    /// Which family member this is (checked when the config is read).
+    pub fn family(&self) -> BertFamily {
+        BertFamily::from_model_type(&self.model_type).unwrap_or(BertFamily::Bert)
+    }
+
+    /// The most tokens one input may hold: the position table's size, less the
+    /// positions RoBERTa skips (it counts from `pad_token_id + 1`).
+    pub fn max_tokens(&self) -> usize {
+        match self.family() {
+            BertFamily::Roberta => {
+                self.max_position_embeddings - (self.pad_token_id.unwrap_or(1) as usize + 1)
+            }
+            _ => self.max_position_embeddings,
+        }
+    }
+
     /// Reads and checks `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |msg: String| ModelError::Config {
@@ -89,7 +156,34 @@ impl BertConfig {
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| bad(format!("invalid: {e}")))?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid: {e}")))?;
+        if let Some(obj) = json.as_object_mut() {
+            if obj.get("model_type").and_then(|t| t.as_str()) == Some("distilbert") {
+                for (theirs, ours) in DISTILBERT_FIELDS {
+                    if let Some(v) = obj.remove(theirs) {
+                        obj.insert(ours.into(), v);
+                    }
+                }
+                obj.insert("type_vocab_size".into(), 0.into());
+            }
+        }
+        let cfg: Self = serde_json::from_value(json).map_err(|e| bad(format!("invalid: {e}")))?;
+        if BertFamily::from_model_type(&cfg.model_type).is_none() {
+            return Err(bad(format!(
+                "model_type `{}` is not a BERT-family encoder (bert, roberta, xlm-roberta, \
+                 camembert, distilbert)",
+                cfg.model_type
+            )));
+        }
+        if cfg.family() == BertFamily::Roberta
+            && cfg.max_position_embeddings <= cfg.pad_token_id.unwrap_or(1) as usize + 1
+        {
+            return Err(bad(format!(
+                "max_position_embeddings {} leaves no positions after pad_token_id {:?}",
+                cfg.max_position_embeddings, cfg.pad_token_id
+            )));
+        }
         if cfg.hidden_size == 0
             || cfg.num_attention_heads == 0
             || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
@@ -125,13 +219,26 @@ impl BertConfig {
 struct BertEmbeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
-    token_type_embeddings: Embedding,
+    /// DistilBERT has none.
+    token_type_embeddings: Option<Embedding>,
     layer_norm: LayerNorm,
+    /// RoBERTa's positions start after this (its padding index); BERT's at 0.
+    roberta_padding: Option<u32>,
 }
 
 impl BertEmbeddings {
     fn load(w: &Weights, p: &str, cfg: &BertConfig) -> Result<Self> {
         let h = cfg.hidden_size;
+        let token_type_embeddings = if cfg.type_vocab_size > 0 {
+            Some(Embedding::load(
+                w,
+                &format!("{p}.token_type_embeddings.weight"),
+                cfg.type_vocab_size,
+                h,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             word_embeddings: Embedding::load(
                 w,
@@ -145,25 +252,48 @@ impl BertEmbeddings {
                 cfg.max_position_embeddings,
                 h,
             )?,
-            token_type_embeddings: Embedding::load(
-                w,
-                &format!("{p}.token_type_embeddings.weight"),
-                cfg.type_vocab_size,
-                h,
-            )?,
+            token_type_embeddings,
             layer_norm: LayerNorm::load(w, &format!("{p}.LayerNorm"), h, cfg.layer_norm_eps)?,
+            roberta_padding: (cfg.family() == BertFamily::Roberta)
+                .then(|| cfg.pad_token_id.unwrap_or(1)),
         })
     }
 
-    fn forward(&self, ids: &Tensor, token_types: &Tensor, dtype: DType) -> Result<Tensor> {
+    /// Position ids `(b, t)`: 0.. for BERT; for RoBERTa, padding_idx + 1.. over the
+    /// non-padding tokens and padding_idx on padding (transformers'
+    /// `create_position_ids_from_input_ids`).
+    fn positions(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, t as u32, ids.device())?
-            .unsqueeze(0)?
-            .broadcast_as((b, t))?
-            .contiguous()?;
-        let x = ((self.word_embeddings.forward(ids, dtype)?
-            + self.token_type_embeddings.forward(token_types, dtype)?)?
-            + self.position_embeddings.forward(&positions, dtype)?)?;
+        let Some(pad) = self.roberta_padding else {
+            return Ok(Tensor::arange(0u32, t as u32, ids.device())?
+                .unsqueeze(0)?
+                .broadcast_as((b, t))?
+                .contiguous()?);
+        };
+        let rows: Vec<Vec<u32>> = ids.to_vec2()?;
+        let mut pos = Vec::with_capacity(b * t);
+        for row in rows {
+            let mut seen = 0;
+            for id in row {
+                if id == pad {
+                    pos.push(pad);
+                } else {
+                    seen += 1;
+                    pos.push(pad + seen);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(pos, (b, t), ids.device())?)
+    }
+
+    fn forward(&self, ids: &Tensor, token_types: &Tensor, dtype: DType) -> Result<Tensor> {
+        let mut x = (self.word_embeddings.forward(ids, dtype)?
+            + self
+                .position_embeddings
+                .forward(&self.positions(ids)?, dtype)?)?;
+        if let Some(types) = &self.token_type_embeddings {
+            x = (x + types.forward(token_types, dtype)?)?;
+        }
         Ok(self.layer_norm.forward(&x)?)
     }
 }
@@ -183,20 +313,58 @@ struct BertLayer {
     act: Activation,
 }
 
+/// Where a layer's weights sit, by family.
+struct LayerNames {
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attention_output: &'static str,
+    attention_norm: &'static str,
+    intermediate: &'static str,
+    output: &'static str,
+    output_norm: &'static str,
+}
+
+const BERT_LAYER: LayerNames = LayerNames {
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+const DISTILBERT_LAYER: LayerNames = LayerNames {
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attention_output: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    intermediate: "ffn.lin1",
+    output: "ffn.lin2",
+    output_norm: "output_layer_norm",
+};
+
 impl BertLayer {
     fn load(w: &Weights, p: &str, cfg: &BertConfig) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let names = match cfg.family() {
+            BertFamily::DistilBert => &DISTILBERT_LAYER,
+            _ => &BERT_LAYER,
+        };
         let lin = |name: &str, inp, out| Linear::load(w, &format!("{p}.{name}"), inp, out, true);
         let norm = |name: &str| LayerNorm::load(w, &format!("{p}.{name}"), h, cfg.layer_norm_eps);
         Ok(Self {
-            query: lin("attention.self.query", h, h)?,
-            key: lin("attention.self.key", h, h)?,
-            value: lin("attention.self.value", h, h)?,
-            attention_output: lin("attention.output.dense", h, h)?,
-            attention_norm: norm("attention.output.LayerNorm")?,
-            intermediate: lin("intermediate.dense", h, i)?,
-            output: lin("output.dense", i, h)?,
-            output_norm: norm("output.LayerNorm")?,
+            query: lin(names.query, h, h)?,
+            key: lin(names.key, h, h)?,
+            value: lin(names.value, h, h)?,
+            attention_output: lin(names.attention_output, h, h)?,
+            attention_norm: norm(names.attention_norm)?,
+            intermediate: lin(names.intermediate, h, i)?,
+            output: lin(names.output, i, h)?,
+            output_norm: norm(names.output_norm)?,
             heads: cfg.num_attention_heads,
             act: Activation::from_name(&cfg.hidden_act).unwrap_or(Activation::Gelu),
         })
@@ -260,7 +428,7 @@ impl BertModel {
     }
 
     /// Loads the encoder; `prefix` is where its weights sit (`""` for a bare `BertModel`,
-    /// `"bert"` inside the task models).
+    /// `"bert"`, `"roberta"` or `"distilbert"` inside the task models).
     pub fn load(w: &Weights, prefix: &str, config: BertConfig) -> Result<Self> {
         let p = |name: &str| {
             if prefix.is_empty() {
@@ -275,11 +443,15 @@ impl BertModel {
         } else {
             None
         };
+        let layers = match config.family() {
+            BertFamily::DistilBert => "transformer.layer",
+            _ => "encoder.layer",
+        };
         Ok(Self {
             pooler,
             embeddings: BertEmbeddings::load(w, &p("embeddings"), &config)?,
             layers: (0..config.num_hidden_layers)
-                .map(|i| BertLayer::load(w, &p(&format!("encoder.layer.{i}")), &config))
+                .map(|i| BertLayer::load(w, &p(&format!("{layers}.{i}")), &config))
                 .collect::<Result<_>>()?,
             device: w.device.clone(),
             dtype: w.dtype,
@@ -296,12 +468,12 @@ impl BertModel {
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
         let (_, t) = input_ids.dims2()?;
-        if t > self.config.max_position_embeddings {
+        if t > self.config.max_tokens() {
             return Err(ModelError::InvalidArgument {
                 param: "input_ids",
                 msg: format!(
                     "{t} tokens; the model takes at most {}",
-                    self.config.max_position_embeddings
+                    self.config.max_tokens()
                 ),
             });
         }
@@ -323,8 +495,9 @@ fn checkpoint(
     let config = BertConfig::from_file(&source.required_file("config.json")?)?;
     let files = crate::auto::safetensors_files(source)?;
     let w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
-    let prefix = if w.contains("bert.embeddings.word_embeddings.weight") {
-        "bert"
+    let family = config.family().prefix();
+    let prefix = if w.contains(&format!("{family}.embeddings.word_embeddings.weight")) {
+        family
     } else {
         ""
     };
@@ -341,7 +514,10 @@ fn task_checkpoint(
     if prefix.is_empty() {
         return Err(ModelError::NoWeights {
             model: source.describe(),
-            reason: format!("a bare BertModel checkpoint has no {head} head (no `bert.` weights)"),
+            reason: format!(
+                "a bare encoder checkpoint has no {head} head (no `{}.` weights)",
+                config.family().prefix()
+            ),
         });
     }
     let bert = BertModel::load(&w, prefix, config)?;
@@ -368,11 +544,23 @@ fn num_labels(w: &Weights, name: &str, bert: &BertModel) -> Result<usize> {
     Ok(n)
 }
 
-/// `BertForSequenceClassification`: the pooled first token through `classifier`.
+/// How a family turns the encoder's states into class logits.
+#[derive(Debug, Clone)]
+enum ClassifierHead {
+    /// BERT: the pooler's output through `classifier`.
+    Pooled(Linear),
+    /// RoBERTa: the first token through `classifier.dense`, tanh, `classifier.out_proj`.
+    Roberta { dense: Linear, out_proj: Linear },
+    /// DistilBERT: the first token through `pre_classifier`, ReLU, `classifier`.
+    DistilBert { pre: Linear, classifier: Linear },
+}
+
+/// `BertForSequenceClassification` (and RoBERTa's and DistilBERT's): class logits from
+/// the first token.
 #[derive(Debug, Clone)]
 pub struct BertForSequenceClassification {
     pub bert: BertModel,
-    classifier: Linear,
+    head: ClassifierHead,
     num_labels: usize,
 }
 
@@ -382,12 +570,36 @@ impl BertForSequenceClassification {
         opts: &crate::LoadOptions,
     ) -> Result<Self> {
         let (w, bert) = task_checkpoint(source, opts, "sequence-classification")?;
-        let n = num_labels(&w, "classifier.weight", &bert)?;
-        let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
+        let h = bert.config.hidden_size;
+        let (head, num_labels) = match bert.config.family() {
+            BertFamily::Bert => {
+                let n = num_labels(&w, "classifier.weight", &bert)?;
+                (
+                    ClassifierHead::Pooled(Linear::load(&w, "classifier", h, n, true)?),
+                    n,
+                )
+            }
+            BertFamily::Roberta => {
+                let n = num_labels(&w, "classifier.out_proj.weight", &bert)?;
+                let head = ClassifierHead::Roberta {
+                    dense: Linear::load(&w, "classifier.dense", h, h, true)?,
+                    out_proj: Linear::load(&w, "classifier.out_proj", h, n, true)?,
+                };
+                (head, n)
+            }
+            BertFamily::DistilBert => {
+                let n = num_labels(&w, "classifier.weight", &bert)?;
+                let head = ClassifierHead::DistilBert {
+                    pre: Linear::load(&w, "pre_classifier", h, h, true)?,
+                    classifier: Linear::load(&w, "classifier", h, n, true)?,
+                };
+                (head, n)
+            }
+        };
         Ok(Self {
             bert,
-            classifier,
-            num_labels: n,
+            head,
+            num_labels,
         })
     }
 
@@ -399,10 +611,17 @@ impl BertForSequenceClassification {
     /// Logits `(b, num_labels)`.
     pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let states = self.bert.forward(ids, types, mask)?;
-        Ok(self
-            .classifier
-            .forward(&self.bert.pool(&states)?)?
-            .to_dtype(DType::F32)?)
+        let first = || states.narrow(1, 0, 1)?.squeeze(1);
+        let logits = match &self.head {
+            ClassifierHead::Pooled(classifier) => classifier.forward(&self.bert.pool(&states)?)?,
+            ClassifierHead::Roberta { dense, out_proj } => {
+                out_proj.forward(&dense.forward(&first()?)?.tanh()?)?
+            }
+            ClassifierHead::DistilBert { pre, classifier } => {
+                classifier.forward(&pre.forward(&first()?)?.relu()?)?
+            }
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 }
 
@@ -459,8 +678,8 @@ impl BertForQuestionAnswering {
     }
 }
 
-/// `BertForMaskedLM`: `cls.predictions` (transform, then the decoder tied to the word
-/// embeddings, plus a bias).
+/// `BertForMaskedLM` (and RoBERTa's and DistilBERT's): a transform (dense, activation,
+/// LayerNorm), then the decoder tied to the word embeddings, plus a bias.
 #[derive(Debug, Clone)]
 pub struct BertForMaskedLM {
     pub bert: BertModel,
@@ -471,34 +690,73 @@ pub struct BertForMaskedLM {
     act: Activation,
 }
 
+/// Where a family keeps its masked-LM head: transform, its norm, decoder, bias (or the
+/// decoder's own bias).
+const MLM_HEADS: [(BertFamily, [&str; 5]); 3] = [
+    (
+        BertFamily::Bert,
+        [
+            "cls.predictions.transform.dense",
+            "cls.predictions.transform.LayerNorm",
+            "cls.predictions.decoder",
+            "cls.predictions.bias",
+            "cls.predictions.decoder.bias",
+        ],
+    ),
+    (
+        BertFamily::Roberta,
+        [
+            "lm_head.dense",
+            "lm_head.layer_norm",
+            "lm_head.decoder",
+            "lm_head.bias",
+            "lm_head.decoder.bias",
+        ],
+    ),
+    (
+        BertFamily::DistilBert,
+        [
+            "vocab_transform",
+            "vocab_layer_norm",
+            "vocab_projector",
+            "vocab_projector.bias",
+            "vocab_projector.bias",
+        ],
+    ),
+];
+
 impl BertForMaskedLM {
     pub fn from_source(
         source: &ferro_core::ModelSource,
         opts: &crate::LoadOptions,
     ) -> Result<Self> {
         let (w, bert) = task_checkpoint(source, opts, "masked-LM")?;
-        let (h, v) = (bert.config.hidden_size, bert.config.vocab_size);
-        let decoder = if w.contains("cls.predictions.decoder.weight") {
-            "cls.predictions.decoder"
+        let cfg = &bert.config;
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let family = cfg.family();
+        let [transform, norm, decoder, bias, decoder_bias] = MLM_HEADS
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, names)| *names)
+            .unwrap_or(MLM_HEADS[0].1);
+        let tied = format!("{}.embeddings.word_embeddings", family.prefix());
+        let decoder = if w.contains(&format!("{decoder}.weight")) {
+            decoder.to_string()
         } else {
-            "bert.embeddings.word_embeddings" // tied, as transformers ties them
+            tied // tied, as transformers ties them
         };
-        let bias = if w.contains("cls.predictions.bias") {
-            "cls.predictions.bias"
-        } else {
-            "cls.predictions.decoder.bias"
+        let bias = if w.contains(bias) { bias } else { decoder_bias };
+        // RoBERTa's head always uses GELU; BERT's and DistilBERT's the config's activation.
+        let act = match family {
+            BertFamily::Roberta => Activation::Gelu,
+            _ => Activation::from_name(&cfg.hidden_act).unwrap_or(Activation::Gelu),
         };
         Ok(Self {
-            transform: Linear::load(&w, "cls.predictions.transform.dense", h, h, true)?,
-            transform_norm: LayerNorm::load(
-                &w,
-                "cls.predictions.transform.LayerNorm",
-                h,
-                bert.config.layer_norm_eps,
-            )?,
-            decoder: Linear::load(&w, decoder, h, v, false)?,
+            transform: Linear::load(&w, transform, h, h, true)?,
+            transform_norm: LayerNorm::load(&w, norm, h, cfg.layer_norm_eps)?,
+            decoder: Linear::load(&w, &decoder, h, v, false)?,
             bias: w.tensor(bias, &[v])?.to_dtype(DType::F32)?,
-            act: Activation::from_name(&bert.config.hidden_act).unwrap_or(Activation::Gelu),
+            act,
             bert,
         })
     }

@@ -12,8 +12,8 @@ pub mod quantize;
 
 pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
 pub use bert::{
-    BertConfig, BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, BertModel,
+    BertConfig, BertFamily, BertForMaskedLM, BertForQuestionAnswering,
+    BertForSequenceClassification, BertForTokenClassification, BertModel,
 };
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};

@@ -1,4 +1,4 @@
-//! The BERT task heads on tiny random checkpoints (tests/fixtures/encoders/tiny, made by
+//! The BERT-family task heads (BERT, RoBERTa, DistilBERT) on tiny random checkpoints (tests/fixtures/encoders/tiny, made by
 //! scripts/make_tiny_encoders.py with transformers 5.24): logits within 1e-4 of
 //! transformers' on the committed inputs, one at a time and as a padded batch.
 
@@ -78,15 +78,25 @@ fn inputs(g: &Value, model: &str) -> Vec<Value> {
 fn sequence_classification_logits_equal_transformers() {
     let g = goldens();
     let opts = LoadOptions::default();
-    for name in ["bert-seq-cls", "bert-seq-cls-multi", "bert-nli"] {
+    let models = [
+        "bert-seq-cls",
+        "bert-seq-cls-multi",
+        "bert-nli",
+        "roberta-seq-cls",
+        "distilbert-seq-cls",
+    ];
+    for name in models {
         let m = BertForSequenceClassification::from_source(&source(name), &opts).unwrap();
         for case in inputs(&g, name) {
+            let input_ids = ids(&case, "input_ids");
+            // RoBERTa's and DistilBERT's tokenizers give no token types.
+            let types = if case["token_type_ids"].is_null() {
+                input_ids.zeros_like().unwrap()
+            } else {
+                ids(&case, "token_type_ids")
+            };
             let y = m
-                .forward(
-                    &ids(&case, "input_ids"),
-                    &ids(&case, "token_type_ids"),
-                    &ids(&case, "attention_mask"),
-                )
+                .forward(&input_ids, &types, &ids(&case, "attention_mask"))
                 .unwrap();
             assert_close(&y, &case["logits"], &format!("{name}: {}", case["text"]));
         }
@@ -96,6 +106,9 @@ fn sequence_classification_logits_equal_transformers() {
         m.bert.config.labels().unwrap(),
         ["negative", "neutral", "positive"]
     );
+    // RoBERTa's positions start at padding_idx + 1: 66 positions take 64 tokens.
+    let m = BertForSequenceClassification::from_source(&source("roberta-seq-cls"), &opts).unwrap();
+    assert_eq!(m.bert.config.max_tokens(), 64);
 }
 
 #[test]

@@ -20,7 +20,7 @@ impl FeatureExtractionPipeline {
         let (source, tokenizer) = resolve(model)?;
         let m = BertModel::from_source(&source, &LoadOptions::default())?;
         Ok(Self {
-            max_length: max_length(&tokenizer, m.config.max_position_embeddings),
+            max_length: max_length(&tokenizer, m.config.max_tokens()),
             model: m,
             tokenizer,
         })
@@ -29,10 +29,11 @@ impl FeatureExtractionPipeline {
     /// `[1][tokens][hidden]`. Without `truncation` a text longer than the model takes is
     /// an error; with it, it is cut to the tokenizer's `model_max_length`.
     pub fn call(&self, text: &str, truncation: bool) -> Result<Vec<Vec<Vec<f32>>>> {
-        let positions = self.model.config.max_position_embeddings;
+        let positions = self.model.config.max_tokens();
         let e = encode(
             &self.tokenizer,
             text,
+            None,
             truncation.then_some(self.max_length),
             positions,
             &self.model.device,

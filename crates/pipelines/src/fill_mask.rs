@@ -59,7 +59,7 @@ impl FillMaskPipeline {
                 msg: "no mask token in the input".into(),
             });
         }
-        let limit = self.model.bert.config.max_position_embeddings;
+        let limit = self.model.bert.config.max_tokens();
         if ids.len() > limit {
             return Err(PipelineError::InvalidArgument {
                 param: "inputs",

@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{HubOptions, ModelSource};
-use ferro_tokenizers::{AutoTokenizer, EncodeOptions, Tokenizer};
+use ferro_tokenizers::{AutoTokenizer, EncodeOptions, PairStrategy, PairTruncation, Tokenizer};
 
 use crate::error::{PipelineError, Result};
 
@@ -32,22 +32,43 @@ pub(crate) struct Encoded {
     pub attention_mask: Tensor,
 }
 
-/// Encodes `text` (special tokens added), cut to `truncation` tokens when given; more
+/// Encodes `text` (special tokens added), or the pair `text`, `pair` (truncated longest
+/// first, as transformers' `truncation=True`), cut to `truncation` tokens when given; more
 /// tokens than the model's `positions` is an error saying so.
 pub(crate) fn encode(
     tokenizer: &Tokenizer,
     text: &str,
+    pair: Option<&str>,
     truncation: Option<usize>,
     positions: usize,
     device: &Device,
 ) -> Result<Encoded> {
-    let opts = EncodeOptions {
-        truncation,
-        ..EncodeOptions::default()
+    let (ids, offsets, types) = match pair {
+        None => {
+            let opts = EncodeOptions {
+                truncation,
+                ..EncodeOptions::default()
+            };
+            let enc = tokenizer.encode_batch(&[text], &opts)?;
+            let ids = enc.input_ids.into_iter().next().unwrap_or_default();
+            let offsets = enc.offsets.into_iter().next().unwrap_or_default();
+            let types = vec![0; ids.len()];
+            (ids, offsets, types)
+        }
+        Some(pair) => {
+            let truncation = truncation.map(|max_length| PairTruncation {
+                max_length,
+                strategy: PairStrategy::LongestFirst,
+                stride: 0,
+            });
+            let enc = tokenizer.encode_pair(text, pair, truncation)?;
+            (
+                enc.get_ids().to_vec(),
+                enc.get_offsets().to_vec(),
+                enc.get_type_ids().to_vec(),
+            )
+        }
     };
-    let enc = tokenizer.encode_batch(&[text], &opts)?;
-    let ids = enc.input_ids.into_iter().next().unwrap_or_default();
-    let offsets = enc.offsets.into_iter().next().unwrap_or_default();
     if ids.len() > positions {
         return Err(PipelineError::InvalidArgument {
             param: "inputs",
@@ -60,7 +81,7 @@ pub(crate) fn encode(
     let n = ids.len();
     let input_ids = Tensor::from_vec(ids.clone(), (1, n), device)?;
     Ok(Encoded {
-        token_type_ids: input_ids.zeros_like()?,
+        token_type_ids: Tensor::from_vec(types, (1, n), device)?,
         attention_mask: Tensor::ones((1, n), DType::U32, device)?,
         input_ids,
         ids,

@@ -145,7 +145,7 @@ impl SentenceTransformer {
                 }
             }
         }
-        let positions = bert.config.max_position_embeddings;
+        let positions = bert.config.max_tokens();
         let max_seq_length = match source.optional_file("sentence_bert_config.json")? {
             Some(p) => read_json(&p)?
                 .get("max_seq_length")

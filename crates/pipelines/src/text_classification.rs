@@ -70,7 +70,7 @@ impl TextClassificationPipeline {
             let n = m.num_labels();
             labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
         }
-        let max_length = max_length(&tokenizer, m.bert.config.max_position_embeddings);
+        let max_length = max_length(&tokenizer, m.bert.config.max_tokens());
         Ok(Self {
             model: m,
             tokenizer,
@@ -89,12 +89,26 @@ impl TextClassificationPipeline {
         function: FunctionToApply,
         truncation: bool,
     ) -> Result<Vec<LabelScore>> {
+        self.call_pair(text, None, top_k, function, truncation)
+    }
+
+    /// Classifies `text`, or the pair (`text`, `text_pair`) as one input (transformers'
+    /// `{"text": ..., "text_pair": ...}`); truncation cuts the longer text first.
+    pub fn call_pair(
+        &self,
+        text: &str,
+        text_pair: Option<&str>,
+        top_k: TopK,
+        function: FunctionToApply,
+        truncation: bool,
+    ) -> Result<Vec<LabelScore>> {
         let bert = &self.model.bert;
         let e = encode(
             &self.tokenizer,
             text,
+            text_pair,
             truncation.then_some(self.max_length),
-            bert.config.max_position_embeddings,
+            bert.config.max_tokens(),
             &bert.device,
         )?;
         let logits: Vec<f32> = self

@@ -111,7 +111,7 @@ impl TokenClassificationPipeline {
                 msg: format!("`{model}` has no id2label in its config: entities need names"),
             });
         }
-        let max_length = max_length(&tokenizer, m.bert.config.max_position_embeddings);
+        let max_length = max_length(&tokenizer, m.bert.config.max_tokens());
         Ok(Self {
             model: m,
             tokenizer,
@@ -132,8 +132,9 @@ impl TokenClassificationPipeline {
         let e = encode(
             &self.tokenizer,
             text,
+            None,
             Some(self.max_length),
-            bert.config.max_position_embeddings,
+            bert.config.max_tokens(),
             &bert.device,
         )?;
         let logits: Vec<Vec<f32>> = self

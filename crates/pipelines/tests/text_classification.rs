@@ -1,7 +1,8 @@
 //! The text-classification pipeline on the tiny BERT classifiers against transformers 5.24's
 //! pipeline outputs (tests/fixtures/encoders/tiny/goldens.json): the same labels in the
 //! same order, scores within 1e-4, for the default call, `top_k`, `function_to_apply`,
-//! `truncation`, and the error on a text longer than the model without truncation.
+//! `truncation`, text pairs, RoBERTa and DistilBERT checkpoints, and the error on a text
+//! longer than the model without truncation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -12,12 +13,9 @@ use serde_json::Value;
 
 #[test]
 fn outputs_equal_transformers_pipeline() {
-    let mut checked = 0;
+    let (mut checked, mut pairs, mut others) = (0, 0, 0);
     for case in &common::cases("text-classification") {
         let model = case["model"].as_str().unwrap();
-        if !model.starts_with("bert-") {
-            continue; // RoBERTa and DistilBERT are not loaded yet
-        }
         let pipe = TextClassificationPipeline::from_pretrained(&common::model(model)).unwrap();
         let kw = &case["kwargs"];
         let top_k = match kw.get("top_k") {
@@ -34,15 +32,21 @@ fn outputs_equal_transformers_pipeline() {
             .get("truncation")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let texts: Vec<&str> = match &case["inputs"] {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap()).collect(),
-            Value::Object(_) => continue, // text pairs are not taken yet
+        let texts: Vec<(&str, Option<&str>)> = match &case["inputs"] {
+            Value::String(s) => vec![(s.as_str(), None)],
+            Value::Array(a) => a.iter().map(|s| (s.as_str().unwrap(), None)).collect(),
+            Value::Object(o) => vec![(o["text"].as_str().unwrap(), o["text_pair"].as_str())],
             other => panic!("inputs {other}"),
         };
+        if texts[0].1.is_some() {
+            pairs += 1;
+        }
+        if !model.starts_with("bert-") {
+            others += 1;
+        }
         let results: Vec<_> = texts
             .iter()
-            .map(|t| pipe.call(t, top_k, function, truncation))
+            .map(|(t, p)| pipe.call_pair(t, *p, top_k, function, truncation))
             .collect();
         if case.get("error").is_some() {
             let err = results[0].as_ref().unwrap_err().to_string();
@@ -75,7 +79,11 @@ fn outputs_equal_transformers_pipeline() {
         }
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} cases checked");
+    assert_eq!(checked, 47);
+    assert!(
+        pairs >= 1 && others >= 12,
+        "{pairs} pairs, {others} RoBERTa/DistilBERT"
+    );
 }
 
 #[test]

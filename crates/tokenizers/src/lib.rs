@@ -17,5 +17,6 @@ pub use chat_template::{ChatMessage, ChatTemplateOptions};
 pub use error::{Result, TokenizerError};
 pub use stream::DecodeStream;
 pub use tokenizer::{
-    BatchEncoding, ChatTemplates, EncodeOptions, Encoding, Padding, Side, SpecialTokens, Tokenizer,
+    BatchEncoding, ChatTemplates, EncodeOptions, Encoding, Padding, PairStrategy, PairTruncation,
+    Side, SpecialTokens, Tokenizer,
 };

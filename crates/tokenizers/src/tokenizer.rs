@@ -106,6 +106,24 @@ impl Default for EncodeOptions {
     }
 }
 
+/// Which part of a text pair truncation cuts (transformers' `truncation=` strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairStrategy {
+    /// Token by token from the longer of the two.
+    LongestFirst,
+    OnlyFirst,
+    OnlySecond,
+}
+
+/// How to cut a text pair: to `max_length` tokens (special tokens included), the cut-off
+/// tokens returned as windows overlapping by `stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairTruncation {
+    pub max_length: usize,
+    pub strategy: PairStrategy,
+    pub stride: usize,
+}
+
 /// One encoded text. Offsets are character offsets into the input, as transformers
 /// returns them with `return_offsets_mapping=True`; special tokens get `(0, 0)`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -333,6 +351,83 @@ impl Tokenizer {
             out.offsets.push(e.offsets);
         }
         Ok(out)
+    }
+
+    /// Encodes the pair `(first, second)` as one input (special tokens added, character
+    /// offsets, type ids, words and sequence ids kept), as transformers'
+    /// `tokenizer(first, second, truncation=..., max_length=..., stride=...,
+    /// return_overflowing_tokens=True)`: cut to `max_length` tokens as `strategy` says;
+    /// the tokens cut off come back as further windows, each overlapping the one before by
+    /// `stride` tokens, in the result's `get_overflowing()`.
+    pub fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        truncation: Option<PairTruncation>,
+    ) -> Result<tokenizers::Encoding> {
+        let encode = |text: &str| {
+            self.inner
+                .encode_char_offsets(text, false)
+                .map_err(|e| TokenizerError::backend("encode", e))
+        };
+        let (a, mut b) = (encode(first)?, encode(second)?);
+        // As `tokenizers` encodes a pair: the second text's tokens are type 1 before the
+        // post-processor runs, which is what the overflowing windows keep.
+        b.set_type_ids(vec![1; b.len()]);
+        let (a, b) = match truncation {
+            None => (a, Some(b)),
+            Some(t) => {
+                let specials = self
+                    .inner
+                    .get_post_processor()
+                    .map_or(0, |p| p.added_tokens(true));
+                let room = t.max_length.saturating_sub(specials);
+                // The window the cut sequence keeps; `tokenizers` panics when the stride
+                // does not fit in it, so refuse that here.
+                let kept = match t.strategy {
+                    PairStrategy::OnlyFirst => room.checked_sub(b.len()),
+                    PairStrategy::OnlySecond => room.checked_sub(a.len()),
+                    PairStrategy::LongestFirst => Some(room / 2),
+                };
+                let too_long = a.len() + b.len() > room;
+                match kept {
+                    Some(k) if !too_long || (k > 0 && t.stride < k) => {}
+                    _ => {
+                        return Err(TokenizerError::InvalidArgument {
+                            param: "max_length",
+                            msg: format!(
+                                "{} + {} tokens (and {specials} special ones) cannot be cut \
+                                 to {} as {:?} with a stride of {}: too little room is left \
+                                 for the part being cut",
+                                a.len(),
+                                b.len(),
+                                t.max_length,
+                                t.strategy,
+                                t.stride
+                            ),
+                        })
+                    }
+                }
+                let params = tokenizers::TruncationParams {
+                    max_length: room,
+                    strategy: match t.strategy {
+                        PairStrategy::LongestFirst => tokenizers::TruncationStrategy::LongestFirst,
+                        PairStrategy::OnlyFirst => tokenizers::TruncationStrategy::OnlyFirst,
+                        PairStrategy::OnlySecond => tokenizers::TruncationStrategy::OnlySecond,
+                    },
+                    stride: t.stride,
+                    direction: match self.truncation_side {
+                        Side::Left => TruncationDirection::Left,
+                        Side::Right => TruncationDirection::Right,
+                    },
+                };
+                tokenizers::utils::truncation::truncate_encodings(a, Some(b), &params)
+                    .map_err(|e| TokenizerError::backend("encode", e))?
+            }
+        };
+        self.inner
+            .post_process(a, b, true)
+            .map_err(|e| TokenizerError::backend("encode", e))
     }
 
     /// Checks every id against the vocabulary.
