@@ -1393,7 +1393,18 @@ fn pipeline_text_classification_prints_transformers_records() {
     .fails(&["input 1", "tokens", "truncation"]);
     ferro(["pipeline", "summarization", "--model", &model, "x"])
         .run()
-        .fails(&["summarization", "not available"]);
+        .fails(&["unknown task `summarization`"]);
+    ferro([
+        "pipeline",
+        "text-classification",
+        "--model",
+        &model,
+        "--aggregation-strategy",
+        "simple",
+        "x",
+    ])
+    .run()
+    .fails(&["`aggregation_strategy` is not an argument of text-classification"]);
     let file = tempfile::NamedTempFile::with_suffix(".jsonl").unwrap();
     std::fs::write(
         file.path(),
@@ -1439,5 +1450,165 @@ fn pipeline_text_classification_prints_transformers_records() {
         file.path().to_str().unwrap(),
     ])
     .run()
-    .fails(&["line 1", "text"]);
+    .fails(&["input 1", "text"]);
+}
+
+#[test]
+fn pipeline_reads_each_tasks_fields_from_jsonl_and_csv() {
+    // question-answering from JSONL objects: transformers 4.57.6 answers "in London and
+    // works for" (0.00170847) and, over windows of 32 tokens, "studied music at a small
+    // school near" (0.153593).
+    let qa = tiny_encoder("bert-qa");
+    let file = tempfile::NamedTempFile::with_suffix(".jsonl").unwrap();
+    let long = "John Smith was born in London in the summer. He studied music at a small \
+        school near the river, and later he moved to Paris to work for a large company. Every \
+        morning he walked to the office, bought coffee from a friendly woman, and read the \
+        news. In the evening he played the piano for his children, who loved the old songs \
+        from London.";
+    let lines = [
+        serde_json::json!({"question": "Where does John live?",
+                           "context": "John Smith lives in London and works for Google."}),
+        serde_json::json!({"question": "Where was John born?", "context": long}),
+    ];
+    let body: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(file.path(), body.join("\n")).unwrap();
+    let out = ferro([
+        "pipeline",
+        "question-answering",
+        "--model",
+        &qa,
+        "--file",
+        file.path().to_str().unwrap(),
+        "--max-seq-len",
+        "32",
+        "--doc-stride",
+        "16",
+    ])
+    .run();
+    let text = String::from_utf8(out.ok().to_vec()).unwrap();
+    let got: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1]["answer"], "studied music at a small school near");
+    assert!((got[1]["score"].as_f64().unwrap() - 0.153593).abs() < 1e-4);
+    // zero-shot-classification from CSV rows with `sequence` and `candidate_labels`.
+    let nli = tiny_encoder("bert-nli");
+    let csv = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
+    std::fs::write(
+        csv.path(),
+        "sequence,candidate_labels\n\"The team won the game yesterday.\",\"sports, politics, food\"\n",
+    )
+    .unwrap();
+    let out = ferro([
+        "pipeline",
+        "zero-shot-classification",
+        "--model",
+        &nli,
+        "--file",
+        csv.path().to_str().unwrap(),
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert_eq!(v["labels"].as_array().unwrap().len(), 3);
+    assert_eq!(v["sequence"], "The team won the game yesterday.");
+    // A CSV row with the wrong number of fields names its row.
+    std::fs::write(csv.path(), "text\n\"a\",b\n").unwrap();
+    ferro([
+        "pipeline",
+        "text-classification",
+        "--model",
+        &tiny_encoder("bert-seq-cls"),
+        "--file",
+        csv.path().to_str().unwrap(),
+    ])
+    .run()
+    .fails(&["row 2", "2 fields for 1 columns"]);
+    // Generic keyword arguments: align_to_words=false cuts "Google." to "gle." (transformers).
+    let out = ferro([
+        "pipeline",
+        "question-answering",
+        "--model",
+        &qa,
+        "--top-k",
+        "3",
+        "--arg",
+        "align_to_words=false",
+        "--file",
+        file.path().to_str().unwrap(),
+    ])
+    .run();
+    let first: Value = serde_json::from_str(
+        String::from_utf8(out.ok().to_vec())
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first[2]["answer"], "gle.");
+}
+
+#[test]
+fn pipeline_semantic_search_and_text_generation() {
+    let minilm = model(PackagedModel::AllMiniLmL6V2);
+    let corpus = tempfile::NamedTempFile::with_suffix(".txt").unwrap();
+    std::fs::write(
+        corpus.path(),
+        "The cat sleeps on the sofa.\nStock markets fell sharply today.\nA kitten naps on the couch.\n",
+    )
+    .unwrap();
+    let out = ferro([
+        "pipeline",
+        "semantic-search",
+        "--model",
+        &minilm,
+        "--corpus",
+        corpus.path().to_str().unwrap(),
+        "--top-k",
+        "2",
+        "Where is the cat sleeping?",
+    ])
+    .run();
+    let hits: Value = serde_json::from_slice(out.ok()).unwrap();
+    let ids: Vec<u64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["corpus_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(
+        !ids.contains(&1),
+        "the finance passage ranked among the cat ones: {hits}"
+    );
+    ferro(["pipeline", "semantic-search", "--model", &minilm, "cat"])
+        .run()
+        .fails(&["--corpus"]);
+    // text-generation: a chat message list per JSONL line, greedy.
+    let chat = tempfile::NamedTempFile::with_suffix(".jsonl").unwrap();
+    std::fs::write(
+        chat.path(),
+        "[{\"role\": \"user\", \"content\": \"Who are you?\"}]\n",
+    )
+    .unwrap();
+    let out = ferro([
+        "pipeline",
+        "text-generation",
+        "--model",
+        &qwen(),
+        "--max-new-tokens",
+        "32",
+        "--arg",
+        "do_sample=false",
+        "--file",
+        chat.path().to_str().unwrap(),
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert_eq!(
+        v[0]["generated_text"][1]["content"],
+        "I am Qwen, an Alibaba Cloud developed language model."
+    );
 }

@@ -12,12 +12,21 @@ pub enum PipelineError {
     Tokenizer(#[from] ferro_tokenizers::TokenizerError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Boxed: generation errors are large and rare.
+    #[error(transparent)]
+    Generate(Box<ferro_generate::GenerateError>),
     /// A pipeline configuration file is missing a field, malformed, or asks for what is
     /// not supported.
     #[error("{}: {msg}", file.display())]
     Config { file: PathBuf, msg: String },
     #[error("invalid `{param}`: {msg}")]
     InvalidArgument { param: &'static str, msg: String },
+}
+
+impl From<ferro_generate::GenerateError> for PipelineError {
+    fn from(e: ferro_generate::GenerateError) -> Self {
+        PipelineError::Generate(Box::new(e))
+    }
 }
 
 pub type Result<T> = std::result::Result<T, PipelineError>;

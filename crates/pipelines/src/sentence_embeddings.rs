@@ -210,10 +210,12 @@ impl SentenceTransformer {
     /// Token ids of a batch → pooled (and normalized) vectors.
     fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let longest = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        // RoBERTa-based models number positions by the pad token, so pad with that one.
+        let pad = self.tokenizer.pad_token_id().unwrap_or(0);
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for s in batch {
             ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(0u32, longest - s.len()));
+            ids.extend(std::iter::repeat_n(pad, longest - s.len()));
             mask.extend(std::iter::repeat_n(1u32, s.len()));
             mask.extend(std::iter::repeat_n(0u32, longest - s.len()));
         }

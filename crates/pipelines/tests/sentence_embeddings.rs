@@ -130,3 +130,47 @@ fn bad_input_is_refused_or_handled() {
         .to_string();
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
+
+/// Semantic search over the 50 sentences ranks the same passages as sentence-transformers'
+/// `util.semantic_search`, scores within 1e-4 (tests/fixtures/encoders/semantic_search.json,
+/// made by scripts/make_semantic_search_refs.py).
+#[test]
+fn semantic_search_equals_sentence_transformers() {
+    use ferro_pipelines::SemanticSearch;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders");
+    let corpus: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("sentences.json")).unwrap())
+            .unwrap();
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("semantic_search.json")).unwrap(),
+    )
+    .unwrap();
+    let top_k = want["top_k"].as_u64().unwrap() as usize;
+    let search = SemanticSearch::new(model(), corpus.clone(), 32).unwrap();
+    for q in want["queries"].as_array().unwrap() {
+        let hits = search.search(q["query"].as_str().unwrap(), top_k).unwrap();
+        let expected = q["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), expected.len());
+        for (h, w) in hits.iter().zip(expected) {
+            assert_eq!(
+                h.corpus_id as u64,
+                w["corpus_id"].as_u64().unwrap(),
+                "{}",
+                q["query"]
+            );
+            assert_eq!(h.text, corpus[h.corpus_id]);
+            assert!((f64::from(h.score) - w["score"].as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+    let err = SemanticSearch::new(model(), Vec::new(), 32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("corpus"), "{err}");
+    assert!(search
+        .search("x", 0)
+        .unwrap_err()
+        .to_string()
+        .contains("top_k"));
+}
