@@ -15,6 +15,7 @@ pub use ferro_core as core;
 pub use ferro_generate as generate;
 pub use ferro_models as models;
 pub use ferro_nn as nn;
+pub use ferro_pipelines as pipelines;
 pub use ferro_tokenizers as tokenizers;
 
 pub mod quantize;
@@ -24,6 +25,7 @@ pub mod prelude {
     pub use ferro_core::{HubOptions, ModelSource};
     pub use ferro_generate::{generate_streaming, Generate, GenerateOutput, GenerationConfig};
     pub use ferro_models::{AutoModelForCausalLM, CausalLm, LoadOptions};
+    pub use ferro_pipelines::{pipeline, Pipeline, SemanticSearch, SentenceTransformer, Task};
     pub use ferro_tokenizers::{
         AutoTokenizer, ChatMessage, ChatTemplateOptions, EncodeOptions, Padding, Side, Tokenizer,
         TokenizerLoadOptions,
