@@ -28,6 +28,9 @@ pub struct LoadOptions {
     /// GGUF (already quantized) and off the CPU.
     pub quantize: Option<GgmlDType>,
     pub hub: HubOptions,
+    /// Load for training: dense weights become trainable parameters (`Var`s), listed by
+    /// the model's `parameters()`.
+    pub trainable: bool,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +42,7 @@ impl Default for LoadOptions {
             dequantize: false,
             quantize: None,
             hub: HubOptions::from_env(),
+            trainable: false,
         }
     }
 }

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use ferro_nn::{bidirectional_attention, Activation, Embedding, LayerNorm, Linear, Weights};
+use ferro_nn::{
+    bidirectional_attention, Activation, Embedding, LayerNorm, Linear, Parameters, Weights,
+};
 use serde::Deserialize;
 
 use crate::error::{ModelError, Result};
@@ -402,6 +404,9 @@ pub struct BertModel {
     pub config: BertConfig,
     pub device: Device,
     dtype: DType,
+    /// Every trainable parameter of the checkpoint, head included (empty unless loaded
+    /// with `LoadOptions::trainable`).
+    pub parameters: Parameters,
 }
 
 impl BertModel {
@@ -455,6 +460,7 @@ impl BertModel {
                 .collect::<Result<_>>()?,
             device: w.device.clone(),
             dtype: w.dtype,
+            parameters: w.parameters(),
             config,
         })
     }
@@ -494,7 +500,10 @@ fn checkpoint(
 ) -> Result<(Weights, BertConfig, &'static str)> {
     let config = BertConfig::from_file(&source.required_file("config.json")?)?;
     let files = crate::auto::safetensors_files(source)?;
-    let w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+    let mut w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+    if opts.trainable {
+        w = w.trainable();
+    }
     let family = config.family().prefix();
     let prefix = if w.contains(&format!("{family}.embeddings.word_embeddings.weight")) {
         family

@@ -219,7 +219,13 @@ pub fn bidirectional_attention(
     // row of padding stays a valid softmax).
     let bias =
         ((key_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((b, 1, 1, t))?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias)?)?;
+    let scores = scores.broadcast_add(&bias)?;
+    // The fused softmax has no backward pass; training takes the composite one.
+    let probs = if scores.track_op() {
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    };
     Ok(probs
         .to_dtype(dtype)?
         .matmul(&v.contiguous()?)?

@@ -1,6 +1,7 @@
 //! ferroformers building blocks, shared by every architecture: weights (safetensors or
 //! GGUF), `Linear` (dense or quantized), RMSNorm, embeddings, rotary embeddings,
-//! grouped-query attention with a KV cache (and left-padded batches), the gated MLP.
+//! grouped-query attention with a KV cache (and left-padded batches), the gated MLP, and
+//! trainable parameters (`Var`s by checkpoint name) when a model is loaded for training.
 
 pub mod attention;
 mod attention_cpu;
@@ -13,6 +14,7 @@ mod gelu_cpu;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+pub mod parameters;
 pub mod quant;
 pub mod rotary;
 mod vec_math;
@@ -25,6 +27,7 @@ pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};
 pub use mlp::{Activation, GatedMlp};
 pub use norm::{LayerNorm, RmsNorm};
+pub use parameters::Parameters;
 pub use quant::QuantMatrix;
 pub use rotary::{RopeScaling, RotaryEmbedding};
 pub use weights::{GgufNameMap, Weights};

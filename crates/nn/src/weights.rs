@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use ferro_core::GgufFile;
 
 use crate::error::{NnError, Result};
+use crate::parameters::Parameters;
 use crate::quant::QuantMatrix;
 
 /// Maps a transformers weight name to its GGUF name, per architecture.
@@ -48,6 +49,8 @@ pub struct Weights {
     quantize: Option<GgmlDType>,
     /// Quantized matrices already read, by GGUF name (a tied embedding is read once).
     shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
+    /// Loading for training: dense tensors become `Var`s, listed here.
+    parameters: Option<Parameters>,
 }
 
 /// ggml type ids and candle's types.
@@ -106,6 +109,7 @@ impl Weights {
             dequantize: true,
             quantize: None,
             shared: Default::default(),
+            parameters: None,
         })
     }
 
@@ -153,6 +157,7 @@ impl Weights {
             dequantize,
             quantize: None,
             shared: Default::default(),
+            parameters: None,
         })
     }
 
@@ -243,9 +248,27 @@ impl Weights {
         }
     }
 
-    /// A dense tensor of the given shape, in `self.dtype` (quantized data is dequantized).
+    /// A dense tensor of the given shape, in `self.dtype` (quantized data is dequantized);
+    /// when loading for training, the parameter `Var` of that name.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        Ok(self.stored_tensor(name, shape)?.to_dtype(self.dtype)?)
+        let t = self.stored_tensor(name, shape)?.to_dtype(self.dtype)?;
+        match &self.parameters {
+            Some(p) => p.var(name, &t),
+            None => Ok(t),
+        }
+    }
+
+    /// Loads for training from here on: every dense tensor read becomes a trainable
+    /// parameter (see `parameters`).
+    pub fn trainable(mut self) -> Self {
+        self.parameters = Some(Parameters::default());
+        self
+    }
+
+    /// The trainable parameters read so far (an empty list when not training); the list
+    /// is shared and grows as more of the model is read.
+    pub fn parameters(&self) -> Parameters {
+        self.parameters.clone().unwrap_or_default()
     }
 
     /// A tensor in f32, whatever `self.dtype` (what quantizers start from).

@@ -75,7 +75,7 @@ impl Task {
             Task::FeatureExtraction => &["truncation"],
             Task::SentenceEmbeddings => &["batch_size"],
             Task::TextClassification => &["top_k", "function_to_apply", "truncation"],
-            Task::TokenClassification => &["aggregation_strategy", "ignore_labels"],
+            Task::TokenClassification => &["aggregation_strategy", "ignore_labels", "stride"],
             Task::QuestionAnswering => &[
                 "top_k",
                 "doc_stride",
@@ -230,7 +230,8 @@ impl Pipeline {
                     Some(labels) => labels,
                     None => vec!["O".to_string()],
                 };
-                json(&p.call(text_of(input)?, aggregation, &ignore)?)
+                let stride = args.usize("stride")?;
+                json(&p.call_windows(text_of(input)?, aggregation, &ignore, stride)?)
             }
             Pipeline::QuestionAnswering(p) => {
                 let field = |name: &'static str| {

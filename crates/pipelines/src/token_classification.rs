@@ -127,28 +127,104 @@ impl TokenClassificationPipeline {
         aggregation: Aggregation,
         ignore: &[String],
     ) -> Result<Vec<Entity>> {
-        // transformers truncates token-classification inputs to the model's length.
+        self.call_windows(text, aggregation, ignore, None)
+    }
+
+    /// `call`, and with `stride` the whole of a text longer than the model takes: windows
+    /// of the model's length overlapping by `stride` tokens, each labelled alone, then
+    /// overlapping entities resolved (the longer wins, or the higher score), as
+    /// transformers' `stride`. Without it, the text is cut to the model's length.
+    pub fn call_windows(
+        &self,
+        text: &str,
+        aggregation: Aggregation,
+        ignore: &[String],
+        stride: Option<usize>,
+    ) -> Result<Vec<Entity>> {
+        let Some(stride) = stride else {
+            // transformers truncates token-classification inputs to the model's length.
+            let bert = &self.model.bert;
+            let e = encode(
+                &self.tokenizer,
+                text,
+                None,
+                Some(self.max_length),
+                bert.config.max_tokens(),
+                &bert.device,
+            )?;
+            let logits: Vec<Vec<f32>> = self
+                .model
+                .forward(&e.input_ids, &e.token_type_ids, &e.attention_mask)?
+                .squeeze(0)?
+                .to_vec2()?;
+            return Ok(self.entities(text, &e.ids, &e.offsets, &logits, aggregation, ignore));
+        };
+        if aggregation == Aggregation::None {
+            return Err(PipelineError::InvalidArgument {
+                param: "stride",
+                msg: "windows need an aggregation_strategy other than none (as in transformers)"
+                    .into(),
+            });
+        }
+        let windows = self
+            .tokenizer
+            .encode_windows(text, self.max_length, stride)?;
+        let logits = self.window_logits(&windows)?;
+        let mut all: Vec<Entity> = windows
+            .iter()
+            .zip(&logits)
+            .flat_map(|(w, l)| self.entities(text, &w.ids, &w.offsets, l, aggregation, ignore))
+            .collect();
+        if windows.len() > 1 {
+            all = resolve_overlaps(all);
+        }
+        Ok(all)
+    }
+
+    /// Each window's logits, `[window][token][label]`, run as one padded batch.
+    fn window_logits(&self, windows: &[ferro_tokenizers::Encoding]) -> Result<Vec<Vec<Vec<f32>>>> {
         let bert = &self.model.bert;
-        let e = encode(
-            &self.tokenizer,
-            text,
-            None,
-            Some(self.max_length),
-            bert.config.max_tokens(),
-            &bert.device,
-        )?;
-        let logits: Vec<Vec<f32>> = self
+        let width = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let pad = self.tokenizer.pad_token_id().unwrap_or(0);
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for w in windows {
+            let fill = width - w.len();
+            ids.extend(w.ids.iter().copied().chain(std::iter::repeat_n(pad, fill)));
+            mask.extend(std::iter::repeat_n(1u32, w.len()).chain(std::iter::repeat_n(0, fill)));
+        }
+        let shape = (windows.len(), width);
+        let ids = candle_core::Tensor::from_vec(ids, shape, &bert.device)?;
+        let mask = candle_core::Tensor::from_vec(mask, shape, &bert.device)?;
+        let logits: Vec<Vec<Vec<f32>>> = self
             .model
-            .forward(&e.input_ids, &e.token_type_ids, &e.attention_mask)?
-            .squeeze(0)?
-            .to_vec2()?;
-        let (ids, offsets) = (e.ids, e.offsets);
+            .forward(&ids, &ids.zeros_like()?, &mask)?
+            .to_vec3()?;
+        Ok(logits
+            .into_iter()
+            .zip(windows)
+            .map(|(mut l, w)| {
+                l.truncate(w.len());
+                l
+            })
+            .collect())
+    }
+
+    /// The entities of one window: its tokens' ids, character offsets into `text` and
+    /// logits, aggregated and filtered.
+    fn entities(
+        &self,
+        text: &str,
+        ids: &[u32],
+        offsets: &[(usize, usize)],
+        logits: &[Vec<f32>],
+        aggregation: Aggregation,
+        ignore: &[String],
+    ) -> Vec<Entity> {
         let special = self.tokenizer.all_special_ids();
         let unk = self.tokenizer.unk_token_id();
         let chars: Vec<char> = text.chars().collect();
         let mut pre = Vec::new();
-        for (index, ((&id, &(start, end)), row)) in
-            ids.iter().zip(&offsets).zip(&logits).enumerate()
+        for (index, ((&id, &(start, end)), row)) in ids.iter().zip(offsets).zip(logits).enumerate()
         {
             // Tokens the tokenizer added ([CLS], [SEP]) have no text; an [UNK] standing for
             // a word of the input does, and stays.
@@ -202,13 +278,13 @@ impl TokenClassificationPipeline {
             }
             _ => group_entities(&self.tokenizer, &self.aggregate_words(&pre, aggregation)),
         };
-        Ok(entities
+        entities
             .into_iter()
             .filter(|e| {
                 let label = e.entity.as_ref().or(e.entity_group.as_ref());
                 !label.is_some_and(|l| ignore.contains(l))
             })
-            .collect())
+            .collect()
     }
 
     /// Words (a token and the sub-words after it), each labelled by `how`.
@@ -256,6 +332,29 @@ impl TokenClassificationPipeline {
             })
             .collect()
     }
+}
+
+/// Entities of overlapping windows, by start: of two that overlap, the longer stays (equal
+/// lengths: the higher score), as transformers' `aggregate_overlapping_entities`.
+fn resolve_overlaps(mut entities: Vec<Entity>) -> Vec<Entity> {
+    entities.sort_by_key(|e| e.start); // stable, as Python's `sorted`
+    let mut out = Vec::new();
+    let mut iter = entities.into_iter();
+    let Some(mut previous) = iter.next() else {
+        return out;
+    };
+    for e in iter {
+        if previous.start <= e.start && e.start < previous.end {
+            let (len, prev_len) = (e.end - e.start, previous.end - previous.start);
+            if len > prev_len || (len == prev_len && e.score > previous.score) {
+                previous = e;
+            }
+        } else {
+            out.push(std::mem::replace(&mut previous, e));
+        }
+    }
+    out.push(previous);
+    out
 }
 
 /// Consecutive entities of one tag (a `B-` starts a new group) as one, scores averaged.

@@ -16,12 +16,10 @@ fn outputs_equal_transformers_pipeline() {
     let mut checked = 0;
     for case in &common::cases("token-classification") {
         let kw = &case["kwargs"];
-        if case["model"] != "bert-token-cls"
-            || kw.get("stride").is_some()
-            || case.get("output").is_none()
-        {
-            continue; // windows with stride are not taken yet
+        if case["model"] != "bert-token-cls" || case.get("output").is_none() {
+            continue;
         }
+        let stride = kw.get("stride").map(|s| s.as_u64().unwrap() as usize);
         let aggregation = kw
             .get("aggregation_strategy")
             .map_or(Aggregation::None, |a| {
@@ -39,7 +37,9 @@ fn outputs_equal_transformers_pipeline() {
         let Value::String(text) = &case["inputs"] else {
             continue;
         };
-        let got = pipe.call(text, aggregation, &ignore).unwrap();
+        let got = pipe
+            .call_windows(text, aggregation, &ignore, stride)
+            .unwrap();
         let want = case["output"].as_array().unwrap();
         let got_json: Vec<Value> = got
             .iter()
@@ -65,7 +65,30 @@ fn outputs_equal_transformers_pipeline() {
         }
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} cases checked");
+    assert_eq!(
+        checked, 29,
+        "every case, the two over stride windows included"
+    );
     let err = Aggregation::parse("mean").unwrap_err().to_string();
     assert!(err.contains("aggregation_strategy"), "{err}");
+    // Windows need aggregation (as in transformers), and a stride that fits in a window.
+    let text = "John Smith lives in London and works for Google. ".repeat(6);
+    let ignore = vec!["O".to_string()];
+    let err = pipe
+        .call_windows(&text, Aggregation::None, &ignore, Some(16))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stride"), "{err}");
+    let err = pipe
+        .call_windows(&text, Aggregation::Simple, &ignore, Some(64))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stride"), "{err}");
+    // Without windows the text is cut to the model's 64 tokens; with them it is read whole.
+    let cut = pipe.call(&text, Aggregation::Simple, &ignore).unwrap();
+    let whole = pipe
+        .call_windows(&text, Aggregation::Simple, &ignore, Some(16))
+        .unwrap();
+    let last_end = |v: &[ferro_pipelines::Entity]| v.iter().map(|e| e.end).max().unwrap_or(0);
+    assert!(last_end(&whole) > last_end(&cut), "{cut:?} vs {whole:?}");
 }

@@ -353,6 +353,55 @@ impl Tokenizer {
         Ok(out)
     }
 
+    /// Encodes `text` (special tokens added) in windows of at most `max_length` tokens,
+    /// each sharing its first `stride` tokens with the end of the one before, as
+    /// transformers' `tokenizer(text, truncation=True, max_length=..., stride=...,
+    /// return_overflowing_tokens=True)`. A text that fits is one window.
+    pub fn encode_windows(
+        &self,
+        text: &str,
+        max_length: usize,
+        stride: usize,
+    ) -> Result<Vec<Encoding>> {
+        let mut enc = self
+            .inner
+            .encode_char_offsets(text, false)
+            .map_err(|e| TokenizerError::backend("encode", e))?;
+        let specials = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        let room = max_length.saturating_sub(specials);
+        if enc.len() > room && stride >= room {
+            return Err(TokenizerError::InvalidArgument {
+                param: "stride",
+                msg: format!(
+                    "{stride} must be less than the {room} text tokens a window of \
+                     {max_length} holds besides {specials} special ones"
+                ),
+            });
+        }
+        let direction = match self.truncation_side {
+            Side::Left => TruncationDirection::Left,
+            Side::Right => TruncationDirection::Right,
+        };
+        enc.truncate(room, stride, direction);
+        let mut enc = self
+            .inner
+            .post_process(enc, None, true)
+            .map_err(|e| TokenizerError::backend("encode", e))?;
+        let overflowing = enc.take_overflowing();
+        Ok(std::iter::once(enc)
+            .chain(overflowing)
+            .map(|e| Encoding {
+                ids: e.get_ids().to_vec(),
+                attention_mask: e.get_attention_mask().to_vec(),
+                offsets: e.get_offsets().to_vec(),
+                tokens: e.get_tokens().to_vec(),
+            })
+            .collect())
+    }
+
     /// Encodes the pair `(first, second)` as one input (special tokens added, character
     /// offsets, type ids, words and sequence ids kept), as transformers'
     /// `tokenizer(first, second, truncation=..., max_length=..., stride=...,

@@ -47,6 +47,10 @@ pub struct Args {
     /// token-classification: none, simple, first, average or max [default: none].
     #[arg(long)]
     aggregation_strategy: Option<String>,
+    /// token-classification: read a long text whole, in windows of the model's length
+    /// overlapping by this many tokens (needs an aggregation strategy).
+    #[arg(long)]
+    stride: Option<usize>,
     /// token-classification: labels left out [default: O].
     #[arg(long = "ignore-label")]
     ignore_labels: Option<Vec<String>>,
@@ -117,6 +121,7 @@ impl Args {
             self.aggregation_strategy.clone().map(Value::from),
         );
         set("ignore_labels", self.ignore_labels.clone().map(Value::from));
+        set("stride", self.stride.map(Value::from));
         set(
             "candidate_labels",
             self.candidate_labels.clone().map(Value::from),

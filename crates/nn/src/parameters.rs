@@ -1,0 +1,51 @@
+//! Trainable parameters: when a model is loaded for training, every dense tensor it reads
+//! becomes a candle `Var` (a leaf that gradients reach), kept here under its checkpoint
+//! name. A name read twice (tied embeddings) is one `Var`, so its gradients add up, as a
+//! tied `nn.Parameter` does in PyTorch.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+
+/// The trainable tensors of a model, by checkpoint name, in the order they were read.
+/// Cloning shares the list: a task head loaded after its encoder adds to the same one.
+#[derive(Debug, Clone, Default)]
+pub struct Parameters(Arc<Mutex<Vec<(String, Var)>>>);
+
+impl Parameters {
+    /// `(name, var)` for every parameter (transformers' `named_parameters()`).
+    pub fn named(&self) -> Vec<(String, Var)> {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The parameter called `name`.
+    pub fn get(&self, name: &str) -> Option<Var> {
+        let params = self.0.lock().ok()?;
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The `Var` for `name`: the one already made, or a new one holding a copy of `value`.
+    pub(crate) fn var(&self, name: &str, value: &Tensor) -> Result<Tensor> {
+        if let Some(v) = self.get(name) {
+            return Ok(v.as_tensor().clone());
+        }
+        let v = Var::from_tensor(value)?;
+        if let Ok(mut params) = self.0.lock() {
+            params.push((name.to_string(), v.clone()));
+        }
+        Ok(v.as_tensor().clone())
+    }
+}
