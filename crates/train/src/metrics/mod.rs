@@ -31,7 +31,10 @@ pub enum MetricError {
 
 impl MetricError {
     pub(crate) fn invalid(param: &'static str, msg: impl Into<String>) -> Self {
-        MetricError::InvalidArgument { param, msg: msg.into() }
+        MetricError::InvalidArgument {
+            param,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -58,18 +61,7 @@ impl ZeroDivision {
     }
 }
 
-/// Precision, recall and F-score averaged over classes (scikit-learn and seqeval return no
-/// support for sklearn's averages; seqeval's carry the summed support, see
-/// [`seqeval::precision_recall_fscore_support`]).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Prf {
-    pub precision: f64,
-    pub recall: f64,
-    /// F-beta; F1 with the default beta of 1.
-    pub fbeta: f64,
-}
-
-/// Errors unless `a` and `b` have the same length.
+/// Errors unless the two lengths are equal.
 pub(crate) fn check_same_len(
     param: &'static str,
     what: &str,
@@ -88,7 +80,10 @@ pub(crate) fn check_same_len(
 /// Errors unless beta is a number >= 0 (infinity allowed: F is then the recall).
 pub(crate) fn check_beta(beta: f64) -> Result<()> {
     if beta.is_nan() || beta < 0.0 {
-        return Err(MetricError::invalid("beta", format!("must be >= 0, got {beta}")));
+        return Err(MetricError::invalid(
+            "beta",
+            format!("must be >= 0, got {beta}"),
+        ));
     }
     Ok(())
 }

@@ -66,7 +66,9 @@ const IRREGULAR_FORMS: [(&str, &str); 16] = [
 impl PorterStemmer {
     /// nltk's default stemmer (NLTK_EXTENSIONS), the one rouge-score uses.
     pub fn new() -> Self {
-        PorterStemmer { mode: PorterMode::NltkExtensions }
+        PorterStemmer {
+            mode: PorterMode::NltkExtensions,
+        }
     }
 
     pub fn with_mode(mode: PorterMode) -> Self {
@@ -110,7 +112,12 @@ impl PorterStemmer {
         }
         self.apply_rules(
             word,
-            &[("sses", "ss", Cond::Always), ("ies", "i", Cond::Always), ("ss", "ss", Cond::Always), ("s", "", Cond::Always)],
+            &[
+                ("sses", "ss", Cond::Always),
+                ("ies", "i", Cond::Always),
+                ("ss", "ss", Cond::Always),
+                ("s", "", Cond::Always),
+            ],
         )
     }
 
@@ -121,7 +128,11 @@ impl PorterStemmer {
         }
         if ends_with(word, "eed") {
             let stem = &word[..word.len() - 3];
-            return if measure(stem) > 0 { concat(stem, "ee") } else { word.to_vec() };
+            return if measure(stem) > 0 {
+                concat(stem, "ee")
+            } else {
+                word.to_vec()
+            };
         }
         let stem = ["ed", "ing"].iter().find_map(|suffix| {
             if ends_with(word, suffix) {
@@ -289,7 +300,11 @@ impl PorterStemmer {
                 Cond::LogiStem => measure(&word[..word.len() - 3]) > 0,
                 Cond::DoubleL => measure(&word[..word.len() - 1]) > 1,
             };
-            return if holds { concat(stem, replacement) } else { word.to_vec() };
+            return if holds {
+                concat(stem, replacement)
+            } else {
+                word.to_vec()
+            };
         }
         word.to_vec()
     }
@@ -324,7 +339,10 @@ fn consonant_flags(word: &[char]) -> Vec<bool> {
 
 /// Porter's m: the number of vowel-consonant transitions in `[C](VC)^m[V]`.
 fn measure(stem: &[char]) -> usize {
-    consonant_flags(stem).windows(2).filter(|w| !w[0] && w[1]).count()
+    consonant_flags(stem)
+        .windows(2)
+        .filter(|w| !w[0] && w[1])
+        .count()
 }
 
 fn contains_vowel(stem: &[char]) -> bool {

@@ -43,11 +43,19 @@ impl FromStr for RougeType {
             "rougeL" => Ok(RougeType::RougeL),
             "rougeLsum" => Ok(RougeType::RougeLsum),
             _ => {
-                let digit = s.strip_prefix("rouge").filter(|d| d.len() == 1 && d.as_bytes()[0].is_ascii_digit());
+                let digit = s
+                    .strip_prefix("rouge")
+                    .filter(|d| d.len() == 1 && d.as_bytes()[0].is_ascii_digit());
                 match digit.and_then(|d| d.parse::<usize>().ok()) {
-                    Some(0) => Err(MetricError::invalid("rouge_types", "rougen requires positive n: rouge0")),
+                    Some(0) => Err(MetricError::invalid(
+                        "rouge_types",
+                        "rougen requires positive n: rouge0",
+                    )),
                     Some(n) => Ok(RougeType::RougeN(n)),
-                    None => Err(MetricError::invalid("rouge_types", format!("invalid rouge type: {s:?}"))),
+                    None => Err(MetricError::invalid(
+                        "rouge_types",
+                        format!("invalid rouge type: {s:?}"),
+                    )),
                 }
             }
         }
@@ -64,7 +72,11 @@ pub struct RougeScore {
 
 impl RougeScore {
     fn new(precision: f64, recall: f64) -> Self {
-        RougeScore { precision, recall, fmeasure: fmeasure(precision, recall) }
+        RougeScore {
+            precision,
+            recall,
+            fmeasure: fmeasure(precision, recall),
+        }
     }
 }
 
@@ -74,7 +86,10 @@ pub struct RougeScores(Vec<(RougeType, RougeScore)>);
 
 impl RougeScores {
     pub fn get(&self, rouge_type: RougeType) -> Option<&RougeScore> {
-        self.0.iter().find(|(t, _)| *t == rouge_type).map(|(_, s)| s)
+        self.0
+            .iter()
+            .find(|(t, _)| *t == rouge_type)
+            .map(|(_, s)| s)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &(RougeType, RougeScore)> {
@@ -92,7 +107,10 @@ impl RougeScores {
 
 impl serde::Serialize for RougeScores {
     /// As a map from type name to score, like rouge-score's dict.
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (t, s) in &self.0 {
@@ -117,18 +135,27 @@ impl RougeScorer {
         let mut types: Vec<RougeType> = Vec::with_capacity(rouge_types.len());
         for &t in rouge_types {
             if t == RougeType::RougeN(0) {
-                return Err(MetricError::invalid("rouge_types", "rougen requires positive n: rouge0"));
+                return Err(MetricError::invalid(
+                    "rouge_types",
+                    "rougen requires positive n: rouge0",
+                ));
             }
             if !types.contains(&t) {
                 types.push(t);
             }
         }
-        Ok(RougeScorer { rouge_types: types, stemmer: use_stemmer.then(PorterStemmer::new) })
+        Ok(RougeScorer {
+            rouge_types: types,
+            stemmer: use_stemmer.then(PorterStemmer::new),
+        })
     }
 
     /// [`RougeScorer::new`] from rouge-score's names (`["rouge1", "rouge2", "rougeL"]`).
     pub fn from_names<S: AsRef<str>>(names: &[S], use_stemmer: bool) -> Result<Self> {
-        let types = names.iter().map(|n| n.as_ref().parse()).collect::<Result<Vec<RougeType>>>()?;
+        let types = names
+            .iter()
+            .map(|n| n.as_ref().parse())
+            .collect::<Result<Vec<RougeType>>>()?;
         Self::new(&types, use_stemmer)
     }
 
@@ -143,7 +170,13 @@ impl RougeScorer {
         let cleaned: String = text
             .to_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { ' ' })
+            .map(|c| {
+                if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                    c
+                } else {
+                    ' '
+                }
+            })
             .collect();
         cleaned
             .split(' ')
@@ -151,7 +184,11 @@ impl RougeScorer {
                 Some(stemmer) if token.len() > 3 => stemmer.stem(token),
                 _ => token.to_string(),
             })
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+            .filter(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
             .collect()
     }
 
@@ -183,11 +220,18 @@ impl RougeScorer {
 
     /// `scorer.score_multi(targets, prediction)`: per type, the score against the target with
     /// the highest F-measure (the first such target on ties).
-    pub fn score_multi<S: AsRef<str>>(&self, targets: &[S], prediction: &str) -> Result<RougeScores> {
+    pub fn score_multi<S: AsRef<str>>(
+        &self,
+        targets: &[S],
+        prediction: &str,
+    ) -> Result<RougeScores> {
         if targets.is_empty() {
             return Err(MetricError::invalid("targets", "no targets"));
         }
-        let all: Vec<RougeScores> = targets.iter().map(|t| self.score(t.as_ref(), prediction)).collect();
+        let all: Vec<RougeScores> = targets
+            .iter()
+            .map(|t| self.score(t.as_ref(), prediction))
+            .collect();
         let best = self
             .rouge_types
             .iter()
@@ -208,7 +252,10 @@ impl RougeScorer {
 
     /// rougeLsum's sentences: the text split on `"\n"`, empty lines dropped, each tokenized.
     fn sentences(&self, text: &str) -> Vec<Vec<String>> {
-        text.split('\n').filter(|s| !s.is_empty()).map(|s| self.tokenize(s)).collect()
+        text.split('\n')
+            .filter(|s| !s.is_empty())
+            .map(|s| self.tokenize(s))
+            .collect()
     }
 }
 
@@ -229,7 +276,10 @@ fn ngram_counts(tokens: &[String], n: usize) -> HashMap<&[String], u64> {
     counts
 }
 
-fn score_ngrams(target: &HashMap<&[String], u64>, prediction: &HashMap<&[String], u64>) -> RougeScore {
+fn score_ngrams(
+    target: &HashMap<&[String], u64>,
+    prediction: &HashMap<&[String], u64>,
+) -> RougeScore {
     let overlap: u64 = target
         .iter()
         .map(|(gram, &count)| count.min(prediction.get(gram).copied().unwrap_or(0)))
@@ -247,7 +297,11 @@ fn lcs_table(a: &[String], b: &[String]) -> Vec<Vec<usize>> {
     let mut t = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in 1..=a.len() {
         for j in 1..=b.len() {
-            t[i][j] = if a[i - 1] == b[j - 1] { t[i - 1][j - 1] + 1 } else { t[i - 1][j].max(t[i][j - 1]) };
+            t[i][j] = if a[i - 1] == b[j - 1] {
+                t[i - 1][j - 1] + 1
+            } else {
+                t[i - 1][j].max(t[i][j - 1])
+            };
         }
     }
     t
@@ -304,7 +358,10 @@ fn summary_level_lcs(reference: &[Vec<String>], candidate: &[Vec<String>]) -> Ro
     }
     let mut hits = 0u64;
     for sentence in reference {
-        let mut union: Vec<usize> = candidate.iter().flat_map(|c| lcs_indices(sentence, c)).collect();
+        let mut union: Vec<usize> = candidate
+            .iter()
+            .flat_map(|c| lcs_indices(sentence, c))
+            .collect();
         union.sort_unstable();
         union.dedup();
         for i in union {

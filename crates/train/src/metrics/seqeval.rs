@@ -66,14 +66,21 @@ pub struct SeqevalOptions {
 
 impl Default for SeqevalOptions {
     fn default() -> Self {
-        SeqevalOptions { mode: Mode::Default, beta: 1.0, zero_division: ZeroDivision::Zero }
+        SeqevalOptions {
+            mode: Mode::Default,
+            beta: 1.0,
+            zero_division: ZeroDivision::Zero,
+        }
     }
 }
 
 impl SeqevalOptions {
     /// `mode="strict", scheme=scheme`, the rest default.
     pub fn strict(scheme: Scheme) -> Self {
-        SeqevalOptions { mode: Mode::Strict(scheme), ..Default::default() }
+        SeqevalOptions {
+            mode: Mode::Strict(scheme),
+            ..Default::default()
+        }
     }
 }
 
@@ -124,14 +131,21 @@ impl ClassificationReport {
             "micro avg" => Some(&self.micro_avg),
             "macro avg" => Some(&self.macro_avg),
             "weighted avg" => Some(&self.weighted_avg),
-            _ => self.types.iter().find(|(name, _)| name == key).map(|(_, row)| row),
+            _ => self
+                .types
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, row)| row),
         }
     }
 }
 
 impl serde::Serialize for ClassificationReport {
     /// As seqeval's `output_dict=True` dict.
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.types.len() + 3))?;
         for (name, row) in &self.types {
@@ -189,7 +203,13 @@ pub fn precision_recall_fscore_support_per_type<S: AsRef<str>>(
 ) -> Result<PerTypePrf> {
     let counts = type_counts(y_true, y_pred, opts)?;
     let (precision, recall, fbeta) = scores(&counts.tp, &counts.pred, &counts.truth, opts);
-    Ok(PerTypePrf { types: counts.types, precision, recall, fbeta, support: counts.truth })
+    Ok(PerTypePrf {
+        types: counts.types,
+        precision,
+        recall,
+        fbeta,
+        support: counts.truth,
+    })
 }
 
 /// `precision_score(y_true, y_pred, average=...)` (seqeval's default average is micro).
@@ -234,13 +254,23 @@ pub fn classification_report<S: AsRef<str>>(
     let (p, r, f) = scores(&counts.tp, &counts.pred, &counts.truth, &opts);
     let types = (0..counts.types.len())
         .map(|i| {
-            let row = ReportRow { precision: p[i], recall: r[i], f1_score: f[i], support: counts.truth[i] };
+            let row = ReportRow {
+                precision: p[i],
+                recall: r[i],
+                f1_score: f[i],
+                support: counts.truth[i],
+            };
             (counts.types[i].clone(), row)
         })
         .collect();
     let row = |average| {
         let s = average_scores(&counts, average, &opts);
-        ReportRow { precision: s.precision, recall: s.recall, f1_score: s.fbeta, support: s.support }
+        ReportRow {
+            precision: s.precision,
+            recall: s.recall,
+            f1_score: s.fbeta,
+            support: s.support,
+        }
     };
     Ok(ClassificationReport {
         types,
@@ -252,12 +282,21 @@ pub fn classification_report<S: AsRef<str>>(
 
 /// seqeval's `check_consistent_length`: as many sequences, each of the same length.
 fn check_consistent_length<S>(y_true: &[Vec<S>], y_pred: &[Vec<S>]) -> Result<()> {
-    check_same_len("y_pred", "y_true and y_pred (numbers of sequences)", y_true.len(), y_pred.len())?;
+    check_same_len(
+        "y_pred",
+        "y_true and y_pred (numbers of sequences)",
+        y_true.len(),
+        y_pred.len(),
+    )?;
     for (i, (t, p)) in y_true.iter().zip(y_pred).enumerate() {
         if t.len() != p.len() {
             return Err(MetricError::invalid(
                 "y_pred",
-                format!("sequence {i} has {} tags in y_true but {} in y_pred", t.len(), p.len()),
+                format!(
+                    "sequence {i} has {} tags in y_true but {} in y_pred",
+                    t.len(),
+                    p.len()
+                ),
             ));
         }
     }
@@ -281,7 +320,9 @@ fn corpus_entities<S: AsRef<str>>(sequences: &[Vec<S>], mode: Mode) -> Result<En
         Mode::Default => {
             // seqeval flattens the sequences with an "O" after each, then reads the whole
             // stream; positions here are offsets into that stream.
-            let stream = sequences.iter().flat_map(|s| s.iter().map(AsRef::as_ref).chain(["O"]));
+            let stream = sequences
+                .iter()
+                .flat_map(|s| s.iter().map(AsRef::as_ref).chain(["O"]));
             for e in default_chunks(stream)? {
                 set.insert((e.entity_type, 0, e.start, e.end));
             }
@@ -297,10 +338,17 @@ fn corpus_entities<S: AsRef<str>>(sequences: &[Vec<S>], mode: Mode) -> Result<En
     Ok(set)
 }
 
-fn type_counts<S: AsRef<str>>(y_true: &[Vec<S>], y_pred: &[Vec<S>], opts: &SeqevalOptions) -> Result<TypeCounts> {
+fn type_counts<S: AsRef<str>>(
+    y_true: &[Vec<S>],
+    y_pred: &[Vec<S>],
+    opts: &SeqevalOptions,
+) -> Result<TypeCounts> {
     check_beta(opts.beta)?;
     if opts.zero_division == ZeroDivision::Nan {
-        return Err(MetricError::invalid("zero_division", "seqeval accepts 0 or 1"));
+        return Err(MetricError::invalid(
+            "zero_division",
+            "seqeval accepts 0 or 1",
+        ));
     }
     check_consistent_length(y_true, y_pred)?;
     let truth = corpus_entities(y_true, opts.mode)?;
@@ -315,7 +363,12 @@ fn type_counts<S: AsRef<str>>(y_true: &[Vec<S>], y_pred: &[Vec<S>], opts: &Seqev
     for e in &pred {
         by_type.entry(&e.0).or_default()[1] += 1;
     }
-    let mut counts = TypeCounts { types: vec![], tp: vec![], pred: vec![], truth: vec![] };
+    let mut counts = TypeCounts {
+        types: vec![],
+        tp: vec![],
+        pred: vec![],
+        truth: vec![],
+    };
     for (name, [tp, pred, truth]) in by_type {
         counts.types.push(name.to_string());
         counts.tp.push(tp);
@@ -327,9 +380,20 @@ fn type_counts<S: AsRef<str>>(y_true: &[Vec<S>], y_pred: &[Vec<S>], opts: &Seqev
 
 /// seqeval's precision, recall and F-beta: F = (1 + β²)·P·R / (β²·P + R), 0 where that
 /// denominator is 0 (P and R already carry the zero-division value).
-fn scores(tp: &[u64], pred: &[u64], truth: &[u64], opts: &SeqevalOptions) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn scores(
+    tp: &[u64],
+    pred: &[u64],
+    truth: &[u64],
+    opts: &SeqevalOptions,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let zd = opts.zero_division.value();
-    let divide = |num: u64, den: u64| if den == 0 { zd } else { num as f64 / den as f64 };
+    let divide = |num: u64, den: u64| {
+        if den == 0 {
+            zd
+        } else {
+            num as f64 / den as f64
+        }
+    };
     let beta2 = opts.beta * opts.beta;
     let mut p = Vec::with_capacity(tp.len());
     let mut r = Vec::with_capacity(tp.len());
@@ -357,7 +421,12 @@ fn average_scores(counts: &TypeCounts, average: Average, opts: &SeqevalOptions) 
     if average == Average::Micro {
         let sum = |v: &[u64]| v.iter().sum::<u64>();
         let (p, r, f) = scores(&[sum(&counts.tp)], &[sum(&counts.pred)], &[support], opts);
-        return AverageScores { precision: p[0], recall: r[0], fbeta: f[0], support };
+        return AverageScores {
+            precision: p[0],
+            recall: r[0],
+            fbeta: f[0],
+            support,
+        };
     }
     let (p, r, f) = scores(&counts.tp, &counts.pred, &counts.truth, opts);
     match average {
@@ -367,15 +436,32 @@ fn average_scores(counts: &TypeCounts, average: Average, opts: &SeqevalOptions) 
                 let zd = opts.zero_division.value();
                 let no_pred = counts.pred.iter().sum::<u64>() == 0;
                 let pf = if no_pred { zd } else { 0.0 };
-                return AverageScores { precision: pf, recall: zd, fbeta: pf, support };
+                return AverageScores {
+                    precision: pf,
+                    recall: zd,
+                    fbeta: pf,
+                    support,
+                };
             }
             let weights: Vec<f64> = counts.truth.iter().map(|&t| t as f64).collect();
-            let avg = |v: &[f64]| v.iter().zip(&weights).map(|(x, w)| x * w).sum::<f64>() / support as f64;
-            AverageScores { precision: avg(&p), recall: avg(&r), fbeta: avg(&f), support }
+            let avg = |v: &[f64]| {
+                v.iter().zip(&weights).map(|(x, w)| x * w).sum::<f64>() / support as f64
+            };
+            AverageScores {
+                precision: avg(&p),
+                recall: avg(&r),
+                fbeta: avg(&f),
+                support,
+            }
         }
         _ => {
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-            AverageScores { precision: mean(&p), recall: mean(&r), fbeta: mean(&f), support }
+            AverageScores {
+                precision: mean(&p),
+                recall: mean(&r),
+                fbeta: mean(&f),
+                support,
+            }
         }
     }
 }
@@ -389,7 +475,10 @@ fn default_chunks<'a>(tags: impl Iterator<Item = &'a str>) -> Result<Vec<Entity>
     for (i, chunk) in tags.chain(["O"]).enumerate() {
         let mut chars = chunk.chars();
         let Some(tag) = chars.next() else {
-            return Err(MetricError::invalid("y_true/y_pred", format!("empty tag at position {i}")));
+            return Err(MetricError::invalid(
+                "y_true/y_pred",
+                format!("empty tag at position {i}"),
+            ));
         };
         let rest = chars.as_str();
         let entity_type = match rest.split_once('-').map_or(rest, |(_, after)| after) {
@@ -397,7 +486,11 @@ fn default_chunks<'a>(tags: impl Iterator<Item = &'a str>) -> Result<Vec<Entity>
             t => t,
         };
         if i > 0 && end_of_chunk(prev_tag, tag, &prev_type, entity_type) {
-            chunks.push(Entity { entity_type: prev_type.clone(), start: begin, end: i - 1 });
+            chunks.push(Entity {
+                entity_type: prev_type.clone(),
+                start: begin,
+                end: i - 1,
+            });
         }
         if start_of_chunk(prev_tag, tag, &prev_type, entity_type) {
             begin = i;
@@ -455,25 +548,58 @@ impl Scheme {
         match self {
             Scheme::Iob1 => SchemeDef {
                 allowed: I | O | B,
-                start: &[(O, I, Any), (I, I, Diff), (B, I, Any), (I, B, Same), (B, B, Same)],
+                start: &[
+                    (O, I, Any),
+                    (I, I, Diff),
+                    (B, I, Any),
+                    (I, B, Same),
+                    (B, B, Same),
+                ],
                 inside: &[(B, I, Same), (I, I, Same)],
-                end: &[(I, I, Diff), (I, O, Any), (I, B, Any), (B, O, Any), (B, I, Diff), (B, B, Same)],
+                end: &[
+                    (I, I, Diff),
+                    (I, O, Any),
+                    (I, B, Any),
+                    (B, O, Any),
+                    (B, I, Diff),
+                    (B, B, Same),
+                ],
             },
             Scheme::Ioe1 => SchemeDef {
                 allowed: I | O | E,
                 start: &[(O, I, Any), (I, I, Diff), (E, I, Any), (E, E, Same)],
                 inside: &[(I, I, Same), (I, E, Same)],
-                end: &[(I, I, Diff), (I, O, Any), (I, E, Diff), (E, I, Same), (E, E, Same)],
+                end: &[
+                    (I, I, Diff),
+                    (I, O, Any),
+                    (I, E, Diff),
+                    (E, I, Same),
+                    (E, E, Same),
+                ],
             },
             Scheme::Iob2 => SchemeDef {
                 allowed: I | O | B,
                 start: &[(ANY, B, Any)],
                 inside: &[(B, I, Same), (I, I, Same)],
-                end: &[(I, O, Any), (I, I, Diff), (I, B, Any), (B, O, Any), (B, I, Diff), (B, B, Any)],
+                end: &[
+                    (I, O, Any),
+                    (I, I, Diff),
+                    (I, B, Any),
+                    (B, O, Any),
+                    (B, I, Diff),
+                    (B, B, Any),
+                ],
             },
             Scheme::Ioe2 => SchemeDef {
                 allowed: I | O | E,
-                start: &[(O, I, Any), (O, E, Any), (E, I, Any), (E, E, Any), (I, I, Diff), (I, E, Diff)],
+                start: &[
+                    (O, I, Any),
+                    (O, E, Any),
+                    (E, I, Any),
+                    (E, E, Any),
+                    (I, I, Diff),
+                    (I, E, Diff),
+                ],
                 inside: &[(I, E, Same), (I, I, Same)],
                 end: &[(E, ANY, Any)],
             },
@@ -521,7 +647,10 @@ impl Token {
             "" => "_",
             t => t,
         };
-        Ok(Token { prefix, tag: tag.to_string() })
+        Ok(Token {
+            prefix,
+            tag: tag.to_string(),
+        })
     }
 
     fn matches(&self, prev: &Token, patterns: &[Pattern]) -> bool {
@@ -551,8 +680,14 @@ fn strict_entities<S: AsRef<str>>(seq: &[S], scheme: Scheme) -> Result<Vec<Entit
         }
         tokens.push(token);
     }
-    tokens.push(Token { prefix: O, tag: "_".to_string() });
-    let outside = Token { prefix: O, tag: "_".to_string() };
+    tokens.push(Token {
+        prefix: O,
+        tag: "_".to_string(),
+    });
+    let outside = Token {
+        prefix: O,
+        tag: "_".to_string(),
+    };
 
     let mut entities = Vec::new();
     let mut i = 0;
@@ -573,7 +708,11 @@ fn strict_entities<S: AsRef<str>>(seq: &[S], scheme: Scheme) -> Result<Vec<Entit
                 }
             }
             if tokens[end].matches(&tokens[end - 1], def.end) {
-                entities.push(Entity { entity_type: token.tag.clone(), start: i, end: end - 1 });
+                entities.push(Entity {
+                    entity_type: token.tag.clone(),
+                    start: i,
+                    end: end - 1,
+                });
             }
             i = end;
         } else {
@@ -589,7 +728,11 @@ mod tests {
     use super::*;
 
     fn ents(seq: &[&str], mode: Mode) -> Vec<(String, usize, usize)> {
-        get_entities(seq, mode).unwrap().into_iter().map(|e| (e.entity_type, e.start, e.end)).collect()
+        get_entities(seq, mode)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.entity_type, e.start, e.end))
+            .collect()
     }
 
     fn e(t: &str, s: usize, end: usize) -> (String, usize, usize) {
@@ -601,14 +744,22 @@ mod tests {
         let seq = ["I-LOC", "I-LOC", "O", "B-PER", "I-ORG", "E-ORG", "S-MISC"];
         assert_eq!(
             ents(&seq, Mode::Default),
-            vec![e("LOC", 0, 1), e("PER", 3, 3), e("ORG", 4, 5), e("MISC", 6, 6)]
+            vec![
+                e("LOC", 0, 1),
+                e("PER", 3, 3),
+                e("ORG", 4, 5),
+                e("MISC", 6, 6)
+            ]
         );
     }
 
     #[test]
     fn strict_iob2_drops_stray_inside_tags() {
         let seq = ["I-LOC", "I-LOC", "O", "B-PER", "I-ORG", "B-ORG", "I-ORG"];
-        assert_eq!(ents(&seq, Mode::Strict(Scheme::Iob2)), vec![e("PER", 3, 3), e("ORG", 5, 6)]);
+        assert_eq!(
+            ents(&seq, Mode::Strict(Scheme::Iob2)),
+            vec![e("PER", 3, 3), e("ORG", 5, 6)]
+        );
         assert!(get_entities(&["B-PER", "E-PER"], Mode::Strict(Scheme::Iob2)).is_err());
         assert!(get_entities(&["X-PER"], Mode::Strict(Scheme::Iob2)).is_err());
     }
