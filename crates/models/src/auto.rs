@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
-use ferro_nn::{Cache, Caches, Weights};
+use ferro_nn::{Cache, Caches, Parameters, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
@@ -100,6 +100,8 @@ pub struct CausalLm {
     pub device: Device,
     /// The checkpoint's generation_config.json (generation defaults), when it has one.
     pub generation_config: Option<serde_json::Value>,
+    /// The trainable parameters (empty unless loaded with `LoadOptions::trainable`).
+    pub parameters: Parameters,
 }
 
 /// transformers' `AutoModelForCausalLM`.
@@ -133,6 +135,11 @@ impl AutoModelForCausalLM {
             };
             let mut weights =
                 Weights::from_gguf(header, name_map, &opts.device, opts.dtype, opts.dequantize)?;
+            if opts.trainable {
+                // Quantized matrices stay frozen; dense tensors (norms, biases, or all of
+                // them when dequantized) become trainable.
+                weights = weights.trainable();
+            }
             if config.architecture == Architecture::Llama {
                 // llama.cpp's converter stores Llama's q/k rows permuted for its interleaved
                 // rotary layout (Qwen2 and Gemma 3 files are not permuted).
@@ -146,6 +153,7 @@ impl AutoModelForCausalLM {
                 config,
                 device: opts.device.clone(),
                 generation_config: None,
+                parameters: weights.parameters(),
             });
         }
         let (config, _) = read_causal_lm_config(source)?;
@@ -158,6 +166,9 @@ impl AutoModelForCausalLM {
         if let Some(dtype) = opts.quantize {
             weights = weights.with_quantize(dtype)?;
         }
+        if opts.trainable {
+            weights = weights.trainable();
+        }
         let model = Model::load(&weights, &config)?;
         tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
         Ok(CausalLm {
@@ -165,6 +176,7 @@ impl AutoModelForCausalLM {
             config,
             device: opts.device.clone(),
             generation_config,
+            parameters: weights.parameters(),
         })
     }
 }

@@ -189,7 +189,7 @@ impl Attention {
             }
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let probs = softmax(&scores)?.to_dtype(v.dtype())?;
         let out = probs
             .matmul(&v)?
             .reshape((b, nh, t, d))?
@@ -197,6 +197,16 @@ impl Attention {
             .reshape((b, t, nh * d))?;
         Ok(out)
     }
+}
+
+/// Softmax over the last dimension: the fused kernel, or when gradients are tracked
+/// (training) the composite one, which has a backward pass.
+fn softmax(x: &Tensor) -> Result<Tensor> {
+    Ok(if x.track_op() {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(x)?
+    })
 }
 
 /// Bidirectional attention of `q`, `k`, `v (b, heads, t, d)` (an encoder's): each query
@@ -219,13 +229,7 @@ pub fn bidirectional_attention(
     // row of padding stays a valid softmax).
     let bias =
         ((key_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((b, 1, 1, t))?;
-    let scores = scores.broadcast_add(&bias)?;
-    // The fused softmax has no backward pass; training takes the composite one.
-    let probs = if scores.track_op() {
-        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    };
+    let probs = softmax(&scores.broadcast_add(&bias)?)?;
     Ok(probs
         .to_dtype(dtype)?
         .matmul(&v.contiguous()?)?

@@ -31,6 +31,21 @@ impl KvCache {
     /// Appends this call's keys and values; returns everything cached (views of the
     /// buffers).
     pub(crate) fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        if k.track_op() || v.track_op() {
+            // Training: writing into the buffers in place would cut the autograd graph,
+            // so the cache holds the tracked tensors themselves.
+            let (k, v) = match (&self.k, &self.v) {
+                (Some(kb), Some(vb)) if self.len > 0 => (
+                    Tensor::cat(&[&kb.narrow(2, 0, self.len)?, &k], 2)?,
+                    Tensor::cat(&[&vb.narrow(2, 0, self.len)?, &v], 2)?,
+                ),
+                _ => (k, v),
+            };
+            self.len = k.dim(2)?;
+            self.k = Some(k.clone());
+            self.v = Some(v.clone());
+            return Ok((k, v));
+        }
         let t = k.dim(2)?;
         let needed = self.len + t;
         let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));

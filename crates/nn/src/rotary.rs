@@ -182,6 +182,12 @@ impl RotaryEmbedding {
             });
         }
         let (cos, sin) = self.angles(offset, t, b, pads, q.dtype())?;
+        if (q.track_op() || k.track_op()) && cos.rank() == 2 {
+            // Training: the fused kernel has no backward pass; the composite one does.
+            let q = candle_nn::rotary_emb::rope_slow(q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(k, &cos, &sin)?;
+            return Ok((q, k));
+        }
         let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
         Ok((q, k))

@@ -1,10 +1,17 @@
-//! ferroformers' training: the Trainer, optimizers and learning-rate schedules, and LoRA
-//! adapters in PEFT's format will live here. For now it holds the evaluation metrics a Trainer
-//! reports ([`metrics`]), each equal to the Python library everyone compares against: BLEU as
-//! sacrebleu, ROUGE as rouge-score, classification scores as scikit-learn, entity-level scores
-//! as seqeval.
+//! ferroformers' training: losses as transformers' heads compute them ([`loss`]),
+//! optimizers as PyTorch's ([`optim`]), learning-rate schedules as transformers'
+//! ([`schedule`]), and the evaluation metrics a Trainer reports ([`metrics`]), each equal to
+//! the Python library everyone compares against: BLEU as sacrebleu, ROUGE as rouge-score,
+//! classification scores as scikit-learn, entity-level scores as seqeval. Models are loaded
+//! for training with `LoadOptions::trainable`.
 
+pub mod error;
+pub mod loss;
 pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
 
 pub use metrics::{
     corpus_bleu, sentence_bleu, BleuOptions, BleuScore, MetricError, PorterStemmer, RougeScore,
