@@ -1,6 +1,7 @@
 //! ferroformers core: the error type, model resolution (local folder, GGUF file or Hub id)
 //! and the GGUF container reader shared by tokenizers and models.
 
+pub mod csv;
 pub mod error;
 pub mod gguf;
 pub mod gguf_writer;

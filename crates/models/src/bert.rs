@@ -48,6 +48,12 @@ pub struct BertConfig {
     /// RoBERTa counts positions from here (its `padding_idx`).
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// The standard deviation new layers are initialised with.
+    #[serde(default = "default_initializer_range")]
+    pub initializer_range: f64,
+    /// config.json as read, which `save_pretrained` writes back with what changed.
+    #[serde(skip)]
+    pub raw: serde_json::Value,
 }
 
 /// Which member of the BERT family a checkpoint is: where its weights sit and how it
@@ -116,6 +122,9 @@ fn default_eps() -> f64 {
 fn default_position_type() -> String {
     "absolute".into()
 }
+fn default_initializer_range() -> f64 {
+    0.02
+}
 fn default_model_type() -> String {
     "bert".into()
 }
@@ -160,6 +169,7 @@ impl BertConfig {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let mut json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("invalid: {e}")))?;
+        let raw = json.clone();
         if let Some(obj) = json.as_object_mut() {
             if obj.get("model_type").and_then(|t| t.as_str()) == Some("distilbert") {
                 for (theirs, ours) in DISTILBERT_FIELDS {
@@ -170,7 +180,9 @@ impl BertConfig {
                 obj.insert("type_vocab_size".into(), 0.into());
             }
         }
-        let cfg: Self = serde_json::from_value(json).map_err(|e| bad(format!("invalid: {e}")))?;
+        let mut cfg: Self =
+            serde_json::from_value(json).map_err(|e| bad(format!("invalid: {e}")))?;
+        cfg.raw = raw;
         if BertFamily::from_model_type(&cfg.model_type).is_none() {
             return Err(bad(format!(
                 "model_type `{}` is not a BERT-family encoder (bert, roberta, xlm-roberta, \
@@ -407,6 +419,8 @@ pub struct BertModel {
     /// Every trainable parameter of the checkpoint, head included (empty unless loaded
     /// with `LoadOptions::trainable`).
     pub parameters: Parameters,
+    /// Where the encoder's weights sat in the checkpoint (`""`: a bare encoder).
+    prefix: String,
 }
 
 impl BertModel {
@@ -461,6 +475,7 @@ impl BertModel {
             device: w.device.clone(),
             dtype: w.dtype,
             parameters: w.parameters(),
+            prefix: prefix.to_string(),
             config,
         })
     }
@@ -615,6 +630,159 @@ impl BertForSequenceClassification {
     /// Number of classes the head scores.
     pub fn num_labels(&self) -> usize {
         self.num_labels
+    }
+
+    /// For fine-tuning on `labels`: the checkpoint's encoder (a bare one too, such as a
+    /// sentence-transformers model) with its classification head when it has one of that
+    /// size, else a new head initialised as transformers does (weights normal(0,
+    /// initializer_range) drawn from `seed`, biases 0). Every weight is trainable.
+    pub fn for_fine_tuning(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+        labels: &[String],
+        seed: u64,
+    ) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(ModelError::InvalidArgument {
+                param: "labels",
+                msg: "a classifier needs at least one label".into(),
+            });
+        }
+        let opts = crate::LoadOptions {
+            trainable: true,
+            ..opts.clone()
+        };
+        let (w, mut config, prefix) = checkpoint(source, &opts)?;
+        config.id2label = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i.to_string(), l.clone()))
+            .collect();
+        if config.problem_type.is_none() {
+            config.problem_type = Some("single_label_classification".into());
+        }
+        let mut bert = BertModel::load(&w, prefix, config)?;
+        let (h, n) = (bert.config.hidden_size, labels.len());
+        let std = bert.config.initializer_range;
+        let params = bert.parameters.clone();
+        let device = w.device.clone();
+        let mut k = 0;
+        // A head layer of the checkpoint, or a new one.
+        let mut layer = |name: &str, inp: usize, out: usize| -> Result<Linear> {
+            k += 1;
+            let shape = w
+                .tensor_shapes()
+                .into_iter()
+                .find(|(t, _)| *t == format!("{name}.weight"))
+                .map(|(_, s)| s);
+            match shape {
+                Some(s) if s == [out, inp] => Ok(Linear::load(&w, name, inp, out, true)?),
+                Some(s) => Err(ModelError::Unsupported(format!(
+                    "the checkpoint's `{name}.weight` is {s:?}, not [{out}, {inp}]: its head \
+                     was made for other labels"
+                ))),
+                None => {
+                    let weight = ferro_nn::init::normal(&[out, inp], std, seed + k, &device)?;
+                    let weight = params.var(&format!("{name}.weight"), &weight)?;
+                    let bias = params.var(
+                        &format!("{name}.bias"),
+                        &ferro_nn::init::zeros(&[out], &device)?,
+                    )?;
+                    Ok(Linear::new(
+                        ferro_nn::LinearWeight::Dense(weight),
+                        Some(bias),
+                    )?)
+                }
+            }
+        };
+        let head = match bert.config.family() {
+            BertFamily::Bert => {
+                if bert.pooler.is_none() {
+                    let name = if prefix.is_empty() {
+                        "pooler.dense".to_string()
+                    } else {
+                        format!("{prefix}.pooler.dense")
+                    };
+                    bert.pooler = Some(layer(&name, h, h)?);
+                }
+                ClassifierHead::Pooled(layer("classifier", h, n)?)
+            }
+            BertFamily::Roberta => ClassifierHead::Roberta {
+                dense: layer("classifier.dense", h, h)?,
+                out_proj: layer("classifier.out_proj", h, n)?,
+            },
+            BertFamily::DistilBert => ClassifierHead::DistilBert {
+                pre: layer("pre_classifier", h, h)?,
+                classifier: layer("classifier", h, n)?,
+            },
+        };
+        Ok(Self {
+            bert,
+            head,
+            num_labels: n,
+        })
+    }
+
+    /// transformers' `save_pretrained`: config.json (architectures, labels) and
+    /// model.safetensors with transformers' weight names, each written whole or not at all.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        let family = self.bert.config.family();
+        let class = match family {
+            BertFamily::Bert => "BertForSequenceClassification",
+            BertFamily::Roberta if self.bert.config.model_type == "xlm-roberta" => {
+                "XLMRobertaForSequenceClassification"
+            }
+            BertFamily::Roberta => "RobertaForSequenceClassification",
+            BertFamily::DistilBert => "DistilBertForSequenceClassification",
+        };
+        let labels = self.bert.config.labels()?;
+        let mut config = self.bert.config.raw.clone();
+        if let Some(obj) = config.as_object_mut() {
+            obj.insert("architectures".into(), serde_json::json!([class]));
+            let id2label: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone().into()))
+                .collect();
+            let label2id: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i.into()))
+                .collect();
+            obj.insert("id2label".into(), id2label.into());
+            obj.insert("label2id".into(), label2id.into());
+            if let Some(p) = &self.bert.config.problem_type {
+                obj.insert("problem_type".into(), p.clone().into());
+            }
+        }
+        // A bare encoder's weights go under the family's prefix, as in a task model.
+        let prefix = family.prefix();
+        let rename = |name: &str| {
+            let head = ["classifier.", "pre_classifier."]
+                .iter()
+                .any(|h| name.starts_with(h));
+            if self.bert.prefix.is_empty() && !head {
+                format!("{prefix}.{name}")
+            } else {
+                name.to_string()
+            }
+        };
+        let tensors: Vec<(String, Tensor)> = self
+            .bert
+            .parameters
+            .named()
+            .into_iter()
+            .map(|(name, var)| (rename(&name), var.as_tensor().detach()))
+            .collect();
+        if tensors.is_empty() {
+            return Err(ModelError::InvalidArgument {
+                param: "model",
+                msg: "loaded for inference: load it with LoadOptions::trainable (or \
+                      for_fine_tuning) to save its weights"
+                    .into(),
+            });
+        }
+        crate::save::save_checkpoint(dir, &config, &tensors)
     }
 
     /// Logits `(b, num_labels)`.

@@ -9,6 +9,7 @@ pub mod gemma3;
 pub mod gguf_names;
 pub mod llama;
 pub mod quantize;
+pub mod save;
 
 pub use auto::{parse_device, AutoModelForCausalLM, CausalLm, LoadOptions};
 pub use bert::{

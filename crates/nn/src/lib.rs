@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod error;
 mod gated_cpu;
 mod gelu_cpu;
+pub mod init;
 pub mod linear;
 pub mod mlp;
 pub mod norm;

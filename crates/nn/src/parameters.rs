@@ -37,8 +37,9 @@ impl Parameters {
             .map(|(_, v)| v.clone())
     }
 
-    /// The `Var` for `name`: the one already made, or a new one holding a copy of `value`.
-    pub(crate) fn var(&self, name: &str, value: &Tensor) -> Result<Tensor> {
+    /// The `Var` for `name`: the one already made, or a new one holding a copy of `value`
+    /// (how a new layer, not in the checkpoint, joins the parameters).
+    pub fn var(&self, name: &str, value: &Tensor) -> Result<Tensor> {
         if let Some(v) = self.get(name) {
             return Ok(v.as_tensor().clone());
         }

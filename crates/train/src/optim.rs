@@ -112,13 +112,78 @@ impl AdamW {
         }
         Ok(())
     }
+}
 
-    /// Each parameter's `(name, m, v)` once it has taken a step (for checkpoints).
-    pub fn state(&self) -> Vec<(String, Option<Tensor>, Option<Tensor>)> {
-        self.slots
-            .iter()
-            .map(|s| (s.name.clone(), s.m.clone(), s.v.clone()))
-            .collect()
+/// An optimizer the Trainer drives, with its state as named tensors for checkpoints
+/// (`exp_avg.<param>`, `exp_avg_sq.<param>`, `momentum_buffer.<param>`, and `step`).
+pub enum Optimizer {
+    AdamW(AdamW),
+    Sgd(Sgd),
+}
+
+impl Optimizer {
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        match self {
+            Optimizer::AdamW(o) => o.step(grads, lr),
+            Optimizer::Sgd(o) => o.step(grads, lr),
+        }
+    }
+
+    fn slots(&mut self) -> &mut Vec<Slot> {
+        match self {
+            Optimizer::AdamW(o) => &mut o.slots,
+            Optimizer::Sgd(o) => &mut o.slots,
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn state_dict(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let t = match self {
+            Optimizer::AdamW(o) => o.t,
+            Optimizer::Sgd(_) => 0,
+        };
+        let (m_name, v_name) = match self {
+            Optimizer::AdamW(_) => ("exp_avg", "exp_avg_sq"),
+            Optimizer::Sgd(_) => ("momentum_buffer", ""),
+        };
+        let mut out = vec![(
+            "step".to_string(),
+            Tensor::new(&[t as f64], &candle_core::Device::Cpu)?,
+        )];
+        for s in self.slots().iter() {
+            if let Some(m) = &s.m {
+                out.push((format!("{m_name}.{}", s.name), m.clone()));
+            }
+            if let Some(v) = &s.v {
+                out.push((format!("{v_name}.{}", s.name), v.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores what `state_dict` saved.
+    pub fn load_state_dict(
+        &mut self,
+        state: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        let step = state
+            .get("step")
+            .map(|t| t.flatten_all()?.to_vec1::<f64>())
+            .transpose()?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0.0);
+        if let Optimizer::AdamW(o) = self {
+            o.t = step as u64;
+        }
+        let (m_name, v_name) = match self {
+            Optimizer::AdamW(_) => ("exp_avg", "exp_avg_sq"),
+            Optimizer::Sgd(_) => ("momentum_buffer", ""),
+        };
+        for s in self.slots().iter_mut() {
+            s.m = state.get(&format!("{m_name}.{}", s.name)).cloned();
+            s.v = state.get(&format!("{v_name}.{}", s.name)).cloned();
+        }
+        Ok(())
     }
 }
 

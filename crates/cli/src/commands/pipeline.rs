@@ -275,9 +275,15 @@ fn read_inputs(path: &Path) -> Result<Vec<Value>> {
             })
             .collect(),
         "csv" => {
-            let mut rows = text.lines();
-            let header = split_csv(rows.next().unwrap_or(""));
-            let header: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
+            let rows = ferroformers::core::csv::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let mut rows = rows.into_iter();
+            let header: Vec<String> = rows
+                .next()
+                .unwrap_or_default()
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
             let known = ["text", "question", "sequence"];
             if !header.iter().any(|h| known.contains(&h.as_str())) {
                 bail!(
@@ -287,9 +293,7 @@ fn read_inputs(path: &Path) -> Result<Vec<Value>> {
                 );
             }
             rows.enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    let fields = split_csv(l);
+                .map(|(i, fields)| {
                     if fields.len() != header.len() {
                         bail!(
                             "{} row {}: {} fields for {} columns",
@@ -314,23 +318,4 @@ fn read_inputs(path: &Path) -> Result<Vec<Value>> {
             .map(Value::from)
             .collect()),
     }
-}
-
-/// One CSV line's fields (double-quoted fields may hold commas and `""`).
-fn split_csv(line: &str) -> Vec<String> {
-    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
 }

@@ -1,0 +1,312 @@
+//! Datasets as rows of named values, read from JSONL, JSON, CSV or plain text, split into
+//! train and test, and tokenized into model inputs for classification.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use ferro_tokenizers::{PairStrategy, PairTruncation, Tokenizer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::{Map, Value};
+
+use crate::error::{Result, TrainError};
+
+/// Rows of named values (a JSON object per example), with where they came from.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub rows: Vec<Map<String, Value>>,
+    /// The file (or description) rows came from, for error messages.
+    pub origin: String,
+}
+
+impl Dataset {
+    /// Reads `path` by its extension: `.jsonl` (an object per line), `.json` (a list of
+    /// objects), `.csv` (a header row names the columns) or anything else as text (one
+    /// example per line, in a `text` column).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bad = |msg: String| TrainError::File {
+            path: path.into(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let object = |v: Value, at: String| match v {
+            Value::Object(o) => Ok(o),
+            _ => Err(bad(format!("{at}: not a JSON object"))),
+        };
+        let rows = match ext {
+            "jsonl" => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    let v = serde_json::from_str(l)
+                        .map_err(|e| bad(format!("line {}: invalid JSON: {e}", i + 1)))?;
+                    object(v, format!("line {}", i + 1))
+                })
+                .collect::<Result<_>>()?,
+            "json" => {
+                match serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))? {
+                    Value::Array(items) => items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| object(v, format!("item {i}")))
+                        .collect::<Result<_>>()?,
+                    _ => return Err(bad("expected a list of objects".into())),
+                }
+            }
+            "csv" => {
+                let records = ferro_core::csv::parse(&text).map_err(bad)?;
+                let mut records = records.into_iter();
+                let header: Vec<String> = records
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| h.trim().to_string())
+                    .collect();
+                records
+                    .enumerate()
+                    .map(|(i, fields)| {
+                        if fields.len() != header.len() {
+                            return Err(bad(format!(
+                                "row {}: {} fields for the {} columns of the header",
+                                i + 2,
+                                fields.len(),
+                                header.len()
+                            )));
+                        }
+                        Ok(header
+                            .iter()
+                            .cloned()
+                            .zip(fields.into_iter().map(Value::from))
+                            .collect())
+                    })
+                    .collect::<Result<_>>()?
+            }
+            _ => text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let mut row = Map::new();
+                    row.insert("text".into(), Value::from(l));
+                    row
+                })
+                .collect(),
+        };
+        let ds = Self {
+            rows,
+            origin: path.display().to_string(),
+        };
+        if ds.rows.is_empty() {
+            return Err(bad("no examples".into()));
+        }
+        Ok(ds)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Checks that every row has `column`; the error names the dataset, the column and the
+    /// columns the first row has.
+    pub fn require_column(&self, column: &str) -> Result<()> {
+        if let Some((i, row)) = self
+            .rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !r.contains_key(column))
+        {
+            let have: Vec<&str> = row.keys().map(String::as_str).collect();
+            return Err(TrainError::InvalidArgument {
+                param: "column",
+                msg: format!(
+                    "{}: row {} has no column `{column}` (it has: {})",
+                    self.origin,
+                    i + 1,
+                    have.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A shuffled split (as `datasets`' `train_test_split(test_size, seed=...)`): a
+    /// `test_size` fraction (or count, when >= 1) of the rows goes to the test part.
+    pub fn train_test_split(&self, test_size: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        let n = self.len();
+        let test = if test_size >= 1.0 {
+            test_size as usize
+        } else {
+            (n as f64 * test_size).ceil() as usize
+        };
+        if test_size.is_nan() || test_size <= 0.0 || test >= n {
+            return Err(TrainError::InvalidArgument {
+                param: "test_size",
+                msg: format!("{test_size} leaves no rows to train on out of {n}"),
+            });
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let part = |idx: &[usize], name: &str| Dataset {
+            rows: idx.iter().map(|&i| self.rows[i].clone()).collect(),
+            origin: format!("{} ({name})", self.origin),
+        };
+        Ok((part(&order[test..], "train"), part(&order[..test], "test")))
+    }
+}
+
+/// One tokenized example for a classifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+    pub label: i64,
+}
+
+/// Which columns hold what, for sequence classification.
+#[derive(Debug, Clone)]
+pub struct ClassificationColumns {
+    pub text: String,
+    pub text_pair: Option<String>,
+    pub label: String,
+}
+
+impl Default for ClassificationColumns {
+    fn default() -> Self {
+        Self {
+            text: "text".into(),
+            text_pair: None,
+            label: "label".into(),
+        }
+    }
+}
+
+/// Tokenizes `ds` for sequence classification: texts (and pairs) truncated to `max_length`
+/// tokens, labels given as class ids or as names from `labels`.
+pub fn tokenize_classification(
+    ds: &Dataset,
+    tokenizer: &Tokenizer,
+    columns: &ClassificationColumns,
+    labels: &[String],
+    max_length: usize,
+) -> Result<Vec<Example>> {
+    ds.require_column(&columns.text)?;
+    ds.require_column(&columns.label)?;
+    if let Some(p) = &columns.text_pair {
+        ds.require_column(p)?;
+    }
+    let text_of = |row: &Map<String, Value>, col: &str, i: usize| -> Result<String> {
+        match &row[col] {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(TrainError::InvalidArgument {
+                param: "column",
+                msg: format!("{}: row {}: `{col}` is {other}, not text", ds.origin, i + 1),
+            }),
+        }
+    };
+    ds.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let label = label_id(&row[&columns.label], labels).map_err(|msg| {
+                TrainError::InvalidArgument {
+                    param: "labels",
+                    msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
+                }
+            })?;
+            let text = text_of(row, &columns.text, i)?;
+            let truncation = Some(PairTruncation {
+                max_length,
+                strategy: PairStrategy::LongestFirst,
+                stride: 0,
+            });
+            let (input_ids, token_type_ids) = match &columns.text_pair {
+                Some(p) => {
+                    let enc = tokenizer.encode_pair(&text, &text_of(row, p, i)?, truncation)?;
+                    (enc.get_ids().to_vec(), enc.get_type_ids().to_vec())
+                }
+                None => {
+                    let enc = tokenizer.encode_windows(&text, max_length, 0)?;
+                    let ids = enc.into_iter().next().map(|e| e.ids).unwrap_or_default();
+                    let types = vec![0; ids.len()];
+                    (ids, types)
+                }
+            };
+            Ok(Example {
+                input_ids,
+                token_type_ids,
+                label,
+            })
+        })
+        .collect()
+}
+
+/// A label as a class id: an integer below the number of labels, or one of their names.
+fn label_id(v: &Value, labels: &[String]) -> std::result::Result<i64, String> {
+    let n = labels.len() as i64;
+    match v {
+        Value::Number(x) => match x.as_i64() {
+            Some(id) if (0..n).contains(&id) => Ok(id),
+            _ => Err(format!("label {x} is outside the {n} classes (0..{n})")),
+        },
+        Value::String(s) => match labels.iter().position(|l| l == s) {
+            Some(i) => Ok(i as i64),
+            None => match s.parse::<i64>() {
+                Ok(id) if (0..n).contains(&id) => Ok(id),
+                _ => Err(format!("label `{s}` is not one of {labels:?}")),
+            },
+        },
+        other => Err(format!(
+            "label {other} is neither a class id nor a label name"
+        )),
+    }
+}
+
+/// A padded batch of classification examples.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub labels: Vec<i64>,
+}
+
+/// Pads `examples` to the longest of them with `pad_id` (transformers'
+/// `DataCollatorWithPadding`).
+pub fn collate(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Batch> {
+    let width = examples
+        .iter()
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(0);
+    let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for e in examples {
+        let fill = width - e.input_ids.len();
+        ids.extend(
+            e.input_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad_id, fill)),
+        );
+        types.extend(
+            e.token_type_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, fill)),
+        );
+        mask.extend(
+            std::iter::repeat_n(1u32, e.input_ids.len()).chain(std::iter::repeat_n(0, fill)),
+        );
+    }
+    let shape = (examples.len(), width);
+    Ok(Batch {
+        input_ids: Tensor::from_vec(ids, shape, device)?,
+        token_type_ids: Tensor::from_vec(types, shape, device)?,
+        attention_mask: Tensor::from_vec(mask, shape, device)?,
+        labels: examples.iter().map(|e| e.label).collect(),
+    })
+}

@@ -1,0 +1,618 @@
+//! `Trainer`: transformers' training loop. Batches in a seeded order per epoch, gradient
+//! accumulation, clipping, the optimizer and schedule the arguments name, logs (JSONL, a
+//! progress bar), evaluation with `compute_metrics`, checkpoints written whole or not at
+//! all, the best model kept, early stopping, and resuming a killed run exactly where its
+//! last checkpoint left it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use ferro_models::BertForSequenceClassification;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+use crate::args::{IntervalStrategy, TrainingArguments};
+use crate::data::{collate, Batch, Example};
+use crate::error::{Result, TrainError};
+use crate::optim::{clip_grad_norm, AdamW, Optimizer, Sgd};
+use crate::schedule::{warmup_steps, Schedule, SchedulerType};
+
+/// A model the Trainer can train on classification batches.
+pub trait TrainableModel {
+    /// Its trainable parameters by name.
+    fn parameters(&self) -> Vec<(String, Var)>;
+    /// The logits of a batch, `(n, classes)`.
+    fn logits(&self, batch: &Batch) -> Result<Tensor>;
+    /// The loss of a batch (what the model computes when given `labels`).
+    fn loss(&self, batch: &Batch) -> Result<Tensor> {
+        crate::loss::cross_entropy(&self.logits(batch)?, &batch.labels)
+    }
+    /// transformers' `save_pretrained`.
+    fn save_pretrained(&self, dir: &Path) -> Result<()>;
+}
+
+impl TrainableModel for BertForSequenceClassification {
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.bert.parameters.named()
+    }
+    fn logits(&self, b: &Batch) -> Result<Tensor> {
+        Ok(self.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?)
+    }
+    fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        Ok(BertForSequenceClassification::save_pretrained(self, dir)?)
+    }
+}
+
+/// What evaluation hands `compute_metrics`: logits and labels of every example.
+#[derive(Debug, Clone, Default)]
+pub struct EvalPrediction {
+    pub logits: Vec<Vec<f32>>,
+    pub labels: Vec<i64>,
+}
+
+impl EvalPrediction {
+    /// The arg-max class of each example.
+    pub fn predictions(&self) -> Vec<i64> {
+        self.logits
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                    )
+                    .0 as i64
+            })
+            .collect()
+    }
+}
+
+/// Metrics from predictions, by name (reported with an `eval_` prefix).
+pub type ComputeMetrics = Box<dyn Fn(&EvalPrediction) -> Result<BTreeMap<String, f64>>>;
+
+/// Accuracy and macro F1 (scikit-learn's), the usual classification report.
+pub fn classification_metrics(p: &EvalPrediction) -> Result<BTreeMap<String, f64>> {
+    use crate::metrics::classification::{accuracy_score, f1_score, Average, PrfOptions};
+    let preds = p.predictions();
+    let mut out = BTreeMap::new();
+    out.insert("accuracy".into(), accuracy_score(&p.labels, &preds)?);
+    out.insert(
+        "f1".into(),
+        f1_score(&p.labels, &preds, &Average::Macro, &PrfOptions::default())?,
+    );
+    Ok(out)
+}
+
+/// The end of `train`.
+#[derive(Debug, Clone)]
+pub struct TrainOutput {
+    pub global_step: usize,
+    /// Mean training loss over the steps this call ran.
+    pub training_loss: f64,
+    pub log_history: Vec<Value>,
+    pub best_model_checkpoint: Option<PathBuf>,
+}
+
+/// What a checkpoint keeps besides weights and optimizer state (trainer_state.json).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct TrainerState {
+    global_step: usize,
+    epoch: f64,
+    log_history: Vec<Value>,
+    best_metric: Option<f64>,
+    best_model_checkpoint: Option<PathBuf>,
+    /// Evaluations since the best one (early stopping).
+    patience: usize,
+    /// Loss summed over the steps since the last log, and their count.
+    pending_loss: f64,
+    pending_steps: usize,
+    /// The parameters' names and shapes, to refuse a checkpoint of another model.
+    parameter_shapes: BTreeMap<String, Vec<usize>>,
+}
+
+pub struct Trainer<M: TrainableModel> {
+    pub model: M,
+    pub args: TrainingArguments,
+    train: Vec<Example>,
+    eval: Option<Vec<Example>>,
+    pad_id: u32,
+    device: Device,
+    compute_metrics: Option<ComputeMetrics>,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+impl<M: TrainableModel> Trainer<M> {
+    pub fn new(
+        model: M,
+        args: TrainingArguments,
+        train: Vec<Example>,
+        eval: Option<Vec<Example>>,
+        pad_id: u32,
+    ) -> Result<Self> {
+        args.validate()?;
+        if train.is_empty() {
+            return Err(TrainError::InvalidArgument {
+                param: "train_dataset",
+                msg: "no examples to train on".into(),
+            });
+        }
+        if model.parameters().is_empty() {
+            return Err(TrainError::InvalidArgument {
+                param: "model",
+                msg: "it has no trainable parameters: load it with LoadOptions::trainable".into(),
+            });
+        }
+        if args.eval_strategy != IntervalStrategy::No && eval.as_ref().is_none_or(Vec::is_empty) {
+            return Err(TrainError::InvalidArgument {
+                param: "eval_dataset",
+                msg: format!(
+                    "eval_strategy {:?} needs evaluation examples",
+                    args.eval_strategy
+                ),
+            });
+        }
+        Ok(Self {
+            model,
+            args,
+            train,
+            eval,
+            pad_id,
+            device: Device::Cpu,
+            compute_metrics: None,
+        })
+    }
+
+    pub fn with_compute_metrics(mut self, f: ComputeMetrics) -> Self {
+        self.compute_metrics = Some(f);
+        self
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.train
+            .len()
+            .div_ceil(self.args.per_device_train_batch_size)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.batches_per_epoch()
+            .div_ceil(self.args.gradient_accumulation_steps)
+            .max(1)
+    }
+
+    /// Optimizer steps in all.
+    pub fn total_steps(&self) -> usize {
+        if self.args.max_steps > 0 {
+            self.args.max_steps as usize
+        } else {
+            (self.args.num_train_epochs * self.steps_per_epoch() as f64).ceil() as usize
+        }
+    }
+
+    /// A step interval from an argument that may be a ratio of the total (below 1).
+    fn interval(&self, value: f64) -> usize {
+        if value < 1.0 {
+            ((self.total_steps() as f64 * value).ceil() as usize).max(1)
+        } else {
+            value as usize
+        }
+    }
+
+    /// The examples of micro-batch `b` of `epoch`: a seeded shuffle per epoch, so the order
+    /// is a function of (seed, epoch) and a resumed run sees what the first one would have.
+    fn micro_batch(&self, epoch: usize, b: usize) -> Vec<&Example> {
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        let seed = self.args.seed.wrapping_add(epoch as u64);
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let bs = self.args.per_device_train_batch_size;
+        order
+            .iter()
+            .skip(b * bs)
+            .take(bs)
+            .map(|&i| &self.train[i])
+            .collect()
+    }
+
+    fn optimizer(&self) -> Result<Optimizer> {
+        let params = self.model.parameters();
+        let a = &self.args;
+        Ok(match a.optim.as_str() {
+            "sgd" => Optimizer::Sgd(Sgd::new(&params, a.sgd_momentum, a.weight_decay)?),
+            _ => Optimizer::AdamW(AdamW::new(
+                &params,
+                a.weight_decay,
+                (a.adam_beta1, a.adam_beta2),
+                a.adam_epsilon,
+            )?),
+        })
+    }
+
+    fn parameter_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        self.model
+            .parameters()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().dims().to_vec()))
+            .collect()
+    }
+
+    /// Runs training to the end (or until early stopping); resumes first when
+    /// `resume_from_checkpoint` says so.
+    pub fn train(&mut self) -> Result<TrainOutput> {
+        let total = self.total_steps();
+        let schedule = Schedule {
+            kind: SchedulerType::parse(&self.args.lr_scheduler_type)?,
+            base_lr: self.args.learning_rate,
+            warmup: warmup_steps(self.args.warmup_steps, total)?,
+            total,
+        };
+        let params = self.model.parameters();
+        let mut opt = self.optimizer()?;
+        let mut state = TrainerState {
+            parameter_shapes: self.parameter_shapes(),
+            ..TrainerState::default()
+        };
+        std::fs::create_dir_all(&self.args.output_dir).map_err(|e| TrainError::File {
+            path: self.args.output_dir.clone(),
+            msg: e.to_string(),
+        })?;
+        if let Some(spec) = self.args.resume_from_checkpoint.clone() {
+            let dir = self.find_checkpoint(&spec)?;
+            state = self.restore(&dir, &mut opt)?;
+        }
+        self.rewrite_log(&state.log_history)?;
+        let logging = self.interval(self.args.logging_steps);
+        let eval_every = self.interval(self.args.eval_steps.unwrap_or(self.args.logging_steps));
+        let save_every = self.interval(self.args.save_steps);
+        let spe = self.steps_per_epoch();
+        let accum = self.args.gradient_accumulation_steps;
+        let bpe = self.batches_per_epoch();
+        let progress = if self.args.disable_tqdm {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(total as u64)
+        };
+        progress.set_position(state.global_step as u64);
+        let (mut run_loss, mut run_steps) = (0.0, 0usize);
+        let mut stop = false;
+        while state.global_step < total && !stop {
+            let step = state.global_step;
+            let (epoch, within) = (step / spe, step % spe);
+            let first = within * accum;
+            let micro: Vec<usize> = (first..(first + accum).min(bpe)).collect();
+            let mut grads: Option<GradStore> = None;
+            let mut step_loss = 0.0;
+            for &b in &micro {
+                let batch = collate(&self.micro_batch(epoch, b), self.pad_id, &self.device)?;
+                let loss = self.model.loss(&batch)?;
+                step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
+                let g = (loss / micro.len() as f64)?.backward()?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(mut acc) => {
+                        for (_, var) in &params {
+                            if let Some(new) = g.get(var.as_tensor()) {
+                                let sum = match acc.remove(var.as_tensor()) {
+                                    Some(old) => (old + new)?,
+                                    None => new.clone(),
+                                };
+                                acc.insert(var.as_tensor(), sum);
+                            }
+                        }
+                        acc
+                    }
+                });
+            }
+            let Some(mut grads) = grads else { break };
+            let grad_norm = if self.args.max_grad_norm > 0.0 {
+                clip_grad_norm(&mut grads, &params, self.args.max_grad_norm)?
+            } else {
+                clip_grad_norm(&mut grads, &params, f64::INFINITY)?
+            };
+            let lr = schedule.lr(step);
+            opt.step(&grads, lr)?;
+            state.global_step += 1;
+            state.epoch = state.global_step as f64 / spe as f64;
+            state.pending_loss += step_loss;
+            state.pending_steps += 1;
+            run_loss += step_loss;
+            run_steps += 1;
+            progress.inc(1);
+            progress.set_message(format!("loss {step_loss:.4} lr {lr:.3e}"));
+            let gs = state.global_step;
+            if gs.is_multiple_of(logging) || gs == total {
+                let entry = json!({
+                    "loss": state.pending_loss / state.pending_steps as f64,
+                    "grad_norm": grad_norm,
+                    "learning_rate": lr,
+                    "epoch": state.epoch,
+                    "step": gs,
+                });
+                self.log(&mut state, entry)?;
+                state.pending_loss = 0.0;
+                state.pending_steps = 0;
+            }
+            let epoch_end = gs.is_multiple_of(spe) || gs == total;
+            let due = |strategy: IntervalStrategy, every: usize| match strategy {
+                IntervalStrategy::No => false,
+                IntervalStrategy::Steps => gs.is_multiple_of(every),
+                IntervalStrategy::Epoch => epoch_end,
+            };
+            let mut improved = false;
+            if due(self.args.eval_strategy, eval_every) {
+                let mut metrics = self.evaluate()?;
+                metrics.insert("epoch".into(), state.epoch);
+                metrics.insert("step".into(), gs as f64);
+                let (key, greater) = self.args.best_metric();
+                let value = *metrics
+                    .get(&key)
+                    .ok_or_else(|| TrainError::InvalidArgument {
+                        param: "metric_for_best_model",
+                        msg: format!(
+                            "`{key}` is not among the evaluation's metrics ({})",
+                            metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    })?;
+                let threshold = self.args.early_stopping_threshold;
+                improved = match state.best_metric {
+                    None => true,
+                    Some(best) if greater => value > best + threshold,
+                    Some(best) => value < best - threshold,
+                };
+                if improved {
+                    state.best_metric = Some(value);
+                    state.patience = 0;
+                } else {
+                    state.patience += 1;
+                }
+                let entry = serde_json::to_value(&metrics).unwrap_or_default();
+                self.log(&mut state, entry)?;
+                if self
+                    .args
+                    .early_stopping_patience
+                    .is_some_and(|p| state.patience >= p)
+                {
+                    stop = true;
+                }
+            }
+            if due(self.args.save_strategy, save_every) {
+                let dir = self.args.output_dir.join(format!("checkpoint-{gs}"));
+                if improved {
+                    state.best_model_checkpoint = Some(dir.clone());
+                }
+                self.save_checkpoint(&dir, &state, &mut opt)?;
+            }
+        }
+        progress.finish_and_clear();
+        if self.args.load_best_model_at_end {
+            if let Some(best) = state.best_model_checkpoint.clone() {
+                self.load_weights(&best.join("model.safetensors"))?;
+            }
+        }
+        Ok(TrainOutput {
+            global_step: state.global_step,
+            training_loss: if run_steps > 0 {
+                run_loss / run_steps as f64
+            } else {
+                0.0
+            },
+            log_history: state.log_history,
+            best_model_checkpoint: state.best_model_checkpoint,
+        })
+    }
+
+    /// Loss and metrics on the evaluation examples (`eval_loss`, `eval_<metric>`).
+    pub fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
+        let examples = self.eval.as_deref().unwrap_or_default();
+        if examples.is_empty() {
+            return Err(TrainError::InvalidArgument {
+                param: "eval_dataset",
+                msg: "no evaluation examples".into(),
+            });
+        }
+        let (p, loss) = self.predict(examples)?;
+        let mut out = BTreeMap::new();
+        out.insert("eval_loss".into(), loss);
+        if let Some(f) = &self.compute_metrics {
+            for (k, v) in f(&p)? {
+                out.insert(format!("eval_{k}"), v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Logits of `examples` (in batches of per_device_eval_batch_size, no gradients) and
+    /// the mean loss over them.
+    pub fn predict(&self, examples: &[Example]) -> Result<(EvalPrediction, f64)> {
+        let mut p = EvalPrediction::default();
+        let mut loss_sum = 0.0;
+        for chunk in examples.chunks(self.args.per_device_eval_batch_size) {
+            let refs: Vec<&Example> = chunk.iter().collect();
+            let batch = collate(&refs, self.pad_id, &self.device)?;
+            let logits = self.model.logits(&batch)?.detach();
+            let loss = crate::loss::cross_entropy(&logits, &batch.labels)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
+            p.logits.extend(logits.to_vec2::<f32>()?);
+            p.labels.extend(batch.labels);
+        }
+        Ok((p, loss_sum / examples.len() as f64))
+    }
+
+    fn log(&self, state: &mut TrainerState, entry: Value) -> Result<()> {
+        let path = self.args.output_dir.join("log.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::File {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+        writeln!(f, "{entry}").map_err(|e| TrainError::File {
+            path,
+            msg: e.to_string(),
+        })?;
+        tracing::info!(target: "ferro_train", "{entry}");
+        state.log_history.push(entry);
+        Ok(())
+    }
+
+    /// log.jsonl as the history says (a resumed run drops what followed its checkpoint).
+    fn rewrite_log(&self, history: &[Value]) -> Result<()> {
+        let path = self.args.output_dir.join("log.jsonl");
+        let text: String = history.iter().map(|e| format!("{e}\n")).collect();
+        ferro_models::save::write_atomic(&path, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes `dir` whole or not at all (built beside it, then renamed), then drops the
+    /// oldest checkpoints beyond save_total_limit (never the best one).
+    fn save_checkpoint(&self, dir: &Path, state: &TrainerState, opt: &mut Optimizer) -> Result<()> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("checkpoint");
+        let partial = dir.with_file_name(format!(".{name}.partial"));
+        let file_err = |p: &Path, e: std::io::Error| TrainError::File {
+            path: p.into(),
+            msg: e.to_string(),
+        };
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|e| file_err(&partial, e))?;
+        }
+        self.model.save_pretrained(&partial)?;
+        ferro_models::save::save_safetensors(&partial.join(OPTIMIZER_FILE), &opt.state_dict()?)?;
+        let text = serde_json::to_string_pretty(state).unwrap_or_default();
+        ferro_models::save::write_atomic(&partial.join(STATE_FILE), text.as_bytes())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        }
+        std::fs::rename(&partial, dir).map_err(|e| file_err(dir, e))?;
+        if let Some(limit) = self.args.save_total_limit {
+            let mut all = self.checkpoints()?;
+            all.retain(|(_, p)| Some(p) != state.best_model_checkpoint.as_ref());
+            let keep = limit
+                .saturating_sub(usize::from(state.best_model_checkpoint.is_some()))
+                .max(1);
+            while all.len() > keep {
+                let (_, oldest) = all.remove(0);
+                std::fs::remove_dir_all(&oldest).map_err(|e| file_err(&oldest, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `checkpoint-N` folders of output_dir, oldest first.
+    fn checkpoints(&self) -> Result<Vec<(usize, PathBuf)>> {
+        let dir = &self.args.output_dir;
+        let entries = std::fs::read_dir(dir).map_err(|e| TrainError::File {
+            path: dir.clone(),
+            msg: e.to_string(),
+        })?;
+        let mut out: Vec<(usize, PathBuf)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("checkpoint-")?
+                    .parse()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn find_checkpoint(&self, spec: &str) -> Result<PathBuf> {
+        if spec == "latest" || spec == "true" {
+            return self.checkpoints()?.pop().map(|(_, p)| p).ok_or_else(|| {
+                TrainError::InvalidArgument {
+                    param: "resume_from_checkpoint",
+                    msg: format!(
+                        "no checkpoint-N folder in {}",
+                        self.args.output_dir.display()
+                    ),
+                }
+            });
+        }
+        Ok(PathBuf::from(spec))
+    }
+
+    /// Puts back what `save_checkpoint` wrote, after checking it is this model's.
+    fn restore(&self, dir: &Path, opt: &mut Optimizer) -> Result<TrainerState> {
+        let state_path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::File {
+            path: state_path.clone(),
+            msg: format!("not a checkpoint: {e}"),
+        })?;
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::File {
+            path: state_path.clone(),
+            msg: e.to_string(),
+        })?;
+        let ours = self.parameter_shapes();
+        if state.parameter_shapes != ours {
+            let differ = ours
+                .iter()
+                .find(|(k, v)| state.parameter_shapes.get(*k) != Some(*v))
+                .map(|(k, _)| k.clone())
+                .or_else(|| {
+                    state
+                        .parameter_shapes
+                        .keys()
+                        .find(|k| !ours.contains_key(*k))
+                        .cloned()
+                })
+                .unwrap_or_default();
+            return Err(TrainError::InvalidArgument {
+                param: "resume_from_checkpoint",
+                msg: format!(
+                    "{} was saved from another model (parameter `{differ}` differs)",
+                    dir.display()
+                ),
+            });
+        }
+        self.load_weights(&dir.join("model.safetensors"))?;
+        let opt_path = dir.join(OPTIMIZER_FILE);
+        let tensors = candle_core::safetensors::load(&opt_path, &self.device).map_err(|e| {
+            TrainError::File {
+                path: opt_path.clone(),
+                msg: e.to_string(),
+            }
+        })?;
+        opt.load_state_dict(&tensors)?;
+        Ok(state)
+    }
+
+    /// Sets every parameter from a saved model.safetensors (names as save_pretrained
+    /// writes them: a bare encoder's under its family prefix).
+    fn load_weights(&self, path: &Path) -> Result<()> {
+        let saved: HashMap<String, Tensor> = candle_core::safetensors::load(path, &self.device)
+            .map_err(|e| TrainError::File {
+                path: path.into(),
+                msg: e.to_string(),
+            })?;
+        for (name, var) in self.model.parameters() {
+            let t = saved
+                .get(&name)
+                .or_else(|| {
+                    saved
+                        .iter()
+                        .find(|(k, _)| k.ends_with(&format!(".{name}")))
+                        .map(|(_, v)| v)
+                })
+                .ok_or_else(|| TrainError::File {
+                    path: path.into(),
+                    msg: format!("no tensor for parameter `{name}`"),
+                })?;
+            var.set(t)?;
+        }
+        Ok(())
+    }
+}
