@@ -33,6 +33,8 @@ enum Command {
     Template(commands::template::Args),
     /// Run a task pipeline over inputs (sentence-embeddings so far), one JSON line each.
     Pipeline(commands::pipeline::Args),
+    /// Fine-tune a model as a TOML config says (Trainer, TrainingArguments).
+    Train(commands::train::Args),
     /// Serve the model over OpenAI's HTTP API (continuous batching).
     Serve(commands::serve::Args),
     /// Write a checkpoint (safetensors folder or GGUF) as a quantized GGUF llama.cpp loads.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Pipeline(a) => commands::pipeline::run(a),
+        Command::Train(a) => commands::train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

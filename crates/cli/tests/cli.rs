@@ -1612,3 +1612,134 @@ fn pipeline_semantic_search_and_text_generation() {
         "I am Qwen, an Alibaba Cloud developed language model."
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// ferro train
+// ---------------------------------------------------------------------------------------
+
+/// A training config for the tiny classifier on the first 40 sentiment examples.
+fn tiny_train_config(dir: &Path, max_steps: usize) -> std::path::PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let train = dir.join("train.jsonl");
+    let all = std::fs::read_to_string(fixtures.join("training/sentiment/train.jsonl")).unwrap();
+    let lines: Vec<&str> = all.lines().take(40).collect();
+    std::fs::write(&train, lines.join("\n")).unwrap();
+    let cfg = dir.join("train.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nname_or_path = {:?}\n[data]\ntrain_file = {:?}\n[training]\n\
+             output_dir = {:?}\nmax_steps = {max_steps}\nper_device_train_batch_size = 4\n\
+             learning_rate = 1e-3\nlogging_steps = 1\nsave_steps = 5\nsave_total_limit = 2\n\
+             disable_tqdm = true\n",
+            tiny_encoder("bert-seq-cls"),
+            train.to_str().unwrap(),
+            dir.join("out").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("out/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn train_killed_and_resumed_continues_as_if_uninterrupted() {
+    let steps = 300;
+    let whole = tempfile::tempdir().unwrap();
+    let cfg = tiny_train_config(whole.path(), steps);
+    ferro(["train", "--config", cfg.to_str().unwrap()])
+        .run()
+        .ok();
+    let want = losses(whole.path());
+    assert_eq!(want.len(), steps);
+
+    let killed = tempfile::tempdir().unwrap();
+    let cfg = tiny_train_config(killed.path(), steps);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferro"))
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = killed.path().join("out/checkpoint-50");
+    let start = std::time::Instant::now();
+    while !marker.exists() && start.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = losses(killed.path()).len();
+    assert!(before < steps, "the run finished before it could be killed");
+    // Only whole checkpoints carry the name; a partial one is never picked up.
+    let out = killed.path().join("out");
+    for e in std::fs::read_dir(&out).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("checkpoint-") {
+            assert!(
+                e.path().join("trainer_state.json").is_file(),
+                "{name} is incomplete"
+            );
+        }
+    }
+    ferro([
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--resume-from-checkpoint",
+        "latest",
+    ])
+    .run()
+    .ok();
+    let got = losses(killed.path());
+    assert_eq!(got.len(), want.len());
+    for (step, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() < 1e-5, "step {}: {g} vs {w}", step + 1);
+    }
+}
+
+#[test]
+fn train_refuses_bad_input_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_train_config(dir.path(), 10);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // A column the dataset does not have.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("[data]\n", "[data]\ntext_column = \"review\"\n"),
+    )
+    .unwrap();
+    ferro(["train", "--config", bad.to_str().unwrap()])
+        .run()
+        .fails(&["no column `review`", "train.jsonl"]);
+    // Labels outside the model's classes.
+    std::fs::write(
+        dir.path().join("train.jsonl"),
+        "{\"text\": \"fine\", \"label\": 7}\n",
+    )
+    .unwrap();
+    ferro(["train", "--config", cfg.to_str().unwrap()])
+        .run()
+        .fails(&["label 7", "3 classes"]);
+    // An unknown argument.
+    std::fs::write(
+        &bad,
+        text.replace("[training]\n", "[training]\nlearnin_rate = 1.0\n"),
+    )
+    .unwrap();
+    ferro(["train", "--config", bad.to_str().unwrap()])
+        .run()
+        .fails(&["learnin_rate"]);
+}

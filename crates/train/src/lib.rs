@@ -12,12 +12,14 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod recipe;
 pub mod schedule;
 pub mod trainer;
 
 pub use args::{IntervalStrategy, TrainingArguments};
 pub use data::{collate, tokenize_classification, Batch, ClassificationColumns, Dataset, Example};
 pub use error::{Result, TrainError};
+pub use recipe::{TrainConfig, TrainReport};
 pub use trainer::{
     classification_metrics, ComputeMetrics, EvalPrediction, TrainOutput, TrainableModel, Trainer,
 };

@@ -7,6 +7,7 @@ pub mod run;
 pub mod serve;
 pub mod template;
 pub mod tokenize;
+pub mod train;
 
 use std::io::Write;
 
