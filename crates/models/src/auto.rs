@@ -102,6 +102,8 @@ pub struct CausalLm {
     pub generation_config: Option<serde_json::Value>,
     /// The trainable parameters (empty unless loaded with `LoadOptions::trainable`).
     pub parameters: Parameters,
+    /// config.json as read (a safetensors checkpoint), which `save_pretrained` writes back.
+    raw_config: Option<serde_json::Value>,
 }
 
 /// transformers' `AutoModelForCausalLM`.
@@ -154,9 +156,11 @@ impl AutoModelForCausalLM {
                 device: opts.device.clone(),
                 generation_config: None,
                 parameters: weights.parameters(),
+                raw_config: None,
             });
         }
-        let (config, _) = read_causal_lm_config(source)?;
+        let (config, config_path) = read_causal_lm_config(source)?;
+        let raw_config = Some(read_json(&config_path)?);
         let generation_config = source
             .optional_file("generation_config.json")?
             .map(|p| read_json(&p))
@@ -177,6 +181,7 @@ impl AutoModelForCausalLM {
             device: opts.device.clone(),
             generation_config,
             parameters: weights.parameters(),
+            raw_config,
         })
     }
 }
@@ -251,6 +256,31 @@ pub(crate) fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::P
 }
 
 impl CausalLm {
+    /// transformers' `save_pretrained` of a model loaded for training from safetensors:
+    /// config.json and model.safetensors (tied weights once, under the embedding's name),
+    /// each written whole or not at all.
+    pub fn save_pretrained(&self, dir: &std::path::Path) -> Result<()> {
+        let Some(config) = &self.raw_config else {
+            return Err(ModelError::InvalidArgument {
+                param: "model",
+                msg: "loaded from a GGUF file: save a LoRA adapter instead of full weights".into(),
+            });
+        };
+        let tensors: Vec<(String, Tensor)> = self
+            .parameters
+            .named()
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().detach()))
+            .collect();
+        if tensors.is_empty() {
+            return Err(ModelError::InvalidArgument {
+                param: "model",
+                msg: "loaded for inference: load it with LoadOptions::trainable to save it".into(),
+            });
+        }
+        crate::save::save_checkpoint(dir, config, &tensors)
+    }
+
     /// An empty cache for one sequence (or an unpadded batch).
     pub fn new_cache(&self) -> Cache {
         self.new_batch_cache(Vec::new())

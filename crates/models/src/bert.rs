@@ -528,6 +528,135 @@ fn checkpoint(
     Ok((w, config, prefix))
 }
 
+/// The encoder of a checkpoint loaded for fine-tuning on `labels` (trainable, the
+/// config's labels replaced; a bare encoder is fine).
+fn fine_tuning_encoder(
+    source: &ferro_core::ModelSource,
+    opts: &crate::LoadOptions,
+    labels: &[String],
+) -> Result<(Weights, BertModel)> {
+    if labels.is_empty() {
+        return Err(ModelError::InvalidArgument {
+            param: "labels",
+            msg: "a classifier needs at least one label".into(),
+        });
+    }
+    let opts = crate::LoadOptions {
+        trainable: true,
+        ..opts.clone()
+    };
+    let (w, mut config, prefix) = checkpoint(source, &opts)?;
+    config.id2label = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), l.clone()))
+        .collect();
+    let bert = BertModel::load(&w, prefix, config)?;
+    Ok((w, bert))
+}
+
+/// A head layer of the checkpoint, or a new one (weights normal(0, `std`) from `seed`,
+/// bias 0) added to `params`, as transformers initialises a head it did not find.
+fn head_layer(
+    w: &Weights,
+    params: &Parameters,
+    std: f64,
+    name: &str,
+    inp: usize,
+    out: usize,
+    seed: u64,
+) -> Result<Linear> {
+    let shape = w
+        .tensor_shapes()
+        .into_iter()
+        .find(|(t, _)| *t == format!("{name}.weight"))
+        .map(|(_, s)| s);
+    match shape {
+        Some(s) if s == [out, inp] => Ok(Linear::load(w, name, inp, out, true)?),
+        Some(s) => Err(ModelError::Unsupported(format!(
+            "the checkpoint's `{name}.weight` is {s:?}, not [{out}, {inp}]: its head was made \
+             for other labels"
+        ))),
+        None => {
+            let device = &w.device;
+            let weight = ferro_nn::init::normal(&[out, inp], std, seed, device)?;
+            let weight = params.var(&format!("{name}.weight"), &weight)?;
+            let bias = params.var(
+                &format!("{name}.bias"),
+                &ferro_nn::init::zeros(&[out], device)?,
+            )?;
+            Ok(Linear::new(
+                ferro_nn::LinearWeight::Dense(weight),
+                Some(bias),
+            )?)
+        }
+    }
+}
+
+/// `save_pretrained` of a task model (`task`: `ForSequenceClassification`, ...):
+/// config.json with its architecture and labels, and every parameter under transformers'
+/// names (a bare encoder's go under the family prefix, as in a task model).
+fn save_task_model(bert: &BertModel, task: &str, dir: &Path) -> Result<()> {
+    let family = bert.config.family();
+    let base = match family {
+        BertFamily::Bert => "Bert",
+        BertFamily::Roberta if bert.config.model_type == "xlm-roberta" => "XLMRoberta",
+        BertFamily::Roberta => "Roberta",
+        BertFamily::DistilBert => "DistilBert",
+    };
+    let labels = bert.config.labels()?;
+    let mut config = bert.config.raw.clone();
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!([format!("{base}{task}")]),
+        );
+        if !labels.is_empty() {
+            let id2label: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone().into()))
+                .collect();
+            let label2id: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i.into()))
+                .collect();
+            obj.insert("id2label".into(), id2label.into());
+            obj.insert("label2id".into(), label2id.into());
+        }
+        if let Some(p) = &bert.config.problem_type {
+            obj.insert("problem_type".into(), p.clone().into());
+        }
+    }
+    let prefix = family.prefix();
+    let rename = |name: &str| {
+        let head = ["classifier.", "pre_classifier.", "qa_outputs."]
+            .iter()
+            .any(|h| name.starts_with(h));
+        if bert.prefix.is_empty() && !head {
+            format!("{prefix}.{name}")
+        } else {
+            name.to_string()
+        }
+    };
+    let tensors: Vec<(String, Tensor)> = bert
+        .parameters
+        .named()
+        .into_iter()
+        .map(|(name, var)| (rename(&name), var.as_tensor().detach()))
+        .collect();
+    if tensors.is_empty() {
+        return Err(ModelError::InvalidArgument {
+            param: "model",
+            msg: "loaded for inference: load it with LoadOptions::trainable (or for_fine_tuning) \
+                  to save its weights"
+                .into(),
+        });
+    }
+    crate::save::save_checkpoint(dir, &config, &tensors)
+}
+
 /// What a task head needs: the checkpoint with its encoder under `bert.`, its labels.
 fn task_checkpoint(
     source: &ferro_core::ModelSource,
@@ -642,70 +771,37 @@ impl BertForSequenceClassification {
         labels: &[String],
         seed: u64,
     ) -> Result<Self> {
-        if labels.is_empty() {
-            return Err(ModelError::InvalidArgument {
-                param: "labels",
-                msg: "a classifier needs at least one label".into(),
-            });
+        let (w, mut bert) = fine_tuning_encoder(source, opts, labels)?;
+        if bert.config.problem_type.is_none() {
+            // What transformers records at the first forward with integer labels.
+            bert.config.problem_type = Some("single_label_classification".into());
         }
-        let opts = crate::LoadOptions {
-            trainable: true,
-            ..opts.clone()
-        };
-        let (w, mut config, prefix) = checkpoint(source, &opts)?;
-        config.id2label = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), l.clone()))
-            .collect();
-        if config.problem_type.is_none() {
-            config.problem_type = Some("single_label_classification".into());
-        }
-        let mut bert = BertModel::load(&w, prefix, config)?;
         let (h, n) = (bert.config.hidden_size, labels.len());
-        let std = bert.config.initializer_range;
-        let params = bert.parameters.clone();
-        let device = w.device.clone();
-        let mut k = 0;
-        // A head layer of the checkpoint, or a new one.
-        let mut layer = |name: &str, inp: usize, out: usize| -> Result<Linear> {
+        let mut k = seed;
+        let mut layer = |name: &str, inp: usize, out: usize| {
             k += 1;
-            let shape = w
-                .tensor_shapes()
-                .into_iter()
-                .find(|(t, _)| *t == format!("{name}.weight"))
-                .map(|(_, s)| s);
-            match shape {
-                Some(s) if s == [out, inp] => Ok(Linear::load(&w, name, inp, out, true)?),
-                Some(s) => Err(ModelError::Unsupported(format!(
-                    "the checkpoint's `{name}.weight` is {s:?}, not [{out}, {inp}]: its head \
-                     was made for other labels"
-                ))),
-                None => {
-                    let weight = ferro_nn::init::normal(&[out, inp], std, seed + k, &device)?;
-                    let weight = params.var(&format!("{name}.weight"), &weight)?;
-                    let bias = params.var(
-                        &format!("{name}.bias"),
-                        &ferro_nn::init::zeros(&[out], &device)?,
-                    )?;
-                    Ok(Linear::new(
-                        ferro_nn::LinearWeight::Dense(weight),
-                        Some(bias),
-                    )?)
-                }
-            }
+            head_layer(
+                &w,
+                &bert.parameters,
+                bert.config.initializer_range,
+                name,
+                inp,
+                out,
+                k,
+            )
         };
         let head = match bert.config.family() {
             BertFamily::Bert => {
+                let classifier = layer("classifier", h, n)?;
                 if bert.pooler.is_none() {
-                    let name = if prefix.is_empty() {
+                    let name = if bert.prefix.is_empty() {
                         "pooler.dense".to_string()
                     } else {
-                        format!("{prefix}.pooler.dense")
+                        format!("{}.pooler.dense", bert.prefix)
                     };
                     bert.pooler = Some(layer(&name, h, h)?);
                 }
-                ClassifierHead::Pooled(layer("classifier", h, n)?)
+                ClassifierHead::Pooled(classifier)
             }
             BertFamily::Roberta => ClassifierHead::Roberta {
                 dense: layer("classifier.dense", h, h)?,
@@ -726,63 +822,7 @@ impl BertForSequenceClassification {
     /// transformers' `save_pretrained`: config.json (architectures, labels) and
     /// model.safetensors with transformers' weight names, each written whole or not at all.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        let family = self.bert.config.family();
-        let class = match family {
-            BertFamily::Bert => "BertForSequenceClassification",
-            BertFamily::Roberta if self.bert.config.model_type == "xlm-roberta" => {
-                "XLMRobertaForSequenceClassification"
-            }
-            BertFamily::Roberta => "RobertaForSequenceClassification",
-            BertFamily::DistilBert => "DistilBertForSequenceClassification",
-        };
-        let labels = self.bert.config.labels()?;
-        let mut config = self.bert.config.raw.clone();
-        if let Some(obj) = config.as_object_mut() {
-            obj.insert("architectures".into(), serde_json::json!([class]));
-            let id2label: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (i.to_string(), l.clone().into()))
-                .collect();
-            let label2id: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l.clone(), i.into()))
-                .collect();
-            obj.insert("id2label".into(), id2label.into());
-            obj.insert("label2id".into(), label2id.into());
-            if let Some(p) = &self.bert.config.problem_type {
-                obj.insert("problem_type".into(), p.clone().into());
-            }
-        }
-        // A bare encoder's weights go under the family's prefix, as in a task model.
-        let prefix = family.prefix();
-        let rename = |name: &str| {
-            let head = ["classifier.", "pre_classifier."]
-                .iter()
-                .any(|h| name.starts_with(h));
-            if self.bert.prefix.is_empty() && !head {
-                format!("{prefix}.{name}")
-            } else {
-                name.to_string()
-            }
-        };
-        let tensors: Vec<(String, Tensor)> = self
-            .bert
-            .parameters
-            .named()
-            .into_iter()
-            .map(|(name, var)| (rename(&name), var.as_tensor().detach()))
-            .collect();
-        if tensors.is_empty() {
-            return Err(ModelError::InvalidArgument {
-                param: "model",
-                msg: "loaded for inference: load it with LoadOptions::trainable (or \
-                      for_fine_tuning) to save its weights"
-                    .into(),
-            });
-        }
-        crate::save::save_checkpoint(dir, &config, &tensors)
+        save_task_model(&self.bert, "ForSequenceClassification", dir)
     }
 
     /// Logits `(b, num_labels)`.
@@ -818,6 +858,34 @@ impl BertForTokenClassification {
         let n = num_labels(&w, "classifier.weight", &bert)?;
         let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
         Ok(Self { bert, classifier })
+    }
+
+    /// For fine-tuning on `labels` (BIO tags, ...): the checkpoint's encoder with its
+    /// token classifier when it has one of that size, else a new one (see
+    /// `BertForSequenceClassification::for_fine_tuning`).
+    pub fn for_fine_tuning(
+        source: &ferro_core::ModelSource,
+        opts: &crate::LoadOptions,
+        labels: &[String],
+        seed: u64,
+    ) -> Result<Self> {
+        let (w, bert) = fine_tuning_encoder(source, opts, labels)?;
+        let (h, n) = (bert.config.hidden_size, labels.len());
+        let classifier = head_layer(
+            &w,
+            &bert.parameters,
+            bert.config.initializer_range,
+            "classifier",
+            h,
+            n,
+            seed + 1,
+        )?;
+        Ok(Self { bert, classifier })
+    }
+
+    /// transformers' `save_pretrained` (config.json and model.safetensors).
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        save_task_model(&self.bert, "ForTokenClassification", dir)
     }
 
     /// Logits `(b, t, num_labels)`.

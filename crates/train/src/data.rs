@@ -159,12 +159,13 @@ impl Dataset {
     }
 }
 
-/// One tokenized example for a classifier.
+/// One tokenized example: its inputs and labels, one for a sequence classifier, one per
+/// token for token classification and causal LMs (-100: not scored).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub input_ids: Vec<u32>,
     pub token_type_ids: Vec<u32>,
-    pub label: i64,
+    pub labels: Vec<i64>,
 }
 
 /// Which columns hold what, for sequence classification.
@@ -239,7 +240,7 @@ pub fn tokenize_classification(
             Ok(Example {
                 input_ids,
                 token_type_ids,
-                label,
+                labels: vec![label],
             })
         })
         .collect()
@@ -266,18 +267,35 @@ fn label_id(v: &Value, labels: &[String]) -> std::result::Result<i64, String> {
     }
 }
 
-/// A padded batch of classification examples.
+/// A padded batch.
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub input_ids: Tensor,
     pub token_type_ids: Tensor,
     pub attention_mask: Tensor,
-    pub labels: Vec<i64>,
+    /// Per row: its one label, or one per token padded with -100 to the batch's width.
+    pub labels: Vec<Vec<i64>>,
+}
+
+impl Batch {
+    /// The rows' single labels (sequence classification).
+    pub fn row_labels(&self) -> Vec<i64> {
+        self.labels
+            .iter()
+            .map(|l| l.first().copied().unwrap_or(crate::loss::IGNORE_INDEX))
+            .collect()
+    }
 }
 
 /// Pads `examples` to the longest of them with `pad_id` (transformers'
-/// `DataCollatorWithPadding`).
-pub fn collate(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Batch> {
+/// `DataCollatorWithPadding`; per-token labels padded with -100, as
+/// `DataCollatorForTokenClassification` does).
+pub fn collate(
+    examples: &[&Example],
+    pad_id: u32,
+    per_token: bool,
+    device: &Device,
+) -> Result<Batch> {
     let width = examples
         .iter()
         .map(|e| e.input_ids.len())
@@ -307,6 +325,159 @@ pub fn collate(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Ba
         input_ids: Tensor::from_vec(ids, shape, device)?,
         token_type_ids: Tensor::from_vec(types, shape, device)?,
         attention_mask: Tensor::from_vec(mask, shape, device)?,
-        labels: examples.iter().map(|e| e.label).collect(),
+        labels: examples
+            .iter()
+            .map(|e| {
+                let mut l = e.labels.clone();
+                if per_token {
+                    l.resize(width, crate::loss::IGNORE_INDEX);
+                }
+                l
+            })
+            .collect(),
     })
+}
+
+/// Tokenizes pre-split words (`tokens_column`, a list of strings per row) with their tags
+/// (`tags_column`: ids or names from `labels`) for token classification, as transformers'
+/// run_ner does: each word's first sub-token carries the word's label, the other sub-tokens
+/// and the special tokens -100; cut to `max_length` tokens.
+pub fn tokenize_token_classification(
+    ds: &Dataset,
+    tokenizer: &Tokenizer,
+    tokens_column: &str,
+    tags_column: &str,
+    labels: &[String],
+    max_length: usize,
+) -> Result<Vec<Example>> {
+    ds.require_column(tokens_column)?;
+    ds.require_column(tags_column)?;
+    let backend = tokenizer.backend();
+    let specials = backend
+        .get_post_processor()
+        .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+    ds.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let at = |msg: String| TrainError::InvalidArgument {
+                param: "column",
+                msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
+            };
+            let words: Vec<String> = serde_json::from_value(row[tokens_column].clone())
+                .map_err(|_| at(format!("`{tokens_column}` is not a list of strings")))?;
+            let tags = row[tags_column]
+                .as_array()
+                .ok_or_else(|| at(format!("`{tags_column}` is not a list")))?;
+            if tags.len() != words.len() {
+                return Err(at(format!("{} tags for {} words", tags.len(), words.len())));
+            }
+            let tag_ids: Vec<i64> = tags
+                .iter()
+                .map(|t| label_id(t, labels))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|msg| TrainError::InvalidArgument {
+                    param: "labels",
+                    msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
+                })?;
+            let word_refs: Vec<&str> = words.iter().map(String::as_str).collect();
+            let mut enc = backend
+                .encode(word_refs.as_slice(), false)
+                .map_err(|e| at(format!("tokenizing: {e}")))?;
+            enc.truncate(
+                max_length.saturating_sub(specials),
+                0,
+                tokenizers::TruncationDirection::Right,
+            );
+            let enc = backend
+                .post_process(enc, None, true)
+                .map_err(|e| at(format!("tokenizing: {e}")))?;
+            let mut previous = None;
+            let labels = enc
+                .get_word_ids()
+                .iter()
+                .map(|w| {
+                    let label = match *w {
+                        Some(w) if Some(w) != previous => tag_ids[w as usize],
+                        _ => crate::loss::IGNORE_INDEX,
+                    };
+                    previous = *w;
+                    label
+                })
+                .collect();
+            Ok(Example {
+                input_ids: enc.get_ids().to_vec(),
+                token_type_ids: enc.get_type_ids().to_vec(),
+                labels,
+            })
+        })
+        .collect()
+}
+
+/// Tokenizes rows for causal-LM training: a `text` column is scored whole (labels = the
+/// ids); a `messages` column (a chat) is rendered by the chat template and only the
+/// assistant's turns are scored, the rest labelled -100. Cut to `max_length` tokens.
+pub fn tokenize_causal_lm(
+    ds: &Dataset,
+    tokenizer: &Tokenizer,
+    column: &str,
+    max_length: usize,
+) -> Result<Vec<Example>> {
+    use ferro_tokenizers::ChatTemplateOptions;
+    ds.require_column(column)?;
+    ds.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let at = |msg: String| TrainError::InvalidArgument {
+                param: "column",
+                msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
+            };
+            let (mut ids, mut labels) = match &row[column] {
+                Value::String(text) => {
+                    let ids = tokenizer.encode(text, true)?.ids;
+                    let labels = ids.iter().map(|&t| i64::from(t)).collect();
+                    (ids, labels)
+                }
+                Value::Array(messages) => {
+                    let render = |upto: usize, prompt: bool| -> Result<Vec<u32>> {
+                        let opts = ChatTemplateOptions {
+                            add_generation_prompt: prompt,
+                            ..ChatTemplateOptions::default()
+                        };
+                        let text = tokenizer.render_chat(&messages[..upto], &opts)?;
+                        Ok(tokenizer.encode(&text, false)?.ids)
+                    };
+                    let ids = render(messages.len(), false)?;
+                    let mut labels = vec![crate::loss::IGNORE_INDEX; ids.len()];
+                    for (m, msg) in messages.iter().enumerate() {
+                        if msg.get("role").and_then(Value::as_str) != Some("assistant") {
+                            continue;
+                        }
+                        let start = render(m, true)?.len().min(ids.len());
+                        let end = render(m + 1, false)?.len().min(ids.len());
+                        for p in start..end {
+                            labels[p] = i64::from(ids[p]);
+                        }
+                    }
+                    (ids, labels)
+                }
+                other => {
+                    return Err(at(format!(
+                        "`{column}` is {other}: neither text nor messages"
+                    )))
+                }
+            };
+            ids.truncate(max_length);
+            labels.truncate(max_length);
+            if ids.len() < 2 {
+                return Err(at("fewer than 2 tokens: nothing to predict".into()));
+            }
+            Ok(Example {
+                token_type_ids: vec![0; ids.len()],
+                input_ids: ids,
+                labels,
+            })
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use ferro_models::BertForSequenceClassification;
+use ferro_models::{BertForSequenceClassification, BertForTokenClassification, CausalLm};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -21,16 +21,19 @@ use crate::error::{Result, TrainError};
 use crate::optim::{clip_grad_norm, AdamW, Optimizer, Sgd};
 use crate::schedule::{warmup_steps, Schedule, SchedulerType};
 
-/// A model the Trainer can train on classification batches.
+/// A model the Trainer can train: sequence or token classifiers, causal LMs.
 pub trait TrainableModel {
     /// Its trainable parameters by name.
     fn parameters(&self) -> Vec<(String, Var)>;
-    /// The logits of a batch, `(n, classes)`.
-    fn logits(&self, batch: &Batch) -> Result<Tensor>;
-    /// The loss of a batch (what the model computes when given `labels`).
-    fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        crate::loss::cross_entropy(&self.logits(batch)?, &batch.labels)
+    /// Whether labels are per token (token classification, causal LMs) or per row.
+    fn per_token_labels(&self) -> bool;
+    /// Whether the logits at position t score the label at t + 1 (causal LMs).
+    fn shifted_labels(&self) -> bool {
+        false
     }
+    /// The batch's loss (what the model computes when given `labels`) and its logits,
+    /// `(b, classes)` or `(b, t, classes)`.
+    fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)>;
     /// transformers' `save_pretrained`.
     fn save_pretrained(&self, dir: &Path) -> Result<()>;
 }
@@ -39,53 +42,149 @@ impl TrainableModel for BertForSequenceClassification {
     fn parameters(&self) -> Vec<(String, Var)> {
         self.bert.parameters.named()
     }
-    fn logits(&self, b: &Batch) -> Result<Tensor> {
-        Ok(self.forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?)
+    fn per_token_labels(&self) -> bool {
+        false
+    }
+    fn forward(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
+        let logits = BertForSequenceClassification::forward(
+            self,
+            &b.input_ids,
+            &b.token_type_ids,
+            &b.attention_mask,
+        )?;
+        let loss = crate::loss::cross_entropy(&logits, &b.row_labels())?;
+        Ok((loss, logits))
     }
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(BertForSequenceClassification::save_pretrained(self, dir)?)
     }
 }
 
-/// What evaluation hands `compute_metrics`: logits and labels of every example.
+impl TrainableModel for BertForTokenClassification {
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.bert.parameters.named()
+    }
+    fn per_token_labels(&self) -> bool {
+        true
+    }
+    fn forward(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
+        let logits = BertForTokenClassification::forward(
+            self,
+            &b.input_ids,
+            &b.token_type_ids,
+            &b.attention_mask,
+        )?;
+        let classes = logits.dim(2)?;
+        let flat: Vec<i64> = b.labels.concat();
+        let loss = crate::loss::cross_entropy(&logits.reshape(((), classes))?, &flat)?;
+        Ok((loss, logits))
+    }
+    fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        Ok(BertForTokenClassification::save_pretrained(self, dir)?)
+    }
+}
+
+impl TrainableModel for CausalLm {
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.parameters.named()
+    }
+    fn per_token_labels(&self) -> bool {
+        true
+    }
+    fn shifted_labels(&self) -> bool {
+        true
+    }
+    fn forward(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
+        // Right padding: real tokens only see earlier, real ones under the causal mask.
+        let logits = CausalLm::forward(self, &b.input_ids, &mut self.new_cache(), false)?;
+        let loss = crate::loss::causal_lm_loss(&logits, &b.labels)?;
+        Ok((loss, logits))
+    }
+    fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        Ok(CausalLm::save_pretrained(self, dir)?)
+    }
+}
+
+/// What evaluation hands `compute_metrics`: per example, the predicted class (one, or one
+/// per token: the arg-max of the logits) and the labels (-100: not scored).
 #[derive(Debug, Clone, Default)]
 pub struct EvalPrediction {
-    pub logits: Vec<Vec<f32>>,
-    pub labels: Vec<i64>,
+    pub predictions: Vec<Vec<i64>>,
+    pub labels: Vec<Vec<i64>>,
 }
 
 impl EvalPrediction {
-    /// The arg-max class of each example.
-    pub fn predictions(&self) -> Vec<i64> {
-        self.logits
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-                    )
-                    .0 as i64
-            })
-            .collect()
+    /// Predictions and labels of the scored positions, flattened.
+    pub fn scored(&self) -> (Vec<i64>, Vec<i64>) {
+        let mut out = (Vec::new(), Vec::new());
+        for (p, l) in self.predictions.iter().zip(&self.labels) {
+            for (&p, &l) in p.iter().zip(l) {
+                if l != crate::loss::IGNORE_INDEX {
+                    out.0.push(p);
+                    out.1.push(l);
+                }
+            }
+        }
+        out
     }
 }
 
 /// Metrics from predictions, by name (reported with an `eval_` prefix).
 pub type ComputeMetrics = Box<dyn Fn(&EvalPrediction) -> Result<BTreeMap<String, f64>>>;
 
-/// Accuracy and macro F1 (scikit-learn's), the usual classification report.
+/// Accuracy and macro F1 (scikit-learn's) over the scored positions, the usual
+/// classification report.
 pub fn classification_metrics(p: &EvalPrediction) -> Result<BTreeMap<String, f64>> {
     use crate::metrics::classification::{accuracy_score, f1_score, Average, PrfOptions};
-    let preds = p.predictions();
+    let (preds, labels) = p.scored();
     let mut out = BTreeMap::new();
-    out.insert("accuracy".into(), accuracy_score(&p.labels, &preds)?);
+    out.insert("accuracy".into(), accuracy_score(&labels, &preds)?);
     out.insert(
         "f1".into(),
-        f1_score(&p.labels, &preds, &Average::Macro, &PrfOptions::default())?,
+        f1_score(&labels, &preds, &Average::Macro, &PrfOptions::default())?,
     );
     Ok(out)
+}
+
+/// Entity-level precision, recall and F1 (seqeval's default mode) and token accuracy, for
+/// token classification with BIO labels named by `labels`.
+pub fn entity_metrics(
+    labels: Vec<String>,
+) -> impl Fn(&EvalPrediction) -> Result<BTreeMap<String, f64>> {
+    move |p: &EvalPrediction| {
+        use crate::metrics::seqeval;
+        let name = |i: i64| {
+            labels
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| "O".into())
+        };
+        let (mut truth, mut pred) = (Vec::new(), Vec::new());
+        for (ps, ls) in p.predictions.iter().zip(&p.labels) {
+            let keep: Vec<(i64, i64)> = ps
+                .iter()
+                .zip(ls)
+                .filter(|(_, &l)| l != crate::loss::IGNORE_INDEX)
+                .map(|(&p, &l)| (p, l))
+                .collect();
+            truth.push(keep.iter().map(|&(_, l)| name(l)).collect::<Vec<_>>());
+            pred.push(keep.iter().map(|&(p, _)| name(p)).collect::<Vec<_>>());
+        }
+        let opts = seqeval::SeqevalOptions::default();
+        let micro = seqeval::Average::Micro;
+        let mut out = BTreeMap::new();
+        out.insert(
+            "precision".into(),
+            seqeval::precision_score(&truth, &pred, micro, &opts)?,
+        );
+        out.insert(
+            "recall".into(),
+            seqeval::recall_score(&truth, &pred, micro, &opts)?,
+        );
+        out.insert("f1".into(), seqeval::f1_score(&truth, &pred, micro, &opts)?);
+        out.insert("accuracy".into(), seqeval::accuracy_score(&truth, &pred)?);
+        Ok(out)
+    }
 }
 
 /// The end of `train`.
@@ -96,6 +195,10 @@ pub struct TrainOutput {
     pub training_loss: f64,
     pub log_history: Vec<Value>,
     pub best_model_checkpoint: Option<PathBuf>,
+    /// Seconds spent in the training steps of this call (evaluation and saving included,
+    /// loading not), and optimizer steps per second, as transformers reports them.
+    pub train_runtime: f64,
+    pub train_steps_per_second: f64,
 }
 
 /// What a checkpoint keeps besides weights and optimizer state (trainer_state.json).
@@ -272,6 +375,7 @@ impl<M: TrainableModel> Trainer<M> {
         let spe = self.steps_per_epoch();
         let accum = self.args.gradient_accumulation_steps;
         let bpe = self.batches_per_epoch();
+        let per_token = self.model.per_token_labels();
         let progress = if self.args.disable_tqdm {
             indicatif::ProgressBar::hidden()
         } else {
@@ -279,6 +383,7 @@ impl<M: TrainableModel> Trainer<M> {
         };
         progress.set_position(state.global_step as u64);
         let (mut run_loss, mut run_steps) = (0.0, 0usize);
+        let started = std::time::Instant::now();
         let mut stop = false;
         while state.global_step < total && !stop {
             let step = state.global_step;
@@ -288,8 +393,13 @@ impl<M: TrainableModel> Trainer<M> {
             let mut grads: Option<GradStore> = None;
             let mut step_loss = 0.0;
             for &b in &micro {
-                let batch = collate(&self.micro_batch(epoch, b), self.pad_id, &self.device)?;
-                let loss = self.model.loss(&batch)?;
+                let batch = collate(
+                    &self.micro_batch(epoch, b),
+                    self.pad_id,
+                    per_token,
+                    &self.device,
+                )?;
+                let (loss, _) = self.model.forward(&batch)?;
                 step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
                 let g = (loss / micro.len() as f64)?.backward()?;
                 grads = Some(match grads {
@@ -389,6 +499,7 @@ impl<M: TrainableModel> Trainer<M> {
             }
         }
         progress.finish_and_clear();
+        let train_runtime = started.elapsed().as_secs_f64();
         if self.args.load_best_model_at_end {
             if let Some(best) = state.best_model_checkpoint.clone() {
                 self.load_weights(&best.join("model.safetensors"))?;
@@ -403,6 +514,8 @@ impl<M: TrainableModel> Trainer<M> {
             },
             log_history: state.log_history,
             best_model_checkpoint: state.best_model_checkpoint,
+            train_runtime,
+            train_steps_per_second: run_steps as f64 / train_runtime.max(1e-9),
         })
     }
 
@@ -426,18 +539,42 @@ impl<M: TrainableModel> Trainer<M> {
         Ok(out)
     }
 
-    /// Logits of `examples` (in batches of per_device_eval_batch_size, no gradients) and
-    /// the mean loss over them.
+    /// Predictions of `examples` (in batches of per_device_eval_batch_size) and the mean
+    /// loss over them.
     pub fn predict(&self, examples: &[Example]) -> Result<(EvalPrediction, f64)> {
         let mut p = EvalPrediction::default();
         let mut loss_sum = 0.0;
+        let per_token = self.model.per_token_labels();
         for chunk in examples.chunks(self.args.per_device_eval_batch_size) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let batch = collate(&refs, self.pad_id, &self.device)?;
-            let logits = self.model.logits(&batch)?.detach();
-            let loss = crate::loss::cross_entropy(&logits, &batch.labels)?;
+            let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
+            let (loss, logits) = self.model.forward(&batch)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
-            p.logits.extend(logits.to_vec2::<f32>()?);
+            let best = logits.detach().argmax(candle_core::D::Minus1)?;
+            let rows: Vec<Vec<i64>> = if best.rank() == 1 {
+                best.to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|c| vec![i64::from(c)])
+                    .collect()
+            } else {
+                best.to_vec2::<u32>()?
+                    .into_iter()
+                    .map(|r| r.into_iter().map(i64::from).collect())
+                    .collect()
+            };
+            // A causal LM's logits at t predict the label at t + 1.
+            let rows = if per_token && self.model.shifted_labels() {
+                rows.into_iter()
+                    .map(|mut r| {
+                        r.insert(0, crate::loss::IGNORE_INDEX);
+                        r.pop();
+                        r
+                    })
+                    .collect()
+            } else {
+                rows
+            };
+            p.predictions.extend(rows);
             p.labels.extend(batch.labels);
         }
         Ok((p, loss_sum / examples.len() as f64))

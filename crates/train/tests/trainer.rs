@@ -47,7 +47,7 @@ fn examples(r: &Value) -> Vec<Example> {
             Example {
                 input_ids: ids[i][..n].to_vec(),
                 token_type_ids: types[i][..n].to_vec(),
-                label: labels[i],
+                labels: vec![labels[i]],
             }
         })
         .collect()

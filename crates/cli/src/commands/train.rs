@@ -36,6 +36,8 @@ pub fn run(args: Args) -> Result<()> {
     let summary = serde_json::json!({
         "global_step": report.output.global_step,
         "training_loss": report.output.training_loss,
+        "train_runtime": report.output.train_runtime,
+        "train_steps_per_second": report.output.train_steps_per_second,
         "eval": report.eval,
         "best_model_checkpoint": report.output.best_model_checkpoint,
         "saved_to": report.saved_to,
