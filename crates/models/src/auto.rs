@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
-use ferro_nn::{Cache, Caches, Parameters, Weights};
+use ferro_nn::{Cache, Caches, LoraSpec, Parameters, TargetModules, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
@@ -31,6 +31,10 @@ pub struct LoadOptions {
     /// Load for training: dense weights become trainable parameters (`Var`s), listed by
     /// the model's `parameters()`.
     pub trainable: bool,
+    /// Load with LoRA adapters (PEFT's format): a new adapter, or a saved one to go on
+    /// from. Only the adapters (and `modules_to_save`) are trainable then, whatever
+    /// `trainable` says; the base weights are frozen, quantized ones included (QLoRA).
+    pub lora: Option<LoraSpec>,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +47,7 @@ impl Default for LoadOptions {
             quantize: None,
             hub: HubOptions::from_env(),
             trainable: false,
+            lora: None,
         }
     }
 }
@@ -137,7 +142,9 @@ impl AutoModelForCausalLM {
             };
             let mut weights =
                 Weights::from_gguf(header, name_map, &opts.device, opts.dtype, opts.dequantize)?;
-            if opts.trainable {
+            if let Some(spec) = lora_spec(opts, model_type(config.architecture)) {
+                weights = weights.with_lora(&spec)?;
+            } else if opts.trainable {
                 // Quantized matrices stay frozen; dense tensors (norms, biases, or all of
                 // them when dequantized) become trainable.
                 weights = weights.trainable();
@@ -149,6 +156,7 @@ impl AutoModelForCausalLM {
                     .with_permuted_qk(config.num_attention_heads, config.num_key_value_heads);
             }
             let model = Model::load(&weights, &config)?;
+            weights.finish_lora()?;
             tracing::debug!(elapsed = ?start.elapsed(), "loaded the GGUF model");
             return Ok(CausalLm {
                 model,
@@ -170,10 +178,13 @@ impl AutoModelForCausalLM {
         if let Some(dtype) = opts.quantize {
             weights = weights.with_quantize(dtype)?;
         }
-        if opts.trainable {
+        if let Some(spec) = lora_spec(opts, model_type(config.architecture)) {
+            weights = weights.with_lora(&spec)?;
+        } else if opts.trainable {
             weights = weights.trainable();
         }
         let model = Model::load(&weights, &config)?;
+        weights.finish_lora()?;
         tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
         Ok(CausalLm {
             model,
@@ -184,6 +195,33 @@ impl AutoModelForCausalLM {
             raw_config,
         })
     }
+}
+
+/// config.json's `model_type` of an architecture.
+fn model_type(a: Architecture) -> &'static str {
+    match a {
+        Architecture::Llama => "llama",
+        Architecture::Qwen2 => "qwen2",
+        Architecture::Mistral => "mistral",
+        Architecture::Gemma3 => "gemma3_text",
+    }
+}
+
+/// `opts.lora`, with PEFT's default target modules for `model_type` when it names none.
+pub(crate) fn lora_spec(opts: &LoadOptions, model_type: &str) -> Option<LoraSpec> {
+    let mut spec = opts.lora.clone()?;
+    if spec.config.target_modules.is_none() {
+        // peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.
+        let targets: &[&str] = match model_type {
+            "llama" | "mistral" | "qwen2" | "gemma3" | "gemma3_text" => &["q_proj", "v_proj"],
+            "bert" | "roberta" | "xlm-roberta" => &["query", "value"],
+            _ => &[],
+        };
+        if !targets.is_empty() {
+            spec.config.target_modules = Some(TargetModules::names(targets));
+        }
+    }
+    Some(spec)
 }
 
 /// config.json (with generation_config.json's eos ids), validated; and its path.
@@ -294,6 +332,21 @@ impl CausalLm {
             Model::Gemma3(m) => m.num_layers(),
         };
         Cache::new(layers, left_pad)
+    }
+
+    /// PEFT's `merge_and_unload`: every LoRA adapter folded into its base weight
+    /// (`W + scaling · B A`) and dropped; `parameters` keeps what stays trainable (modules
+    /// to save, under their own names). A model without adapters comes back as it was. An
+    /// adapter on a quantized base (GGUF) is refused, before anything changes: load the
+    /// GGUF with `dequantize` and the adapter to merge.
+    pub fn merge_and_unload(mut self) -> Result<Self> {
+        let linears = match &mut self.model {
+            Model::Llama(m) => m.linears_mut(),
+            Model::Gemma3(m) => m.linears_mut(),
+        };
+        ferro_nn::lora::merge_all(linears)?;
+        self.parameters = self.parameters.without_lora();
+        Ok(self)
     }
 
     /// The longest sequence (prompt + generated) the model takes.

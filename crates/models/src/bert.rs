@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::error::{ModelError, Result};
 
+mod merge;
+
 /// config.json of a BERT model, with transformers' defaults.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -431,7 +433,9 @@ impl BertModel {
         opts: &crate::LoadOptions,
     ) -> Result<Self> {
         let (w, config, prefix) = checkpoint(source, opts)?;
-        Self::load(&w, prefix, config)
+        let model = Self::load(&w, prefix, config)?;
+        w.finish_lora()?;
+        Ok(model)
     }
 
     /// The pooler's output for each sequence, `(b, hidden)`: tanh(dense(first token)).
@@ -516,7 +520,9 @@ fn checkpoint(
     let config = BertConfig::from_file(&source.required_file("config.json")?)?;
     let files = crate::auto::safetensors_files(source)?;
     let mut w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
-    if opts.trainable {
+    if let Some(spec) = crate::auto::lora_spec(opts, &config.model_type) {
+        w = w.with_lora(&spec)?;
+    } else if opts.trainable {
         w = w.trainable();
     }
     let family = config.family().prefix();
@@ -749,6 +755,7 @@ impl BertForSequenceClassification {
                 (head, n)
             }
         };
+        w.finish_lora()?;
         Ok(Self {
             bert,
             head,
@@ -857,6 +864,7 @@ impl BertForTokenClassification {
         let (w, bert) = task_checkpoint(source, opts, "token-classification")?;
         let n = num_labels(&w, "classifier.weight", &bert)?;
         let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
+        w.finish_lora()?;
         Ok(Self { bert, classifier })
     }
 
@@ -909,6 +917,7 @@ impl BertForQuestionAnswering {
     ) -> Result<Self> {
         let (w, bert) = task_checkpoint(source, opts, "question-answering")?;
         let qa_outputs = Linear::load(&w, "qa_outputs", bert.config.hidden_size, 2, true)?;
+        w.finish_lora()?;
         Ok(Self { bert, qa_outputs })
     }
 
@@ -985,7 +994,7 @@ impl BertForMaskedLM {
             .map(|(_, names)| *names)
             .unwrap_or(MLM_HEADS[0].1);
         let tied = format!("{}.embeddings.word_embeddings", family.prefix());
-        let decoder = if w.contains(&format!("{decoder}.weight")) {
+        let decoder_weights = if w.contains(&format!("{decoder}.weight")) {
             decoder.to_string()
         } else {
             tied // tied, as transformers ties them
@@ -996,14 +1005,16 @@ impl BertForMaskedLM {
             BertFamily::Roberta => Activation::Gelu,
             _ => Activation::from_name(&cfg.hidden_act).unwrap_or(Activation::Gelu),
         };
-        Ok(Self {
+        let model = Self {
             transform: Linear::load(&w, transform, h, h, true)?,
             transform_norm: LayerNorm::load(&w, norm, h, cfg.layer_norm_eps)?,
-            decoder: Linear::load(&w, &decoder, h, v, false)?,
+            decoder: Linear::load_output(&w, decoder, &decoder_weights, h, v, false)?,
             bias: w.tensor(bias, &[v])?.to_dtype(DType::F32)?,
             act,
             bert,
-        })
+        };
+        w.finish_lora()?;
+        Ok(model)
     }
 
     /// Logits over the vocabulary, `(b, t, vocab)`.

@@ -112,7 +112,7 @@ impl Gemma3ForCausalLM {
             embed_scale: f64::from((h as f32).sqrt()),
             layers,
             norm: RmsNorm::load(w, "model.norm.weight", h, cfg.rms_norm_eps, offset)?,
-            lm_head: Linear::load(w, head, h, v, false)?,
+            lm_head: Linear::load_output(w, "lm_head", head, h, v, false)?,
             rotary_global: RotaryEmbedding::new(
                 cfg.rope_theta,
                 cfg.head_dim,
@@ -134,6 +134,17 @@ impl Gemma3ForCausalLM {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Every linear layer (to merge LoRA adapters into them).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out: Vec<&mut Linear> = Vec::new();
+        for l in &mut self.layers {
+            out.extend(l.self_attn.linears_mut());
+            out.extend(l.mlp.linears_mut());
+        }
+        out.push(&mut self.lm_head);
+        out
     }
 
     /// `input_ids (b, t)` → f32 logits `(b, t_out, vocab)`; see `LlamaForCausalLM::forward`.

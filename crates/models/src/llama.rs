@@ -99,7 +99,7 @@ impl LlamaForCausalLM {
             embed_tokens,
             layers,
             norm: RmsNorm::load(w, "model.norm.weight", h, cfg.rms_norm_eps, 0.0)?,
-            lm_head: Linear::load(w, head, h, v, false)?,
+            lm_head: Linear::load_output(w, "lm_head", head, h, v, false)?,
             rotary: RotaryEmbedding::new(
                 cfg.rope_theta,
                 cfg.head_dim,
@@ -113,6 +113,17 @@ impl LlamaForCausalLM {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Every linear layer (to merge LoRA adapters into them).
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut out: Vec<&mut Linear> = Vec::new();
+        for l in &mut self.layers {
+            out.extend(l.self_attn.linears_mut());
+            out.extend(l.mlp.linears_mut());
+        }
+        out.push(&mut self.lm_head);
+        out
     }
 
     /// `input_ids (b, t)` → logits `(b, t_out, vocab)` in f32; with `last_only`, only the

@@ -77,6 +77,16 @@ impl Attention {
         })
     }
 
+    /// The q, k, v and o projections (to merge LoRA adapters into them).
+    pub fn linears_mut(&mut self) -> [&mut Linear; 4] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ]
+    }
+
     /// `x (b, t, hidden)` continuing the cache `kv` describes (a batch cache, or one cache
     /// per packed sequence); appends this call's keys and values to it.
     pub fn forward(

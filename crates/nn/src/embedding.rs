@@ -20,6 +20,10 @@ pub enum Embedding {
 impl Embedding {
     pub fn load(w: &Weights, name: &str, vocab: usize, hidden: usize) -> Result<Self> {
         let shape = [vocab, hidden];
+        // A module LoRA trains whole is read dense.
+        if w.lora_saves(name.strip_suffix(".weight").unwrap_or(name)) {
+            return Ok(Embedding::Dense(w.tensor(name, &shape)?));
+        }
         if let Some(q) = w.quant_matrix(name, vocab, hidden)? {
             return Ok(Embedding::Ggml(q));
         }

@@ -1,7 +1,8 @@
 //! ferroformers building blocks, shared by every architecture: weights (safetensors or
 //! GGUF), `Linear` (dense or quantized), RMSNorm, embeddings, rotary embeddings,
 //! grouped-query attention with a KV cache (and left-padded batches), the gated MLP, and
-//! trainable parameters (`Var`s by checkpoint name) when a model is loaded for training.
+//! trainable parameters (`Var`s by checkpoint name) when a model is loaded for training,
+//! and LoRA adapters in PEFT's format (`lora`).
 
 pub mod attention;
 mod attention_cpu;
@@ -9,10 +10,12 @@ mod attention_prompt;
 pub mod cache;
 pub mod embedding;
 pub mod error;
+mod frozen_matmul;
 mod gated_cpu;
 mod gelu_cpu;
 pub mod init;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod norm;
 pub mod parameters;
@@ -26,6 +29,7 @@ pub use cache::{Cache, Caches, KvCache, KvLayout};
 pub use embedding::Embedding;
 pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};
+pub use lora::{save_adapter, LoraAdapter, LoraConfig, LoraSpec, TargetModules};
 pub use mlp::{Activation, GatedMlp};
 pub use norm::{LayerNorm, RmsNorm};
 pub use parameters::Parameters;

@@ -1,6 +1,7 @@
 //! `Linear`: one layer type whatever the weight's storage — dense (trainable, and the
 //! base a LoRA adapter wraps) or quantized (GGUF blocks multiplied by quantized kernels:
-//! ours on the CPU, candle's on GPUs).
+//! ours on the CPU, candle's on GPUs) — optionally with a LoRA adapter (`crate::lora`).
+//! A frozen quantized base passes gradients to its input (QLoRA).
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Tensor};
 
 use crate::error::Result;
+use crate::frozen_matmul::{GgmlMatMul, QTensorMatMul};
+use crate::lora::LoraAdapter;
 use crate::quant::QuantMatrix;
 use crate::weights::Weights;
 
@@ -26,6 +29,7 @@ pub struct Linear {
     weight: LinearWeight,
     matmul: LinearImpl,
     bias: Option<Tensor>,
+    lora: Option<LoraAdapter>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,11 +50,21 @@ impl Linear {
             weight,
             matmul,
             bias,
+            lora: None,
         })
+    }
+
+    /// The layer with a LoRA adapter added to its output.
+    pub fn with_lora(mut self, lora: LoraAdapter) -> Self {
+        self.lora = Some(lora);
+        self
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias`), quantized when the checkpoint is and
     /// dequantization was not asked for.
+    /// When loading with LoRA (`Weights::with_lora`), a layer whose name matches
+    /// `target_modules` gets its adapter, and one of `modules_to_save` is read dense and
+    /// trainable.
     pub fn load(
         w: &Weights,
         prefix: &str,
@@ -58,22 +72,92 @@ impl Linear {
         out_features: usize,
         bias: bool,
     ) -> Result<Self> {
+        Self::load_module(w, prefix, prefix, in_features, out_features, bias, false)
+    }
+
+    /// The model's output layer, called `module`, whose weight is `{weights}.weight`
+    /// (`lm_head`, or a head tied to the input embeddings: `lm_head` reading
+    /// `model.embed_tokens.weight`). LoRA sees it as `module`, and `"all-linear"` leaves it
+    /// out as PEFT does.
+    pub fn load_output(
+        w: &Weights,
+        module: &str,
+        weights: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Self::load_module(w, module, weights, in_features, out_features, bias, true)
+    }
+
+    fn load_module(
+        w: &Weights,
+        module: &str,
+        prefix: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        is_output: bool,
+    ) -> Result<Self> {
         let name = format!("{prefix}.weight");
         let shape = [out_features, in_features];
-        let weight = match w.quant_matrix(&name, out_features, in_features)? {
-            Some(q) => LinearWeight::Ggml(q),
-            None => match w.quantized(&name, &shape)? {
-                Some(q) if !w.dequantize => LinearWeight::Quantized(q),
-                Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
-                None => LinearWeight::Dense(w.tensor(&name, &shape)?),
-            },
+        // A module trained whole is read dense, whatever the checkpoint stores.
+        let dense = w.lora_saves(module);
+        let weight = if dense {
+            LinearWeight::Dense(w.tensor(&name, &shape)?)
+        } else {
+            match w.quant_matrix(&name, out_features, in_features)? {
+                Some(q) => LinearWeight::Ggml(q),
+                None => match w.quantized(&name, &shape)? {
+                    Some(q) if !w.dequantize => LinearWeight::Quantized(q),
+                    Some(q) => LinearWeight::Dense(q.dequantize(&w.device)?.to_dtype(w.dtype)?),
+                    None => LinearWeight::Dense(w.tensor(&name, &shape)?),
+                },
+            }
         };
         let bias = if bias {
             Some(w.tensor(&format!("{prefix}.bias"), &[out_features])?)
         } else {
             None
         };
-        Self::new(weight, bias)
+        let layer = Self::new(weight, bias)?;
+        Ok(
+            match w.lora_adapter(module, in_features, out_features, is_output)? {
+                Some(a) => layer.with_lora(a),
+                None => layer,
+            },
+        )
+    }
+
+    /// The layer's LoRA adapter, if it has one.
+    pub fn lora(&self) -> Option<&LoraAdapter> {
+        self.lora.as_ref()
+    }
+
+    /// Whether `merge_and_unload` can fold the adapter in (no adapter, or a dense base).
+    pub fn can_merge(&self) -> bool {
+        self.lora.is_none() || matches!(self.weight, LinearWeight::Dense(_))
+    }
+
+    /// Folds the adapter into the base weight, `W + scaling · B A`, and drops it (PEFT's
+    /// `merge_and_unload` for one layer). A quantized base is refused: merging would
+    /// change the kernels the model runs (load the GGUF dequantized to merge).
+    pub fn merge_and_unload(&mut self) -> Result<()> {
+        let Some(lora) = &self.lora else {
+            return Ok(());
+        };
+        let LinearWeight::Dense(w) = &self.weight else {
+            return Err(crate::error::NnError::InvalidArgument {
+                param: "merge_and_unload",
+                msg: format!(
+                    "`{}` has a quantized base weight; load it dequantized to merge",
+                    lora.module()
+                ),
+            });
+        };
+        let merged = (w.detach() + lora.delta_weight()?.to_dtype(w.dtype())?)?;
+        *self = Self::new(LinearWeight::Dense(merged), self.bias.clone())?;
+        Ok(())
     }
 
     pub fn weight(&self) -> &LinearWeight {
@@ -91,7 +175,9 @@ impl Linear {
             })
             .collect();
         let (k, m) = row_shape(x);
-        let Some(mats) = mats.filter(|ms| ms.iter().all(|q| q.cols() == k && !q.prefers_dense(m)))
+        // With gradients to carry, each layer runs its own differentiable product.
+        let Some(mats) = mats
+            .filter(|ms| !x.track_op() && ms.iter().all(|q| q.cols() == k && !q.prefers_dense(m)))
         else {
             return layers.iter().map(|l| l.forward(x)).collect();
         };
@@ -101,8 +187,15 @@ impl Linear {
             .iter()
             .zip(mats)
             .zip(outs)
-            .map(|((l, q), y)| l.add_bias(rows_like(y, x, q.rows())?))
+            .map(|((l, q), y)| l.add_lora(x, l.add_bias(rows_like(y, x, q.rows())?)?))
             .collect()
+    }
+
+    fn add_lora(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        Ok(match &self.lora {
+            Some(lora) => (y + lora.forward(x)?)?,
+            None => y,
+        })
     }
 
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {
@@ -116,10 +209,20 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.matmul {
             LinearImpl::Dense(l) => l.forward(x)?,
+            // Frozen quantized weights that pass gradients on to `x`.
+            LinearImpl::Quantized(QMatMul::QTensor(q)) if x.track_op() => {
+                x.apply_op1(QTensorMatMul(q.clone()))?
+            }
+            LinearImpl::Ggml(q) if x.track_op() => x
+                .to_dtype(candle_core::DType::F32)?
+                .contiguous()?
+                .apply_op1(GgmlMatMul(q.clone()))?
+                .to_dtype(x.dtype())?,
             LinearImpl::Quantized(q) => q.forward(x)?,
             LinearImpl::Ggml(q) => quant_forward(q, x)?,
         };
-        self.add_bias(y)
+        let y = self.add_bias(y)?;
+        self.add_lora(x, y)
     }
 }
 

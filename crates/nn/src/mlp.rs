@@ -76,6 +76,11 @@ impl GatedMlp {
         })
     }
 
+    /// The gate, up and down projections (to merge LoRA adapters into them).
+    pub fn linears_mut(&mut self) -> [&mut Linear; 3] {
+        [&mut self.gate_proj, &mut self.up_proj, &mut self.down_proj]
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [gate, up]: [Tensor; 2] = Linear::forward_many(&[&self.gate_proj, &self.up_proj], x)?
             .try_into()

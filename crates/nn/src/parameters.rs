@@ -3,6 +3,7 @@
 //! name. A name read twice (tied embeddings) is one `Var`, so its gradients add up, as a
 //! tied `nn.Parameter` does in PyTorch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Tensor, Var};
@@ -11,8 +12,10 @@ use crate::error::Result;
 
 /// The trainable tensors of a model, by checkpoint name, in the order they were read.
 /// Cloning shares the list: a task head loaded after its encoder adds to the same one.
+/// It also carries the model's training mode (PyTorch's `model.train()` / `model.eval()`),
+/// shared the same way.
 #[derive(Debug, Clone, Default)]
-pub struct Parameters(Arc<Mutex<Vec<(String, Var)>>>);
+pub struct Parameters(Arc<Mutex<Vec<(String, Var)>>>, Arc<AtomicBool>);
 
 impl Parameters {
     /// `(name, var)` for every parameter (transformers' `named_parameters()`).
@@ -48,5 +51,46 @@ impl Parameters {
             params.push((name.to_string(), v.clone()));
         }
         Ok(v.as_tensor().clone())
+    }
+}
+
+impl Parameters {
+    /// Training mode on or off (`model.train()` / `model.eval()`): what dropout, the LoRA
+    /// adapters' included, looks at. Off when a model is loaded.
+    pub fn set_training(&self, on: bool) {
+        self.1.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    /// The shared training flag, for layers that read it as they run.
+    pub(crate) fn training_flag(&self) -> Arc<AtomicBool> {
+        self.1.clone()
+    }
+
+    /// A new list without the LoRA adapters' parameters, each module to save under its
+    /// module's own name (`base_model.model.classifier.modules_to_save.default.weight` →
+    /// `classifier.weight`): the parameters of a model after `merge_and_unload`.
+    pub fn without_lora(&self) -> Parameters {
+        let kept = self
+            .named()
+            .into_iter()
+            .filter(|(n, _)| !(n.contains(".lora_A.") || n.contains(".lora_B.")))
+            .map(|(n, v)| match crate::lora::peft_saved_key(&n) {
+                Some(k) => (
+                    k.strip_prefix(crate::lora::PEFT_PREFIX)
+                        .unwrap_or(&k)
+                        .to_string(),
+                    v,
+                ),
+                None => (n, v),
+            })
+            .collect();
+        Parameters(
+            Arc::new(Mutex::new(kept)),
+            Arc::new(AtomicBool::new(self.is_training())),
+        )
     }
 }

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use ferro_core::GgufFile;
 
 use crate::error::{NnError, Result};
+use crate::lora::{LoraAdapter, LoraConfig, LoraLoad, LoraSpec};
 use crate::parameters::Parameters;
 use crate::quant::QuantMatrix;
 
@@ -51,6 +52,8 @@ pub struct Weights {
     shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
     /// Loading for training: dense tensors become `Var`s, listed here.
     parameters: Option<Parameters>,
+    /// Loading with LoRA adapters: only they (and the modules to save) are `Var`s.
+    lora: Option<LoraLoad>,
 }
 
 /// ggml type ids and candle's types.
@@ -110,6 +113,7 @@ impl Weights {
             quantize: None,
             shared: Default::default(),
             parameters: None,
+            lora: None,
         })
     }
 
@@ -158,6 +162,7 @@ impl Weights {
             quantize: None,
             shared: Default::default(),
             parameters: None,
+            lora: None,
         })
     }
 
@@ -250,7 +255,22 @@ impl Weights {
 
     /// A dense tensor of the given shape, in `self.dtype` (quantized data is dequantized);
     /// when loading for training, the parameter `Var` of that name.
+    /// With LoRA, only the tensors of modules to save are parameters (under PEFT's names,
+    /// starting from the adapter file's values when there is one); the rest is frozen.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if let Some(lora) = &self.lora {
+            lora.note_read(name);
+            return match lora.module_to_save(name, shape)? {
+                Some((param, value)) => {
+                    let t = match value {
+                        Some(v) => v,
+                        None => self.stored_tensor(name, shape)?,
+                    };
+                    self.parameters().var(&param, &t.to_dtype(self.dtype)?)
+                }
+                None => Ok(self.stored_tensor(name, shape)?.to_dtype(self.dtype)?),
+            };
+        }
         let t = self.stored_tensor(name, shape)?.to_dtype(self.dtype)?;
         match &self.parameters {
             Some(p) => p.var(name, &t),
@@ -269,6 +289,53 @@ impl Weights {
     /// is shared and grows as more of the model is read.
     pub fn parameters(&self) -> Parameters {
         self.parameters.clone().unwrap_or_default()
+    }
+
+    /// Loads with LoRA adapters from here on (PEFT's `get_peft_model`, or
+    /// `PeftModel.from_pretrained` when `spec.adapter` is a folder): every linear layer
+    /// whose name matches `target_modules` gets an adapter whose A and B are the trainable
+    /// parameters; modules of `modules_to_save` are trainable whole; everything else is
+    /// frozen (this replaces `trainable`). Call `finish_lora` once the model is loaded.
+    pub fn with_lora(mut self, spec: &LoraSpec) -> Result<Self> {
+        let parameters = Parameters::default();
+        self.lora = Some(LoraLoad::new(spec, parameters.clone(), &self.device)?);
+        self.parameters = Some(parameters);
+        Ok(self)
+    }
+
+    /// The LoRA config the weights load with (as PEFT resolves it for its task).
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|l| l.config())
+    }
+
+    /// The adapter of linear layer `module`, when loading with LoRA and it is a target.
+    pub(crate) fn lora_adapter(
+        &self,
+        module: &str,
+        in_features: usize,
+        out_features: usize,
+        is_output: bool,
+    ) -> Result<Option<LoraAdapter>> {
+        match &self.lora {
+            Some(l) => l.adapter(module, in_features, out_features, is_output),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `module` is trained whole (a module to save).
+    pub(crate) fn lora_saves(&self, module: &str) -> bool {
+        self.lora.as_ref().is_some_and(|l| l.saves(module))
+    }
+
+    /// After a model is loaded with LoRA: an error when `target_modules` matched no linear
+    /// layer (naming it and some layers that exist), matched something that is not a
+    /// linear layer, or when the adapter file has tensors no module took. Nothing to check
+    /// without LoRA.
+    pub fn finish_lora(&self) -> Result<()> {
+        match &self.lora {
+            Some(l) => l.finish(),
+            None => Ok(()),
+        }
     }
 
     /// A tensor in f32, whatever `self.dtype` (what quantizers start from).
@@ -320,6 +387,9 @@ impl Weights {
 
     /// The tensor as stored in a GGUF (quantized or not), or `None` for safetensors.
     pub fn quantized(&self, name: &str, shape: &[usize]) -> Result<Option<Arc<QTensor>>> {
+        if let Some(l) = &self.lora {
+            l.note_read(name);
+        }
         match &self.source {
             Source::Safetensors { .. } => Ok(None),
             Source::Gguf { .. } => Ok(Some(Arc::new(self.qtensor(name, shape)?))),
@@ -414,6 +484,9 @@ impl Weights {
         rows: usize,
         cols: usize,
     ) -> Result<Option<Arc<QuantMatrix>>> {
+        if let Some(l) = &self.lora {
+            l.note_read(name);
+        }
         if let Some(dtype) = self.quantize {
             return self.quantize_at_load(name, rows, cols, dtype).map(Some);
         }
