@@ -21,7 +21,8 @@ pub use data::{collate, tokenize_classification, Batch, ClassificationColumns, D
 pub use error::{Result, TrainError};
 pub use recipe::{TrainConfig, TrainReport};
 pub use trainer::{
-    classification_metrics, ComputeMetrics, EvalPrediction, TrainOutput, TrainableModel, Trainer,
+    classification_metrics, entity_metrics, ComputeMetrics, EvalPrediction, LoraModel, TrainOutput,
+    TrainableModel, Trainer,
 };
 
 pub use metrics::{

@@ -5,23 +5,34 @@
 use std::path::{Path, PathBuf};
 
 use ferro_core::{HubOptions, ModelSource};
-use ferro_models::{BertForSequenceClassification, LoadOptions};
+use ferro_models::{BertForSequenceClassification, BertForTokenClassification, LoadOptions};
+use ferro_nn::lora::LoraConfig;
 use ferro_tokenizers::AutoTokenizer;
 use serde::Deserialize;
 
 use crate::args::TrainingArguments;
-use crate::data::{tokenize_classification, ClassificationColumns, Dataset};
+use crate::data::{
+    tokenize_causal_lm, tokenize_classification, tokenize_token_classification,
+    ClassificationColumns, Dataset,
+};
 use crate::error::{Result, TrainError};
-use crate::trainer::{classification_metrics, TrainOutput, Trainer};
+use crate::trainer::{
+    classification_metrics, entity_metrics, EvalPrediction, LoraModel, TrainOutput, TrainableModel,
+    Trainer,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// A model folder or Hub id.
     pub name_or_path: String,
-    /// `text-classification` (sequence classification).
+    /// `text-classification`, `token-classification` or `causal-lm`.
     #[serde(default = "default_task")]
     pub task: String,
+    /// A GGUF causal LM: expand its weights to f32 (full precision training, or LoRA on
+    /// a dense base) instead of keeping them quantized (QLoRA).
+    #[serde(default)]
+    pub dequantize: bool,
     /// Class names, in id order (default: the model config's, else the dataset's
     /// dataset_info.json beside the train file).
     #[serde(default)]
@@ -50,6 +61,11 @@ pub struct DataSection {
     pub text_pair_column: Option<String>,
     #[serde(default = "default_label")]
     pub label_column: String,
+    /// token-classification: the words and their tags.
+    #[serde(default = "default_tokens")]
+    pub tokens_column: String,
+    #[serde(default = "default_tags")]
+    pub tags_column: String,
     /// Use only the first N training examples (quick runs).
     #[serde(default)]
     pub max_train_samples: Option<usize>,
@@ -61,8 +77,16 @@ fn default_text() -> String {
 fn default_label() -> String {
     "label".into()
 }
+fn default_tokens() -> String {
+    "tokens".into()
+}
+fn default_tags() -> String {
+    "ner_tags".into()
+}
 
-/// The config file: `[model]`, `[data]`, `[training]` (TrainingArguments' fields).
+/// The config file: `[model]`, `[data]`, `[training]` (TrainingArguments' fields) and
+/// optionally `[lora]` (PEFT's LoraConfig fields: r, lora_alpha, lora_dropout,
+/// target_modules, ...) to train adapters instead of the weights.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
@@ -70,6 +94,8 @@ pub struct TrainConfig {
     pub data: DataSection,
     #[serde(default)]
     pub training: TrainingArguments,
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 impl TrainConfig {
@@ -125,15 +151,6 @@ const TOKENIZER_FILES: [&str; 6] = [
 
 /// Runs `cfg`: loads, tokenizes, trains, evaluates and saves.
 pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
-    if cfg.model.task != "text-classification" {
-        return Err(TrainError::InvalidArgument {
-            param: "model.task",
-            msg: format!(
-                "`{}`: only text-classification is trained from a config so far",
-                cfg.model.task
-            ),
-        });
-    }
     let source = ModelSource::resolve(&cfg.model.name_or_path, &HubOptions::from_env())?;
     let tokenizer = AutoTokenizer::from_pretrained(&cfg.model.name_or_path)?;
     let train_all = Dataset::from_file(&cfg.data.train_file)?;
@@ -148,55 +165,156 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     if let Some(n) = cfg.data.max_train_samples {
         train.rows.truncate(n);
     }
-    let labels = labels_for(cfg, &source)?;
-    let model = BertForSequenceClassification::for_fine_tuning(
-        &source,
-        &LoadOptions::default(),
-        &labels,
-        cfg.training.seed,
-    )?;
-    let max_length = cfg
-        .model
-        .max_length
-        .unwrap_or(512)
-        .min(model.bert.config.max_tokens())
-        .min(tokenizer.model_max_length.unwrap_or(usize::MAX));
-    let columns = ClassificationColumns {
-        text: cfg.data.text_column.clone(),
-        text_pair: cfg.data.text_pair_column.clone(),
-        label: cfg.data.label_column.clone(),
+    let seed = cfg.training.seed;
+    let opts = LoadOptions {
+        lora: cfg
+            .lora
+            .clone()
+            .map(|c| ferro_nn::lora::LoraSpec::new(c, seed)),
+        dequantize: cfg.model.dequantize,
+        ..LoadOptions::default()
     };
-    let train = tokenize_classification(&train, &tokenizer, &columns, &labels, max_length)?;
-    let eval = eval
-        .map(|d| tokenize_classification(&d, &tokenizer, &columns, &labels, max_length))
-        .transpose()?;
+    let limit = |model_limit: usize| {
+        cfg.model
+            .max_length
+            .unwrap_or(512)
+            .min(model_limit)
+            .min(tokenizer.model_max_length.unwrap_or(usize::MAX))
+    };
+    if cfg.lora.is_some() && cfg.model.task != "causal-lm" {
+        return Err(TrainError::InvalidArgument {
+            param: "lora",
+            msg: format!(
+                "LoRA from a config is for causal-lm so far, not {} (a new classification head \
+                 would not be saved with the adapter)",
+                cfg.model.task
+            ),
+        });
+    }
     let pad = tokenizer.pad_token_id().unwrap_or(0);
-    let mut trainer = Trainer::new(model, cfg.training.clone(), train, eval.clone(), pad)?
-        .with_compute_metrics(Box::new(classification_metrics));
-    let output = trainer.train()?;
-    let eval = match eval {
-        Some(_) => Some(trainer.evaluate()?),
-        None => None,
+    let job = Job {
+        cfg,
+        source: &source,
+        pad,
     };
-    let saved_to = cfg.training.output_dir.clone();
-    trainer.model.save_pretrained(&saved_to)?;
-    for f in TOKENIZER_FILES {
-        if let Some(p) = source.optional_file(f)? {
-            std::fs::copy(&p, saved_to.join(f)).map_err(|e| TrainError::File {
-                path: p.clone(),
-                msg: format!("copying the tokenizer: {e}"),
-            })?;
+    match cfg.model.task.as_str() {
+        "text-classification" => {
+            let labels = labels_for(cfg, &source)?;
+            let model =
+                BertForSequenceClassification::for_fine_tuning(&source, &opts, &labels, seed)?;
+            let max_length = limit(model.bert.config.max_tokens());
+            let columns = ClassificationColumns {
+                text: cfg.data.text_column.clone(),
+                text_pair: cfg.data.text_pair_column.clone(),
+                label: cfg.data.label_column.clone(),
+            };
+            let tok =
+                |d: &Dataset| tokenize_classification(d, &tokenizer, &columns, &labels, max_length);
+            let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
+            job.run(model, train, eval, Box::new(classification_metrics))
+        }
+        "token-classification" => {
+            let labels = labels_for(cfg, &source)?;
+            let model = BertForTokenClassification::for_fine_tuning(&source, &opts, &labels, seed)?;
+            let max_length = limit(model.bert.config.max_tokens());
+            let (words, tags) = (&cfg.data.tokens_column, &cfg.data.tags_column);
+            let tok = |d: &Dataset| {
+                tokenize_token_classification(d, &tokenizer, words, tags, &labels, max_length)
+            };
+            let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
+            job.run(model, train, eval, Box::new(entity_metrics(labels)))
+        }
+        "causal-lm" => {
+            let opts = LoadOptions {
+                trainable: cfg.lora.is_none(),
+                ..opts
+            };
+            let model = ferro_models::AutoModelForCausalLM::from_source(&source, &opts)?;
+            let max_length = limit(model.max_positions());
+            let column = &cfg.data.text_column;
+            let tok = |d: &Dataset| tokenize_causal_lm(d, &tokenizer, column, max_length);
+            let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
+            job.run(
+                model,
+                train,
+                eval,
+                Box::new(|_: &EvalPrediction| Ok(Default::default())),
+            )
+        }
+        other => Err(TrainError::InvalidArgument {
+            param: "model.task",
+            msg: format!(
+                "`{other}` is not one of text-classification, token-classification, causal-lm"
+            ),
+        }),
+    }
+}
+
+/// What every task does once its model and examples are ready.
+struct Job<'a> {
+    cfg: &'a TrainConfig,
+    source: &'a ModelSource,
+    pad: u32,
+}
+
+impl Job<'_> {
+    fn run<M: TrainableModel + 'static>(
+        &self,
+        model: M,
+        train: Vec<crate::data::Example>,
+        eval: Option<Vec<crate::data::Example>>,
+        metrics: crate::trainer::ComputeMetrics,
+    ) -> Result<TrainReport> {
+        match &self.cfg.lora {
+            Some(config) => self.train(
+                LoraModel {
+                    model,
+                    config: config.clone(),
+                },
+                train,
+                eval,
+                metrics,
+            ),
+            None => self.train(model, train, eval, metrics),
         }
     }
-    if let Some(m) = &eval {
-        let text = serde_json::to_string_pretty(m).unwrap_or_default();
-        ferro_models::save::write_atomic(&saved_to.join("eval_results.json"), text.as_bytes())?;
+
+    fn train<M: TrainableModel>(
+        &self,
+        model: M,
+        train: Vec<crate::data::Example>,
+        eval: Option<Vec<crate::data::Example>>,
+        metrics: crate::trainer::ComputeMetrics,
+    ) -> Result<TrainReport> {
+        let has_eval = eval.is_some();
+        let mut trainer = Trainer::new(model, self.cfg.training.clone(), train, eval, self.pad)?
+            .with_compute_metrics(metrics);
+        let output = trainer.train()?;
+        let eval = if has_eval {
+            Some(trainer.evaluate()?)
+        } else {
+            None
+        };
+        let saved_to = self.cfg.training.output_dir.clone();
+        trainer.model.save_pretrained(&saved_to)?;
+        for f in TOKENIZER_FILES {
+            if let Some(p) = self.source.optional_file(f)? {
+                std::fs::copy(&p, saved_to.join(f)).map_err(|e| TrainError::File {
+                    path: p.clone(),
+                    msg: format!("copying the tokenizer: {e}"),
+                })?;
+            }
+        }
+        if let Some(m) = &eval {
+            let text = serde_json::to_string_pretty(m).unwrap_or_default();
+            ferro_models::save::write_atomic(&saved_to.join("eval_results.json"), text.as_bytes())?;
+        }
+        Ok(TrainReport {
+            output,
+            eval,
+            saved_to,
+        })
     }
-    Ok(TrainReport {
-        output,
-        eval,
-        saved_to,
-    })
 }
 
 /// The class names: the config's, the model's, or dataset_info.json's `id2label`.

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use ferro_models::{BertForSequenceClassification, BertForTokenClassification, CausalLm};
+use ferro_nn::lora::{peft_saved_key, LoraConfig};
+use ferro_nn::{save_adapter, Parameters};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -36,6 +38,44 @@ pub trait TrainableModel {
     fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)>;
     /// transformers' `save_pretrained`.
     fn save_pretrained(&self, dir: &Path) -> Result<()>;
+    /// The parameter list (shared with the model's layers), for training mode.
+    fn parameter_store(&self) -> Parameters;
+    /// `model.train()` / `model.eval()`: dropout on or off.
+    fn set_training(&self, on: bool) {
+        self.parameter_store().set_training(on);
+    }
+}
+
+/// A model trained through LoRA adapters: checkpoints and the final save write the adapter
+/// in PEFT's format (adapter_config.json, adapter_model.safetensors) instead of weights.
+pub struct LoraModel<M> {
+    pub model: M,
+    pub config: LoraConfig,
+}
+
+impl<M: TrainableModel> TrainableModel for LoraModel<M> {
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.model.parameters()
+    }
+    fn per_token_labels(&self) -> bool {
+        self.model.per_token_labels()
+    }
+    fn shifted_labels(&self) -> bool {
+        self.model.shifted_labels()
+    }
+    fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        self.model.forward(batch)
+    }
+    fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        Ok(save_adapter(
+            dir,
+            &self.config,
+            &self.model.parameter_store(),
+        )?)
+    }
+    fn parameter_store(&self) -> Parameters {
+        self.model.parameter_store()
+    }
 }
 
 impl TrainableModel for BertForSequenceClassification {
@@ -57,6 +97,9 @@ impl TrainableModel for BertForSequenceClassification {
     }
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(BertForSequenceClassification::save_pretrained(self, dir)?)
+    }
+    fn parameter_store(&self) -> Parameters {
+        self.bert.parameters.clone()
     }
 }
 
@@ -82,6 +125,9 @@ impl TrainableModel for BertForTokenClassification {
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(BertForTokenClassification::save_pretrained(self, dir)?)
     }
+    fn parameter_store(&self) -> Parameters {
+        self.bert.parameters.clone()
+    }
 }
 
 impl TrainableModel for CausalLm {
@@ -102,6 +148,9 @@ impl TrainableModel for CausalLm {
     }
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(CausalLm::save_pretrained(self, dir)?)
+    }
+    fn parameter_store(&self) -> Parameters {
+        self.parameters.clone()
     }
 }
 
@@ -384,6 +433,7 @@ impl<M: TrainableModel> Trainer<M> {
         progress.set_position(state.global_step as u64);
         let (mut run_loss, mut run_steps) = (0.0, 0usize);
         let started = std::time::Instant::now();
+        self.model.set_training(true);
         let mut stop = false;
         while state.global_step < total && !stop {
             let step = state.global_step;
@@ -499,6 +549,7 @@ impl<M: TrainableModel> Trainer<M> {
             }
         }
         progress.finish_and_clear();
+        self.model.set_training(false);
         let train_runtime = started.elapsed().as_secs_f64();
         if self.args.load_best_model_at_end {
             if let Some(best) = state.best_model_checkpoint.clone() {
@@ -528,7 +579,11 @@ impl<M: TrainableModel> Trainer<M> {
                 msg: "no evaluation examples".into(),
             });
         }
-        let (p, loss) = self.predict(examples)?;
+        let training = self.model.parameter_store().is_training();
+        self.model.set_training(false);
+        let predicted = self.predict(examples);
+        self.model.set_training(training);
+        let (p, loss) = predicted?;
         let mut out = BTreeMap::new();
         out.insert("eval_loss".into(), loss);
         if let Some(f) = &self.compute_metrics {
@@ -730,6 +785,13 @@ impl<M: TrainableModel> Trainer<M> {
     /// Sets every parameter from a saved model.safetensors (names as save_pretrained
     /// writes them: a bare encoder's under its family prefix).
     fn load_weights(&self, path: &Path) -> Result<()> {
+        // A LoRA run's checkpoints hold its adapter instead.
+        let adapter = path.with_file_name("adapter_model.safetensors");
+        let path = if !path.exists() && adapter.exists() {
+            adapter.as_path()
+        } else {
+            path
+        };
         let saved: HashMap<String, Tensor> = candle_core::safetensors::load(path, &self.device)
             .map_err(|e| TrainError::File {
                 path: path.into(),
@@ -738,6 +800,7 @@ impl<M: TrainableModel> Trainer<M> {
         for (name, var) in self.model.parameters() {
             let t = saved
                 .get(&name)
+                .or_else(|| peft_saved_key(&name).and_then(|k| saved.get(&k)))
                 .or_else(|| {
                     saved
                         .iter()
