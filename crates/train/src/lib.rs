@@ -13,6 +13,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod recipe;
+pub mod report;
 pub mod schedule;
 pub mod trainer;
 
