@@ -21,6 +21,7 @@ use crate::args::{IntervalStrategy, TrainingArguments};
 use crate::data::{collate, Batch, Example};
 use crate::error::{Result, TrainError};
 use crate::optim::{clip_grad_norm, AdamW, Optimizer, Sgd};
+use crate::report::{losses_from_log, plot_losses, EventWriter};
 use crate::schedule::{warmup_steps, Schedule, SchedulerType};
 
 /// A model the Trainer can train: sequence or token classifiers, causal LMs.
@@ -432,6 +433,8 @@ impl<M: TrainableModel> Trainer<M> {
         };
         progress.set_position(state.global_step as u64);
         let (mut run_loss, mut run_steps) = (0.0, 0usize);
+        // TensorBoard scalars under output_dir/runs, as transformers' TensorBoardCallback.
+        let mut events = EventWriter::create(self.args.output_dir.join("runs"))?;
         let started = std::time::Instant::now();
         self.model.set_training(true);
         let mut stop = false;
@@ -493,7 +496,7 @@ impl<M: TrainableModel> Trainer<M> {
                     "epoch": state.epoch,
                     "step": gs,
                 });
-                self.log(&mut state, entry)?;
+                self.log(&mut state, &mut events, entry)?;
                 state.pending_loss = 0.0;
                 state.pending_steps = 0;
             }
@@ -531,7 +534,7 @@ impl<M: TrainableModel> Trainer<M> {
                     state.patience += 1;
                 }
                 let entry = serde_json::to_value(&metrics).unwrap_or_default();
-                self.log(&mut state, entry)?;
+                self.log(&mut state, &mut events, entry)?;
                 if self
                     .args
                     .early_stopping_patience
@@ -551,6 +554,16 @@ impl<M: TrainableModel> Trainer<M> {
         progress.finish_and_clear();
         self.model.set_training(false);
         let train_runtime = started.elapsed().as_secs_f64();
+        events.flush()?;
+        let (train_losses, eval_losses) = losses_from_log(&state.log_history);
+        if !train_losses.is_empty() || !eval_losses.is_empty() {
+            plot_losses(
+                self.args.output_dir.join("loss.png"),
+                &train_losses,
+                &eval_losses,
+                "loss",
+            )?;
+        }
         if self.args.load_best_model_at_end {
             if let Some(best) = state.best_model_checkpoint.clone() {
                 self.load_weights(&best.join("model.safetensors"))?;
@@ -635,7 +648,9 @@ impl<M: TrainableModel> Trainer<M> {
         Ok((p, loss_sum / examples.len() as f64))
     }
 
-    fn log(&self, state: &mut TrainerState, entry: Value) -> Result<()> {
+    /// Appends `entry` to the history, log.jsonl and the TensorBoard event file.
+    fn log(&self, state: &mut TrainerState, events: &mut EventWriter, entry: Value) -> Result<()> {
+        events.add_log_entry(&entry, None)?;
         let path = self.args.output_dir.join("log.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)

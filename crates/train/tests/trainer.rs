@@ -89,6 +89,18 @@ fn five_steps_log_what_transformers_trainer_logged() {
             );
         }
     }
+    // A loss curve and TensorBoard scalars are written beside the logs.
+    let png = std::fs::read(out_dir.path().join("loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let runs: Vec<_> = std::fs::read_dir(out_dir.path().join("runs"))
+        .unwrap()
+        .collect();
+    assert!(runs.iter().any(|e| e
+        .as_ref()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("tfevents")));
     // log.jsonl holds the same entries; checkpoints 2 and 4 are whole folders.
     let log = std::fs::read_to_string(out_dir.path().join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 5);
