@@ -33,6 +33,8 @@ enum Command {
     Template(commands::template::Args),
     /// Run a task pipeline over inputs (sentence-embeddings so far), one JSON line each.
     Pipeline(commands::pipeline::Args),
+    /// Loss and metrics of a checkpoint on a dataset (perplexity, accuracy/F1, entity F1).
+    Eval(commands::eval::Args),
     /// Fine-tune a model as a TOML config says (Trainer, TrainingArguments).
     Train(commands::train::Args),
     /// Serve the model over OpenAI's HTTP API (continuous batching).
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => commands::serve::run(a),
         Command::Pipeline(a) => commands::pipeline::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

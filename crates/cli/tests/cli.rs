@@ -1743,3 +1743,46 @@ fn train_refuses_bad_input_before_training() {
         .run()
         .fails(&["learnin_rate"]);
 }
+
+#[test]
+fn eval_reports_loss_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_train_config(dir.path(), 10); // writes train.jsonl
+    let file = dir.path().join("train.jsonl");
+    let out = ferro([
+        "eval",
+        "--model",
+        &tiny_encoder("bert-seq-cls"),
+        "--task",
+        "text-classification",
+        "--file",
+        file.to_str().unwrap(),
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    for key in ["eval_loss", "eval_accuracy", "eval_f1"] {
+        assert!(v[key].as_f64().unwrap().is_finite(), "{key} in {v}");
+    }
+    // Perplexity of the packaged Qwen on the committed chat set (assistant turns only).
+    let chat =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/training/chat/test.jsonl");
+    let out = ferro([
+        "eval",
+        "--model",
+        &qwen(),
+        "--task",
+        "causal-lm",
+        "--text-column",
+        "messages",
+        "--file",
+        chat.to_str().unwrap(),
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    let ppl = v["eval_perplexity"].as_f64().unwrap();
+    let loss = v["eval_loss"].as_f64().unwrap();
+    assert!(ppl > 1.0 && (ppl - loss.exp()).abs() < 1e-6 * ppl, "{v}");
+    ferro(["eval", "--model", &qwen()])
+        .run()
+        .fails(&["--task and --file"]);
+}

@@ -106,8 +106,13 @@ impl TrainConfig {
             path: path.into(),
             msg: e.to_string(),
         })?;
-        let cfg: Self = toml::from_str(&text).map_err(|e| TrainError::File {
-            path: path.into(),
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| TrainError::File {
+            path: origin.into(),
             msg: e.to_string(),
         })?;
         let mut cfg = cfg;
@@ -363,4 +368,97 @@ fn labels_for(cfg: &TrainConfig, source: &ModelSource) -> Result<Vec<String>> {
         param: "model.labels",
         msg: "the model has no id2label and none was given: set model.labels".into(),
     })
+}
+
+/// What `ferro eval` evaluates: `cfg`'s model (or `adapter` on it) on `file` (else the
+/// config's eval file, else its test split).
+pub fn evaluate_config(
+    cfg: &TrainConfig,
+    file: Option<&Path>,
+    adapter: Option<&Path>,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let source = ModelSource::resolve(&cfg.model.name_or_path, &HubOptions::from_env())?;
+    let tokenizer = AutoTokenizer::from_pretrained(&cfg.model.name_or_path)?;
+    let data = match (file, &cfg.data.eval_file, cfg.data.test_size) {
+        (Some(f), _, _) => Dataset::from_file(f)?,
+        (None, Some(f), _) => Dataset::from_file(f)?,
+        (None, None, Some(t)) => {
+            Dataset::from_file(&cfg.data.train_file)?
+                .train_test_split(t, cfg.training.seed)?
+                .1
+        }
+        (None, None, None) => {
+            return Err(TrainError::InvalidArgument {
+                param: "data.eval_file",
+                msg: "nothing to evaluate on: give a file, data.eval_file or data.test_size".into(),
+            })
+        }
+    };
+    let opts = LoadOptions {
+        lora: adapter
+            .map(ferro_nn::lora::LoraSpec::from_pretrained)
+            .transpose()?,
+        dequantize: cfg.model.dequantize,
+        ..LoadOptions::default()
+    };
+    let limit = |model_limit: usize| {
+        cfg.model
+            .max_length
+            .unwrap_or(512)
+            .min(model_limit)
+            .min(tokenizer.model_max_length.unwrap_or(usize::MAX))
+    };
+    let pad = tokenizer.pad_token_id().unwrap_or(0);
+    let batch = cfg.training.per_device_eval_batch_size;
+    match cfg.model.task.as_str() {
+        "text-classification" => {
+            let model = BertForSequenceClassification::from_source(&source, &opts)?;
+            let labels = model.bert.config.labels()?;
+            let columns = ClassificationColumns {
+                text: cfg.data.text_column.clone(),
+                text_pair: cfg.data.text_pair_column.clone(),
+                label: cfg.data.label_column.clone(),
+            };
+            let examples = tokenize_classification(
+                &data,
+                &tokenizer,
+                &columns,
+                &labels,
+                limit(model.bert.config.max_tokens()),
+            )?;
+            let metrics: crate::trainer::ComputeMetrics = Box::new(classification_metrics);
+            crate::trainer::evaluate(&model, &examples, batch, pad, Some(&metrics))
+        }
+        "token-classification" => {
+            let model = BertForTokenClassification::from_source(&source, &opts)?;
+            let labels = model.bert.config.labels()?;
+            let (words, tags) = (&cfg.data.tokens_column, &cfg.data.tags_column);
+            let examples = tokenize_token_classification(
+                &data,
+                &tokenizer,
+                words,
+                tags,
+                &labels,
+                limit(model.bert.config.max_tokens()),
+            )?;
+            let metrics: crate::trainer::ComputeMetrics = Box::new(entity_metrics(labels));
+            crate::trainer::evaluate(&model, &examples, batch, pad, Some(&metrics))
+        }
+        "causal-lm" => {
+            let model = ferro_models::AutoModelForCausalLM::from_source(&source, &opts)?;
+            let examples = tokenize_causal_lm(
+                &data,
+                &tokenizer,
+                &cfg.data.text_column,
+                limit(model.max_positions()),
+            )?;
+            crate::trainer::evaluate(&model, &examples, batch, pad, None)
+        }
+        other => Err(TrainError::InvalidArgument {
+            param: "model.task",
+            msg: format!(
+                "`{other}` is not one of text-classification, token-classification, causal-lm"
+            ),
+        }),
+    }
 }

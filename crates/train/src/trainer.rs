@@ -585,67 +585,24 @@ impl<M: TrainableModel> Trainer<M> {
 
     /// Loss and metrics on the evaluation examples (`eval_loss`, `eval_<metric>`).
     pub fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        let examples = self.eval.as_deref().unwrap_or_default();
-        if examples.is_empty() {
-            return Err(TrainError::InvalidArgument {
-                param: "eval_dataset",
-                msg: "no evaluation examples".into(),
-            });
-        }
-        let training = self.model.parameter_store().is_training();
-        self.model.set_training(false);
-        let predicted = self.predict(examples);
-        self.model.set_training(training);
-        let (p, loss) = predicted?;
-        let mut out = BTreeMap::new();
-        out.insert("eval_loss".into(), loss);
-        if let Some(f) = &self.compute_metrics {
-            for (k, v) in f(&p)? {
-                out.insert(format!("eval_{k}"), v);
-            }
-        }
-        Ok(out)
+        evaluate(
+            &self.model,
+            self.eval.as_deref().unwrap_or_default(),
+            self.args.per_device_eval_batch_size,
+            self.pad_id,
+            self.compute_metrics.as_ref(),
+        )
     }
 
     /// Predictions of `examples` (in batches of per_device_eval_batch_size) and the mean
     /// loss over them.
     pub fn predict(&self, examples: &[Example]) -> Result<(EvalPrediction, f64)> {
-        let mut p = EvalPrediction::default();
-        let mut loss_sum = 0.0;
-        let per_token = self.model.per_token_labels();
-        for chunk in examples.chunks(self.args.per_device_eval_batch_size) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
-            let (loss, logits) = self.model.forward(&batch)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
-            let best = logits.detach().argmax(candle_core::D::Minus1)?;
-            let rows: Vec<Vec<i64>> = if best.rank() == 1 {
-                best.to_vec1::<u32>()?
-                    .into_iter()
-                    .map(|c| vec![i64::from(c)])
-                    .collect()
-            } else {
-                best.to_vec2::<u32>()?
-                    .into_iter()
-                    .map(|r| r.into_iter().map(i64::from).collect())
-                    .collect()
-            };
-            // A causal LM's logits at t predict the label at t + 1.
-            let rows = if per_token && self.model.shifted_labels() {
-                rows.into_iter()
-                    .map(|mut r| {
-                        r.insert(0, crate::loss::IGNORE_INDEX);
-                        r.pop();
-                        r
-                    })
-                    .collect()
-            } else {
-                rows
-            };
-            p.predictions.extend(rows);
-            p.labels.extend(batch.labels);
-        }
-        Ok((p, loss_sum / examples.len() as f64))
+        predict(
+            &self.model,
+            examples,
+            self.args.per_device_eval_batch_size,
+            self.pad_id,
+        )
     }
 
     /// Appends `entry` to the history, log.jsonl and the TensorBoard event file.
@@ -830,4 +787,84 @@ impl<M: TrainableModel> Trainer<M> {
         }
         Ok(())
     }
+}
+
+/// Loss and metrics of `model` on `examples` (`eval_loss`, `eval_<metric>`; causal LMs also
+/// `eval_perplexity`, exp of the loss), in evaluation mode; what `Trainer::evaluate` and
+/// `ferro eval` report.
+pub fn evaluate<M: TrainableModel>(
+    model: &M,
+    examples: &[Example],
+    batch_size: usize,
+    pad_id: u32,
+    compute_metrics: Option<&ComputeMetrics>,
+) -> Result<BTreeMap<String, f64>> {
+    if examples.is_empty() {
+        return Err(TrainError::InvalidArgument {
+            param: "eval_dataset",
+            msg: "no evaluation examples".into(),
+        });
+    }
+    let training = model.parameter_store().is_training();
+    model.set_training(false);
+    let predicted = predict(model, examples, batch_size, pad_id);
+    model.set_training(training);
+    let (p, loss) = predicted?;
+    let mut out = BTreeMap::new();
+    out.insert("eval_loss".into(), loss);
+    if model.shifted_labels() {
+        out.insert("eval_perplexity".into(), loss.exp());
+    }
+    if let Some(f) = compute_metrics {
+        for (k, v) in f(&p)? {
+            out.insert(format!("eval_{k}"), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Predictions of `examples` (in batches of `batch_size`) and the mean loss over them.
+pub fn predict<M: TrainableModel>(
+    model: &M,
+    examples: &[Example],
+    batch_size: usize,
+    pad_id: u32,
+) -> Result<(EvalPrediction, f64)> {
+    let device = Device::Cpu;
+    let mut p = EvalPrediction::default();
+    let mut loss_sum = 0.0;
+    let per_token = model.per_token_labels();
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let batch = collate(&refs, pad_id, per_token, &device)?;
+        let (loss, logits) = model.forward(&batch)?;
+        loss_sum += f64::from(loss.to_scalar::<f32>()?) * chunk.len() as f64;
+        let best = logits.detach().argmax(candle_core::D::Minus1)?;
+        let rows: Vec<Vec<i64>> = if best.rank() == 1 {
+            best.to_vec1::<u32>()?
+                .into_iter()
+                .map(|c| vec![i64::from(c)])
+                .collect()
+        } else {
+            best.to_vec2::<u32>()?
+                .into_iter()
+                .map(|r| r.into_iter().map(i64::from).collect())
+                .collect()
+        };
+        // A causal LM's logits at t predict the label at t + 1.
+        let rows = if per_token && model.shifted_labels() {
+            rows.into_iter()
+                .map(|mut r| {
+                    r.insert(0, crate::loss::IGNORE_INDEX);
+                    r.pop();
+                    r
+                })
+                .collect()
+        } else {
+            rows
+        };
+        p.predictions.extend(rows);
+        p.labels.extend(batch.labels);
+    }
+    Ok((p, loss_sum / examples.len() as f64))
 }

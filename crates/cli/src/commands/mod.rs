@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod chat;
 pub mod detokenize;
+pub mod eval;
 pub mod pipeline;
 pub mod quantize;
 pub mod run;
