@@ -1786,3 +1786,55 @@ fn eval_reports_loss_and_metrics() {
         .run()
         .fails(&["--task and --file"]);
 }
+
+#[test]
+fn train_token_classification_reports_entity_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ner.jsonl");
+    let rows = [
+        r#"{"tokens": ["John", "lives", "in", "London"], "ner_tags": ["B-PER", "O", "O", "B-LOC"]}"#,
+        r#"{"tokens": ["Mary", "works", "for", "Google"], "ner_tags": ["B-PER", "O", "O", "B-ORG"]}"#,
+        r#"{"tokens": ["Paris", "is", "a", "city"], "ner_tags": ["B-LOC", "O", "O", "O"]}"#,
+    ];
+    std::fs::write(&data, rows.join("\n")).unwrap();
+    let cfg = dir.path().join("ner.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nname_or_path = {:?}\ntask = \"token-classification\"\n[data]\n\
+             train_file = {:?}\neval_file = {:?}\n[training]\noutput_dir = {:?}\nmax_steps = 4\n\
+             per_device_train_batch_size = 2\nlearning_rate = 1e-3\nlogging_steps = 2\n\
+             eval_strategy = \"steps\"\neval_steps = 2\nsave_steps = 2\ndisable_tqdm = true\n",
+            tiny_encoder("bert-token-cls"),
+            data.to_str().unwrap(),
+            data.to_str().unwrap(),
+            dir.path().join("out").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = ferro(["train", "--config", cfg.to_str().unwrap()]).run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    for key in [
+        "eval_loss",
+        "eval_f1",
+        "eval_precision",
+        "eval_recall",
+        "eval_accuracy",
+    ] {
+        assert!(v["eval"][key].as_f64().is_some(), "{key} in {v}");
+    }
+    // The saved model runs in the NER pipeline.
+    let saved = dir.path().join("out");
+    let out = ferro([
+        "pipeline",
+        "ner",
+        "--model",
+        saved.to_str().unwrap(),
+        "--aggregation-strategy",
+        "simple",
+        "John lives in London",
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert!(v.is_array(), "{v}");
+}

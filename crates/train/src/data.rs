@@ -107,6 +107,14 @@ impl Dataset {
         self.rows.len()
     }
 
+    /// An error about row `i` (0-based) of this dataset.
+    fn row_error(&self, i: usize, msg: String) -> TrainError {
+        TrainError::InvalidArgument {
+            param: "column",
+            msg: format!("{}: row {}: {msg}", self.origin, i + 1),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
@@ -360,10 +368,7 @@ pub fn tokenize_token_classification(
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let at = |msg: String| TrainError::InvalidArgument {
-                param: "column",
-                msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
-            };
+            let at = |msg: String| ds.row_error(i, msg);
             let words: Vec<String> = serde_json::from_value(row[tokens_column].clone())
                 .map_err(|_| at(format!("`{tokens_column}` is not a list of strings")))?;
             let tags = row[tags_column]
@@ -429,10 +434,7 @@ pub fn tokenize_causal_lm(
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let at = |msg: String| TrainError::InvalidArgument {
-                param: "column",
-                msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
-            };
+            let at = |msg: String| ds.row_error(i, msg);
             let (mut ids, mut labels) = match &row[column] {
                 Value::String(text) => {
                     let ids = tokenizer.encode(text, true)?.ids;

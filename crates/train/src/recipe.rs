@@ -109,6 +109,16 @@ impl TrainConfig {
         Self::from_toml(&text, path)
     }
 
+    /// Tokens an input is cut to: `model.max_length` (512 when unset), at most what the
+    /// model and its tokenizer take.
+    pub fn max_length(&self, tokenizer: &ferro_tokenizers::Tokenizer, model_limit: usize) -> usize {
+        self.model
+            .max_length
+            .unwrap_or(512)
+            .min(model_limit)
+            .min(tokenizer.model_max_length.unwrap_or(usize::MAX))
+    }
+
     /// Parses TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| TrainError::File {
@@ -179,13 +189,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         dequantize: cfg.model.dequantize,
         ..LoadOptions::default()
     };
-    let limit = |model_limit: usize| {
-        cfg.model
-            .max_length
-            .unwrap_or(512)
-            .min(model_limit)
-            .min(tokenizer.model_max_length.unwrap_or(usize::MAX))
-    };
+    let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
     if cfg.lora.is_some() && cfg.model.task != "causal-lm" {
         return Err(TrainError::InvalidArgument {
             param: "lora",
@@ -401,13 +405,7 @@ pub fn evaluate_config(
         dequantize: cfg.model.dequantize,
         ..LoadOptions::default()
     };
-    let limit = |model_limit: usize| {
-        cfg.model
-            .max_length
-            .unwrap_or(512)
-            .min(model_limit)
-            .min(tokenizer.model_max_length.unwrap_or(usize::MAX))
-    };
+    let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
     let pad = tokenizer.pad_token_id().unwrap_or(0);
     let batch = cfg.training.per_device_eval_batch_size;
     match cfg.model.task.as_str() {
