@@ -1838,3 +1838,43 @@ fn train_token_classification_reports_entity_scores() {
     let v: Value = serde_json::from_slice(out.ok()).unwrap();
     assert!(v.is_array(), "{v}");
 }
+
+#[test]
+fn train_masked_lm_and_fill_masks_with_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("text.txt");
+    std::fs::write(
+        &data,
+        "the movie was great\nthe food was terrible\nthe team won the game\nmary visited paris\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("mlm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nname_or_path = {:?}\ntask = \"masked-lm\"\n[data]\ntrain_file = {:?}\n\
+             eval_file = {:?}\nmlm_probability = 0.3\n[training]\noutput_dir = {:?}\n\
+             max_steps = 3\nper_device_train_batch_size = 2\nlearning_rate = 1e-3\n\
+             logging_steps = 1\nsave_steps = 3\ndisable_tqdm = true\n",
+            tiny_encoder("bert-mlm"),
+            data.to_str().unwrap(),
+            data.to_str().unwrap(),
+            dir.path().join("out").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = ferro(["train", "--config", cfg.to_str().unwrap()]).run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert!(v["eval"]["eval_loss"].as_f64().unwrap().is_finite(), "{v}");
+    let saved = dir.path().join("out");
+    let out = ferro([
+        "pipeline",
+        "fill-mask",
+        "--model",
+        saved.to_str().unwrap(),
+        "The movie was [MASK].",
+    ])
+    .run();
+    let v: Value = serde_json::from_slice(out.ok()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 5, "{v}");
+}

@@ -637,9 +637,16 @@ fn save_task_model(bert: &BertModel, task: &str, dir: &Path) -> Result<()> {
     }
     let prefix = family.prefix();
     let rename = |name: &str| {
-        let head = ["classifier.", "pre_classifier.", "qa_outputs."]
-            .iter()
-            .any(|h| name.starts_with(h));
+        let head = [
+            "classifier.",
+            "pre_classifier.",
+            "qa_outputs.",
+            "cls.",
+            "lm_head.",
+            "vocab_",
+        ]
+        .iter()
+        .any(|h| name.starts_with(h));
         if bert.prefix.is_empty() && !head {
             format!("{prefix}.{name}")
         } else {
@@ -1015,6 +1022,12 @@ impl BertForMaskedLM {
         };
         w.finish_lora()?;
         Ok(model)
+    }
+
+    /// transformers' `save_pretrained` (config.json and model.safetensors; the decoder tied
+    /// to the word embeddings is stored once, as transformers stores it).
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        save_task_model(&self.bert, "ForMaskedLM", dir)
     }
 
     /// Logits over the vocabulary, `(b, t, vocab)`.

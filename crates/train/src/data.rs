@@ -483,3 +483,112 @@ pub fn tokenize_causal_lm(
         })
         .collect()
 }
+
+/// Masked-LM masking, as transformers' `DataCollatorForLanguageModeling`: each non-special
+/// token is chosen with `probability` (0.15); a chosen token becomes the mask token 80 % of
+/// the time, a random token 10 %, stays 10 %, and only chosen tokens are scored (at least
+/// one per text).
+#[derive(Debug, Clone)]
+pub struct MlmMasking {
+    pub mask_id: u32,
+    pub vocab_size: u32,
+    pub special_ids: Vec<u32>,
+    pub probability: f64,
+}
+
+impl MlmMasking {
+    /// The masking for `tokenizer`'s vocabulary (it needs a mask token).
+    pub fn for_tokenizer(tokenizer: &Tokenizer, probability: f64) -> Result<Self> {
+        let mask_id = tokenizer
+            .special_tokens
+            .mask
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+            .ok_or_else(|| TrainError::InvalidArgument {
+                param: "tokenizer",
+                msg: format!(
+                    "`{}` has no mask token for masked-LM training",
+                    tokenizer.name()
+                ),
+            })?;
+        if !(probability > 0.0 && probability < 1.0) {
+            return Err(TrainError::InvalidArgument {
+                param: "mlm_probability",
+                msg: format!("must be between 0 and 1, got {probability}"),
+            });
+        }
+        Ok(Self {
+            mask_id,
+            vocab_size: tokenizer.vocab_size() as u32,
+            special_ids: tokenizer.all_special_ids(),
+            probability,
+        })
+    }
+
+    /// `example` masked with a generator seeded by `seed` (the Trainer derives it from the
+    /// run's seed, the epoch and the example, so a resumed run masks the same way).
+    pub fn apply(&self, example: &Example, seed: u64) -> Example {
+        use rand::Rng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut input_ids = example.input_ids.clone();
+        let mut labels = vec![crate::loss::IGNORE_INDEX; input_ids.len()];
+        let ordinary: Vec<usize> = (0..input_ids.len())
+            .filter(|&i| !self.special_ids.contains(&input_ids[i]))
+            .collect();
+        let mut chosen: Vec<usize> = ordinary
+            .iter()
+            .copied()
+            .filter(|_| rng.random::<f64>() < self.probability)
+            .collect();
+        // A short text can draw nothing; score one token rather than none (the collator
+        // would give a batch of such texts a NaN loss).
+        if chosen.is_empty() && !ordinary.is_empty() {
+            chosen.push(ordinary[rng.random_range(0..ordinary.len())]);
+        }
+        for i in chosen {
+            labels[i] = i64::from(input_ids[i]);
+            let r: f64 = rng.random();
+            if r < 0.8 {
+                input_ids[i] = self.mask_id;
+            } else if r < 0.9 {
+                input_ids[i] = rng.random_range(0..self.vocab_size);
+            }
+        }
+        Example {
+            input_ids,
+            token_type_ids: example.token_type_ids.clone(),
+            labels,
+        }
+    }
+}
+
+/// Tokenizes a text column for masked-LM training (labels come from the masking at batch
+/// time); cut to `max_length` tokens.
+pub fn tokenize_masked_lm(
+    ds: &Dataset,
+    tokenizer: &Tokenizer,
+    column: &str,
+    max_length: usize,
+) -> Result<Vec<Example>> {
+    ds.require_column(column)?;
+    ds.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let text = row[column]
+                .as_str()
+                .ok_or_else(|| ds.row_error(i, format!("`{column}` is not text")))?;
+            let ids = tokenizer
+                .encode_windows(text, max_length, 0)?
+                .into_iter()
+                .next()
+                .map(|e| e.ids)
+                .unwrap_or_default();
+            Ok(Example {
+                token_type_ids: vec![0; ids.len()],
+                labels: vec![crate::loss::IGNORE_INDEX; ids.len()],
+                input_ids: ids,
+            })
+        })
+        .collect()
+}

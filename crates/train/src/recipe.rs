@@ -12,13 +12,13 @@ use serde::Deserialize;
 
 use crate::args::TrainingArguments;
 use crate::data::{
-    tokenize_causal_lm, tokenize_classification, tokenize_token_classification,
-    ClassificationColumns, Dataset,
+    tokenize_causal_lm, tokenize_classification, tokenize_masked_lm, tokenize_token_classification,
+    ClassificationColumns, Dataset, MlmMasking,
 };
 use crate::error::{Result, TrainError};
 use crate::trainer::{
-    classification_metrics, entity_metrics, EvalPrediction, LoraModel, TrainOutput, TrainableModel,
-    Trainer,
+    classification_metrics, entity_metrics, EvalPrediction, LoraModel, MaskedLm, TrainOutput,
+    TrainableModel, Trainer,
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,7 +26,7 @@ use crate::trainer::{
 pub struct ModelSection {
     /// A model folder or Hub id.
     pub name_or_path: String,
-    /// `text-classification`, `token-classification` or `causal-lm`.
+    /// `text-classification`, `token-classification`, `masked-lm` or `causal-lm`.
     #[serde(default = "default_task")]
     pub task: String,
     /// A GGUF causal LM: expand its weights to f32 (full precision training, or LoRA on
@@ -61,6 +61,9 @@ pub struct DataSection {
     pub text_pair_column: Option<String>,
     #[serde(default = "default_label")]
     pub label_column: String,
+    /// masked-lm: the share of tokens masked.
+    #[serde(default = "default_mlm_probability")]
+    pub mlm_probability: f64,
     /// token-classification: the words and their tags.
     #[serde(default = "default_tokens")]
     pub tokens_column: String,
@@ -76,6 +79,9 @@ fn default_text() -> String {
 }
 fn default_label() -> String {
     "label".into()
+}
+fn default_mlm_probability() -> f64 {
+    0.15
 }
 fn default_tokens() -> String {
     "tokens".into()
@@ -233,6 +239,31 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
             job.run(model, train, eval, Box::new(entity_metrics(labels)))
         }
+        "masked-lm" | "fill-mask" => {
+            let opts = LoadOptions {
+                trainable: true,
+                ..opts
+            };
+            let model = ferro_models::BertForMaskedLM::from_source(&source, &opts)?;
+            let max_length = limit(model.bert.config.max_tokens());
+            let masking = MlmMasking::for_tokenizer(&tokenizer, cfg.data.mlm_probability)?;
+            let column = &cfg.data.text_column;
+            let tok = |d: &Dataset| tokenize_masked_lm(d, &tokenizer, column, max_length);
+            let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
+            // Evaluation examples are masked once, the same way every time.
+            let eval = eval.map(|ex| {
+                ex.iter()
+                    .enumerate()
+                    .map(|(i, e)| masking.apply(e, seed ^ (1 << 63) ^ i as u64))
+                    .collect()
+            });
+            job.run(
+                MaskedLm { model, masking },
+                train,
+                eval,
+                Box::new(|_: &EvalPrediction| Ok(Default::default())),
+            )
+        }
         "causal-lm" => {
             let opts = LoadOptions {
                 trainable: cfg.lora.is_none(),
@@ -253,7 +284,8 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         other => Err(TrainError::InvalidArgument {
             param: "model.task",
             msg: format!(
-                "`{other}` is not one of text-classification, token-classification, causal-lm"
+                "`{other}` is not one of text-classification, token-classification, masked-lm, \
+                 causal-lm"
             ),
         }),
     }
@@ -455,7 +487,8 @@ pub fn evaluate_config(
         other => Err(TrainError::InvalidArgument {
             param: "model.task",
             msg: format!(
-                "`{other}` is not one of text-classification, token-classification, causal-lm"
+                "`{other}` is not one of text-classification, token-classification, masked-lm, \
+                 causal-lm"
             ),
         }),
     }

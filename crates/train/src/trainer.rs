@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
-use ferro_models::{BertForSequenceClassification, BertForTokenClassification, CausalLm};
+use ferro_models::{
+    BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification, CausalLm,
+};
 use ferro_nn::lora::{peft_saved_key, LoraConfig};
 use ferro_nn::{save_adapter, Parameters};
 use rand::seq::SliceRandom;
@@ -18,7 +20,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::args::{IntervalStrategy, TrainingArguments};
-use crate::data::{collate, Batch, Example};
+use crate::data::{collate, Batch, Example, MlmMasking};
 use crate::error::{Result, TrainError};
 use crate::optim::{clip_grad_norm, AdamW, Optimizer, Sgd};
 use crate::report::{losses_from_log, plot_losses, EventWriter};
@@ -33,6 +35,10 @@ pub trait TrainableModel {
     /// Whether the logits at position t score the label at t + 1 (causal LMs).
     fn shifted_labels(&self) -> bool {
         false
+    }
+    /// Masked-LM training: how batches are masked as they are formed.
+    fn masking(&self) -> Option<&MlmMasking> {
+        None
     }
     /// The batch's loss (what the model computes when given `labels`) and its logits,
     /// `(b, classes)` or `(b, t, classes)`.
@@ -63,6 +69,9 @@ impl<M: TrainableModel> TrainableModel for LoraModel<M> {
     }
     fn shifted_labels(&self) -> bool {
         self.model.shifted_labels()
+    }
+    fn masking(&self) -> Option<&MlmMasking> {
+        self.model.masking()
     }
     fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         self.model.forward(batch)
@@ -128,6 +137,40 @@ impl TrainableModel for BertForTokenClassification {
     }
     fn parameter_store(&self) -> Parameters {
         self.bert.parameters.clone()
+    }
+}
+
+/// A masked LM with the masking its batches get (transformers'
+/// `DataCollatorForLanguageModeling`).
+pub struct MaskedLm {
+    pub model: BertForMaskedLM,
+    pub masking: MlmMasking,
+}
+
+impl TrainableModel for MaskedLm {
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.model.bert.parameters.named()
+    }
+    fn per_token_labels(&self) -> bool {
+        true
+    }
+    fn masking(&self) -> Option<&MlmMasking> {
+        Some(&self.masking)
+    }
+    fn forward(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
+        let logits = self
+            .model
+            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
+        let vocab = logits.dim(2)?;
+        let flat: Vec<i64> = b.labels.concat();
+        let loss = crate::loss::cross_entropy(&logits.reshape(((), vocab))?, &flat)?;
+        Ok((loss, logits))
+    }
+    fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        Ok(self.model.save_pretrained(dir)?)
+    }
+    fn parameter_store(&self) -> Parameters {
+        self.model.bert.parameters.clone()
     }
 }
 
@@ -358,8 +401,9 @@ impl<M: TrainableModel> Trainer<M> {
     }
 
     /// The examples of micro-batch `b` of `epoch`: a seeded shuffle per epoch, so the order
-    /// is a function of (seed, epoch) and a resumed run sees what the first one would have.
-    fn micro_batch(&self, epoch: usize, b: usize) -> Vec<&Example> {
+    /// is a function of (seed, epoch) and a resumed run sees what the first one would have;
+    /// masked-LM examples are masked here, seeded by (seed, epoch, example).
+    fn micro_batch(&self, epoch: usize, b: usize) -> Vec<std::borrow::Cow<'_, Example>> {
         let mut order: Vec<usize> = (0..self.train.len()).collect();
         let seed = self.args.seed.wrapping_add(epoch as u64);
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
@@ -368,7 +412,13 @@ impl<M: TrainableModel> Trainer<M> {
             .iter()
             .skip(b * bs)
             .take(bs)
-            .map(|&i| &self.train[i])
+            .map(|&i| match self.model.masking() {
+                Some(m) => {
+                    let seed = self.args.seed ^ ((epoch as u64) << 32) ^ i as u64;
+                    std::borrow::Cow::Owned(m.apply(&self.train[i], seed))
+                }
+                None => std::borrow::Cow::Borrowed(&self.train[i]),
+            })
             .collect()
     }
 
@@ -429,7 +479,12 @@ impl<M: TrainableModel> Trainer<M> {
         let progress = if self.args.disable_tqdm {
             indicatif::ProgressBar::hidden()
         } else {
-            indicatif::ProgressBar::new(total as u64)
+            indicatif::ProgressBar::new(total as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
         };
         progress.set_position(state.global_step as u64);
         let (mut run_loss, mut run_steps) = (0.0, 0usize);
@@ -446,12 +501,9 @@ impl<M: TrainableModel> Trainer<M> {
             let mut grads: Option<GradStore> = None;
             let mut step_loss = 0.0;
             for &b in &micro {
-                let batch = collate(
-                    &self.micro_batch(epoch, b),
-                    self.pad_id,
-                    per_token,
-                    &self.device,
-                )?;
+                let examples = self.micro_batch(epoch, b);
+                let refs: Vec<&Example> = examples.iter().map(|e| e.as_ref()).collect();
+                let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
                 let (loss, _) = self.model.forward(&batch)?;
                 step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
                 let g = (loss / micro.len() as f64)?.backward()?;

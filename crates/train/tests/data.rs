@@ -142,3 +142,56 @@ fn csv_rows_splits_and_missing_columns() {
         "{err}"
     );
 }
+
+#[test]
+fn masked_lm_masking_follows_the_collators_rules() {
+    use ferro_train::data::{Example, MlmMasking};
+    let tok =
+        AutoTokenizer::from_pretrained(fixtures().join("encoders/tiny/bert-mlm").to_str().unwrap())
+            .unwrap();
+    let m = MlmMasking::for_tokenizer(&tok, 0.15).unwrap();
+    // [CLS] w w ... w [SEP] with 2,000 ordinary tokens.
+    let (cls, sep) = (
+        tok.token_to_id("[CLS]").unwrap(),
+        tok.token_to_id("[SEP]").unwrap(),
+    );
+    let mut ids = vec![cls];
+    ids.extend((0..2000).map(|i| 10 + (i % 200) as u32));
+    ids.push(sep);
+    let ex = Example {
+        token_type_ids: vec![0; ids.len()],
+        labels: vec![-100; ids.len()],
+        input_ids: ids.clone(),
+    };
+    let masked = m.apply(&ex, 7);
+    assert_eq!(masked, m.apply(&ex, 7), "the same seed masks the same way");
+    assert_ne!(masked, m.apply(&ex, 8));
+    let chosen: Vec<usize> = (0..ids.len())
+        .filter(|&i| masked.labels[i] != -100)
+        .collect();
+    assert!(
+        !chosen.contains(&0) && !chosen.contains(&(ids.len() - 1)),
+        "specials never chosen"
+    );
+    let share = chosen.len() as f64 / 2000.0;
+    assert!((0.12..0.18).contains(&share), "{share}");
+    let as_mask = chosen
+        .iter()
+        .filter(|&&i| masked.input_ids[i] == m.mask_id)
+        .count() as f64;
+    let kept = chosen
+        .iter()
+        .filter(|&&i| masked.input_ids[i] == ids[i])
+        .count() as f64;
+    let n = chosen.len() as f64;
+    assert!((0.72..0.88).contains(&(as_mask / n)), "{}", as_mask / n);
+    assert!((0.04..0.18).contains(&(kept / n)), "{}", kept / n);
+    for i in chosen {
+        assert_eq!(masked.labels[i], i64::from(ids[i]));
+    }
+    // Unchosen tokens are untouched.
+    for i in (0..ids.len()).filter(|&i| masked.labels[i] == -100) {
+        assert_eq!(masked.input_ids[i], ids[i]);
+    }
+    assert!(MlmMasking::for_tokenizer(&tok, 1.5).is_err());
+}
