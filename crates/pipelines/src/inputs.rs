@@ -88,3 +88,38 @@ pub(crate) fn encode(
         offsets,
     })
 }
+
+/// Rows of token ids (with their type ids, or none for all 0) as one batch padded with
+/// `pad` to the longest row: `input_ids`, `token_type_ids`, `attention_mask`, each `(b, t)`.
+pub(crate) struct PaddedBatch {
+    pub input_ids: Tensor,
+    pub token_type_ids: Tensor,
+    pub attention_mask: Tensor,
+}
+
+impl PaddedBatch {
+    pub fn new(
+        rows: &[&[u32]],
+        types: Option<&[&[u32]]>,
+        pad: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let (mut ids, mut tys, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, row) in rows.iter().enumerate() {
+            let fill = width - row.len();
+            ids.extend(row.iter().copied().chain(std::iter::repeat_n(pad, fill)));
+            match types.and_then(|t| t.get(i)) {
+                Some(t) => tys.extend(t.iter().copied().chain(std::iter::repeat_n(0, fill))),
+                None => tys.extend(std::iter::repeat_n(0u32, width)),
+            }
+            mask.extend(std::iter::repeat_n(1u32, row.len()).chain(std::iter::repeat_n(0, fill)));
+        }
+        let shape = (rows.len(), width);
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, shape, device)?,
+            token_type_ids: Tensor::from_vec(tys, shape, device)?,
+            attention_mask: Tensor::from_vec(mask, shape, device)?,
+        })
+    }
+}

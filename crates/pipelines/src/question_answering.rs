@@ -4,13 +4,12 @@
 //! back to whole words of the context. Equal answers (ignoring case) add their scores,
 //! within a window and across windows.
 
-use candle_core::{Device, Tensor};
 use ferro_models::{BertForQuestionAnswering, LoadOptions};
 use ferro_tokenizers::{PairStrategy, PairTruncation, Side, Tokenizer};
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
-use crate::inputs::{max_length, resolve};
+use crate::inputs::{max_length, resolve, PaddedBatch};
 
 /// transformers' default window: `min(model_max_length, 384)`.
 const DEFAULT_MAX_SEQ_LEN: usize = 384;
@@ -233,27 +232,13 @@ impl QuestionAnsweringPipeline {
     /// Start and end logits of every window (rows padded to the longest), run as one
     /// batch.
     fn logits(&self, windows: &[Window]) -> Result<(Rows, Rows)> {
-        let device: &Device = &self.model.bert.device;
-        let width = windows.iter().map(|w| w.ids.len()).max().unwrap_or(0);
+        let ids: Vec<&[u32]> = windows.iter().map(|w| w.ids.as_slice()).collect();
+        let types: Vec<&[u32]> = windows.iter().map(|w| w.type_ids.as_slice()).collect();
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
-        let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        for w in windows {
-            let fill = width - w.ids.len();
-            ids.extend(w.ids.iter().copied().chain(std::iter::repeat_n(pad, fill)));
-            types.extend(
-                w.type_ids
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(0, fill)),
-            );
-            mask.extend(std::iter::repeat_n(1u32, w.ids.len()).chain(std::iter::repeat_n(0, fill)));
-        }
-        let shape = (windows.len(), width);
-        let (start, end) = self.model.forward(
-            &Tensor::from_vec(ids, shape, device)?,
-            &Tensor::from_vec(types, shape, device)?,
-            &Tensor::from_vec(mask, shape, device)?,
-        )?;
+        let b = PaddedBatch::new(&ids, Some(&types), pad, &self.model.bert.device)?;
+        let (start, end) =
+            self.model
+                .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
         Ok((start.to_vec2()?, end.to_vec2()?))
     }
 }
@@ -292,19 +277,12 @@ impl Window {
 
 /// Softmax of `logits` over the candidate tokens (the others get 0), in f32 as numpy does.
 fn softmax_over(logits: &[f32], candidate: &[bool]) -> Vec<f32> {
-    let max = logits
+    let masked: Vec<f32> = logits
         .iter()
         .zip(candidate)
-        .filter(|(_, &c)| c)
-        .map(|(&x, _)| x)
-        .fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logits
-        .iter()
-        .zip(candidate)
-        .map(|(&x, &c)| if c { (x - max).exp() } else { 0.0 })
+        .map(|(&x, &c)| if c { x } else { f32::NEG_INFINITY })
         .collect();
-    let sum: f32 = e.iter().sum();
-    e.iter().map(|x| x / sum).collect()
+    ferro_generate::processors::softmax(&masked)
 }
 
 /// The `keep` best spans `(start, end, p_start · p_end)` over candidate tokens, with

@@ -209,23 +209,13 @@ impl SentenceTransformer {
 
     /// Token ids of a batch → pooled (and normalized) vectors.
     fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let longest = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         // RoBERTa-based models number positions by the pad token, so pad with that one.
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        for s in batch {
-            ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(pad, longest - s.len()));
-            mask.extend(std::iter::repeat_n(1u32, s.len()));
-            mask.extend(std::iter::repeat_n(0u32, longest - s.len()));
-        }
-        let device = &self.model.device;
-        let shape = (batch.len(), longest);
-        let ids = Tensor::from_vec(ids, shape, device)?;
-        let mask = Tensor::from_vec(mask, shape, device)?;
-        let types = ids.zeros_like()?;
-        let states = self.model.forward(&ids, &types, &mask)?;
-        let mut pooled = self.pooling.apply(&states, &mask)?;
+        let b = crate::inputs::PaddedBatch::new(batch, None, pad, &self.model.device)?;
+        let states = self
+            .model
+            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
+        let mut pooled = self.pooling.apply(&states, &b.attention_mask)?;
         if self.normalize {
             let norm = pooled
                 .sqr()?

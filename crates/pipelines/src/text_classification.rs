@@ -1,6 +1,7 @@
 //! transformers' `text-classification` pipeline (`sentiment-analysis`): labels with scores,
 //! best first; the score function from the config's problem type unless asked otherwise.
 
+use ferro_generate::processors::softmax;
 use ferro_models::{BertForSequenceClassification, LoadOptions};
 use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
@@ -149,12 +150,7 @@ impl TextClassificationPipeline {
         };
         match function {
             FunctionToApply::Sigmoid => logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect(),
-            FunctionToApply::Softmax => {
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
-                let sum: f32 = e.iter().sum();
-                e.iter().map(|x| x / sum).collect()
-            }
+            FunctionToApply::Softmax => softmax(logits),
             _ => logits.to_vec(),
         }
     }

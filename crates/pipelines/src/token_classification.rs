@@ -2,12 +2,13 @@
 //! grouped by the aggregation strategies none / simple / first / average / max, with
 //! character offsets into the input.
 
+use ferro_generate::processors::softmax;
 use ferro_models::{BertForTokenClassification, LoadOptions};
 use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
-use crate::inputs::{encode, max_length, resolve};
+use crate::inputs::{encode, max_length, resolve, PaddedBatch};
 
 /// transformers' `aggregation_strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,21 +184,12 @@ impl TokenClassificationPipeline {
 
     /// Each window's logits, `[window][token][label]`, run as one padded batch.
     fn window_logits(&self, windows: &[ferro_tokenizers::Encoding]) -> Result<Vec<Vec<Vec<f32>>>> {
-        let bert = &self.model.bert;
-        let width = windows.iter().map(|w| w.len()).max().unwrap_or(0);
+        let ids: Vec<&[u32]> = windows.iter().map(|w| w.ids.as_slice()).collect();
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
-        let (mut ids, mut mask) = (Vec::new(), Vec::new());
-        for w in windows {
-            let fill = width - w.len();
-            ids.extend(w.ids.iter().copied().chain(std::iter::repeat_n(pad, fill)));
-            mask.extend(std::iter::repeat_n(1u32, w.len()).chain(std::iter::repeat_n(0, fill)));
-        }
-        let shape = (windows.len(), width);
-        let ids = candle_core::Tensor::from_vec(ids, shape, &bert.device)?;
-        let mask = candle_core::Tensor::from_vec(mask, shape, &bert.device)?;
+        let b = PaddedBatch::new(&ids, None, pad, &self.model.bert.device)?;
         let logits: Vec<Vec<Vec<f32>>> = self
             .model
-            .forward(&ids, &ids.zeros_like()?, &mask)?
+            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?
             .to_vec3()?;
         Ok(logits
             .into_iter()
@@ -231,9 +223,6 @@ impl TokenClassificationPipeline {
             if special.contains(&id) && start == end {
                 continue;
             }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
-            let sum: f32 = e.iter().sum();
             let word_ref: String = chars[start.min(chars.len())..end.min(chars.len())]
                 .iter()
                 .collect();
@@ -246,7 +235,7 @@ impl TokenClassificationPipeline {
             };
             pre.push(PreEntity {
                 word,
-                scores: e.iter().map(|x| x / sum).collect(),
+                scores: softmax(row),
                 start,
                 end,
                 index,

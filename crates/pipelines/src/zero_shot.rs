@@ -3,6 +3,7 @@
 //! score ranks the labels.
 
 use candle_core::{DType, Tensor};
+use ferro_generate::processors::softmax;
 use ferro_models::{BertForSequenceClassification, LoadOptions};
 use ferro_tokenizers::Tokenizer;
 use serde::Serialize;
@@ -107,19 +108,11 @@ impl ZeroShotClassificationPipeline {
         let scores: Vec<f32> = if multi_label || labels.len() == 1 {
             logits
                 .iter()
-                .map(|l| {
-                    let (e, c) = (l[self.entailment], l[self.contradiction]);
-                    let m = e.max(c);
-                    let (ee, ce) = ((e - m).exp(), (c - m).exp());
-                    ee / (ee + ce)
-                })
+                .map(|l| softmax(&[l[self.entailment], l[self.contradiction]])[0])
                 .collect()
         } else {
             let e: Vec<f32> = logits.iter().map(|l| l[self.entailment]).collect();
-            let m = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exp: Vec<f32> = e.iter().map(|x| (x - m).exp()).collect();
-            let sum: f32 = exp.iter().sum();
-            exp.iter().map(|x| x / sum).collect()
+            softmax(&e)
         };
         let mut order: Vec<usize> = (0..labels.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));

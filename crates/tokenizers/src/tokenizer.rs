@@ -19,6 +19,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The `tokenizers` truncation direction that cuts from this side.
+    fn direction(self) -> TruncationDirection {
+        match self {
+            Side::Left => TruncationDirection::Left,
+            Side::Right => TruncationDirection::Right,
+        }
+    }
+
     pub(crate) fn parse(field: &'static str, s: &str) -> Result<Self> {
         match s {
             "left" => Ok(Side::Left),
@@ -132,6 +140,17 @@ pub struct Encoding {
     pub attention_mask: Vec<u32>,
     pub offsets: Vec<(usize, usize)>,
     pub tokens: Vec<String>,
+}
+
+impl From<&tokenizers::Encoding> for Encoding {
+    fn from(e: &tokenizers::Encoding) -> Self {
+        Self {
+            ids: e.get_ids().to_vec(),
+            attention_mask: e.get_attention_mask().to_vec(),
+            offsets: e.get_offsets().to_vec(),
+            tokens: e.get_tokens().to_vec(),
+        }
+    }
 }
 
 impl Encoding {
@@ -263,36 +282,55 @@ impl Tokenizer {
                 .inner
                 .encode_char_offsets(text, add_special_tokens)
                 .map_err(|e| TokenizerError::backend("encode", e))?,
-            Some(max) => {
-                // Truncate the text's tokens so that, with the special tokens the
-                // post-processor adds, the row holds at most `max` tokens.
-                let mut enc = self
-                    .inner
-                    .encode_char_offsets(text, false)
-                    .map_err(|e| TokenizerError::backend("encode", e))?;
-                let specials = if add_special_tokens {
-                    self.inner
-                        .get_post_processor()
-                        .map_or(0, |p| p.added_tokens(false))
-                } else {
-                    0
-                };
-                let direction = match side {
-                    Side::Left => TruncationDirection::Left,
-                    Side::Right => TruncationDirection::Right,
-                };
-                enc.truncate(max.saturating_sub(specials), 0, direction);
-                self.inner
-                    .post_process(enc, None, add_special_tokens)
-                    .map_err(|e| TokenizerError::backend("encode", e))?
-            }
+            Some(max) => self.truncated(text, add_special_tokens, max, None, side)?,
         };
-        Ok(Encoding {
-            ids: enc.get_ids().to_vec(),
-            attention_mask: enc.get_attention_mask().to_vec(),
-            offsets: enc.get_offsets().to_vec(),
-            tokens: enc.get_tokens().to_vec(),
-        })
+        Ok(Encoding::from(&enc))
+    }
+
+    /// One input (a text, or pre-split words) encoded with character offsets and cut so
+    /// that, with the special tokens the post-processor adds, it holds at most
+    /// `max_length` tokens from `side`; with a `stride` (windows) the tokens cut off come
+    /// back as overflowing windows sharing `stride` tokens with the one before.
+    fn truncated<'s, E: Into<tokenizers::EncodeInput<'s>>>(
+        &self,
+        input: E,
+        add_special_tokens: bool,
+        max_length: usize,
+        stride: Option<usize>,
+        side: Side,
+    ) -> Result<tokenizers::Encoding> {
+        let mut enc = self
+            .inner
+            .encode_char_offsets(input, false)
+            .map_err(|e| TokenizerError::backend("encode", e))?;
+        let specials = if add_special_tokens {
+            self.inner
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(false))
+        } else {
+            0
+        };
+        let room = max_length.saturating_sub(specials);
+        // `tokenizers` panics when the stride does not fit in a window; refuse it here.
+        if let Some(stride) = stride.filter(|&st| enc.len() > room && st >= room) {
+            return Err(TokenizerError::InvalidArgument {
+                param: "stride",
+                msg: format!(
+                    "{stride} must be less than the {room} text tokens a window of \
+                     {max_length} holds besides {specials} special ones"
+                ),
+            });
+        }
+        enc.truncate(room, stride.unwrap_or(0), side.direction());
+        self.inner
+            .post_process(enc, None, add_special_tokens)
+            .map_err(|e| TokenizerError::backend("encode", e))
+    }
+
+    /// Pre-split words (transformers' `is_split_into_words=True`) encoded with special
+    /// tokens and cut to `max_length`; the result keeps each token's word index.
+    pub fn encode_words(&self, words: &[&str], max_length: usize) -> Result<tokenizers::Encoding> {
+        self.truncated(words, true, max_length, None, self.truncation_side)
     }
 
     /// Encodes several texts, truncated and padded as `opts` says.
@@ -363,42 +401,11 @@ impl Tokenizer {
         max_length: usize,
         stride: usize,
     ) -> Result<Vec<Encoding>> {
-        let mut enc = self
-            .inner
-            .encode_char_offsets(text, false)
-            .map_err(|e| TokenizerError::backend("encode", e))?;
-        let specials = self
-            .inner
-            .get_post_processor()
-            .map_or(0, |p| p.added_tokens(false));
-        let room = max_length.saturating_sub(specials);
-        if enc.len() > room && stride >= room {
-            return Err(TokenizerError::InvalidArgument {
-                param: "stride",
-                msg: format!(
-                    "{stride} must be less than the {room} text tokens a window of \
-                     {max_length} holds besides {specials} special ones"
-                ),
-            });
-        }
-        let direction = match self.truncation_side {
-            Side::Left => TruncationDirection::Left,
-            Side::Right => TruncationDirection::Right,
-        };
-        enc.truncate(room, stride, direction);
-        let mut enc = self
-            .inner
-            .post_process(enc, None, true)
-            .map_err(|e| TokenizerError::backend("encode", e))?;
+        let mut enc = self.truncated(text, true, max_length, Some(stride), self.truncation_side)?;
         let overflowing = enc.take_overflowing();
         Ok(std::iter::once(enc)
             .chain(overflowing)
-            .map(|e| Encoding {
-                ids: e.get_ids().to_vec(),
-                attention_mask: e.get_attention_mask().to_vec(),
-                offsets: e.get_offsets().to_vec(),
-                tokens: e.get_tokens().to_vec(),
-            })
+            .map(|e| Encoding::from(&e))
             .collect())
     }
 
@@ -465,10 +472,7 @@ impl Tokenizer {
                         PairStrategy::OnlySecond => tokenizers::TruncationStrategy::OnlySecond,
                     },
                     stride: t.stride,
-                    direction: match self.truncation_side {
-                        Side::Left => TruncationDirection::Left,
-                        Side::Right => TruncationDirection::Right,
-                    },
+                    direction: self.truncation_side.direction(),
                 };
                 tokenizers::utils::truncation::truncate_encodings(a, Some(b), &params)
                     .map_err(|e| TokenizerError::backend("encode", e))?

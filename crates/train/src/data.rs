@@ -360,10 +360,6 @@ pub fn tokenize_token_classification(
 ) -> Result<Vec<Example>> {
     ds.require_column(tokens_column)?;
     ds.require_column(tags_column)?;
-    let backend = tokenizer.backend();
-    let specials = backend
-        .get_post_processor()
-        .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
     ds.rows
         .iter()
         .enumerate()
@@ -386,17 +382,7 @@ pub fn tokenize_token_classification(
                     msg: format!("{}: row {}: {msg}", ds.origin, i + 1),
                 })?;
             let word_refs: Vec<&str> = words.iter().map(String::as_str).collect();
-            let mut enc = backend
-                .encode(word_refs.as_slice(), false)
-                .map_err(|e| at(format!("tokenizing: {e}")))?;
-            enc.truncate(
-                max_length.saturating_sub(specials),
-                0,
-                tokenizers::TruncationDirection::Right,
-            );
-            let enc = backend
-                .post_process(enc, None, true)
-                .map_err(|e| at(format!("tokenizing: {e}")))?;
+            let enc = tokenizer.encode_words(&word_refs, max_length)?;
             let mut previous = None;
             let labels = enc
                 .get_word_ids()

@@ -129,6 +129,14 @@ impl Optimizer {
         }
     }
 
+    /// PyTorch's names of the two per-parameter states (SGD keeps one).
+    fn state_names(&self) -> (&'static str, &'static str) {
+        match self {
+            Optimizer::AdamW(_) => ("exp_avg", "exp_avg_sq"),
+            Optimizer::Sgd(_) => ("momentum_buffer", ""),
+        }
+    }
+
     fn slots(&mut self) -> &mut Vec<Slot> {
         match self {
             Optimizer::AdamW(o) => &mut o.slots,
@@ -142,10 +150,7 @@ impl Optimizer {
             Optimizer::AdamW(o) => o.t,
             Optimizer::Sgd(_) => 0,
         };
-        let (m_name, v_name) = match self {
-            Optimizer::AdamW(_) => ("exp_avg", "exp_avg_sq"),
-            Optimizer::Sgd(_) => ("momentum_buffer", ""),
-        };
+        let (m_name, v_name) = self.state_names();
         let mut out = vec![(
             "step".to_string(),
             Tensor::new(&[t as f64], &candle_core::Device::Cpu)?,
@@ -175,10 +180,7 @@ impl Optimizer {
         if let Optimizer::AdamW(o) = self {
             o.t = step as u64;
         }
-        let (m_name, v_name) = match self {
-            Optimizer::AdamW(_) => ("exp_avg", "exp_avg_sq"),
-            Optimizer::Sgd(_) => ("momentum_buffer", ""),
-        };
+        let (m_name, v_name) = self.state_names();
         for s in self.slots().iter_mut() {
             s.m = state.get(&format!("{m_name}.{}", s.name)).cloned();
             s.v = state.get(&format!("{v_name}.{}", s.name)).cloned();
