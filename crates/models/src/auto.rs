@@ -428,10 +428,11 @@ impl CausalLm {
         last_only: bool,
         rows_alone: bool,
     ) -> Result<Tensor> {
+        let training = self.parameters.is_training();
         ferro_nn::quant::install(|| {
             let mut forward = || match &self.model {
-                Model::Llama(m) => m.forward(ids, caches, last_only),
-                Model::Gemma3(m) => m.forward(ids, caches, last_only),
+                Model::Llama(m) => m.forward(ids, caches, last_only, training),
+                Model::Gemma3(m) => m.forward(ids, caches, last_only, training),
             };
             if rows_alone {
                 ferro_nn::quant::rows_alone(forward)
@@ -439,5 +440,39 @@ impl CausalLm {
                 forward()
             }
         })
+    }
+}
+
+/// Gradient checkpointing (`ferro_nn::checkpoint`).
+impl CausalLm {
+    /// transformers' `gradient_checkpointing_enable()`: in training mode
+    /// (`parameters.set_training(true)`, as the Trainer sets it), a forward from an empty
+    /// cache keeps only each decoder layer's input, and the layer runs again in the backward
+    /// pass (the cache stays empty, as transformers turns `use_cache` off). Less memory, the same gradients, about one
+    /// more forward pass of time; train with `ferro_nn::checkpoint::backward(&loss)`, which
+    /// collects the layers' parameter gradients. Out of training mode (inference, generation)
+    /// nothing changes.
+    pub fn gradient_checkpointing_enable(&mut self) {
+        self.set_gradient_checkpointing(true);
+    }
+
+    /// transformers' `gradient_checkpointing_disable()`.
+    pub fn gradient_checkpointing_disable(&mut self) {
+        self.set_gradient_checkpointing(false);
+    }
+
+    /// transformers' `is_gradient_checkpointing`.
+    pub fn is_gradient_checkpointing(&self) -> bool {
+        match &self.model {
+            Model::Llama(m) => m.gradient_checkpointing,
+            Model::Gemma3(m) => m.gradient_checkpointing,
+        }
+    }
+
+    fn set_gradient_checkpointing(&mut self, on: bool) {
+        match &mut self.model {
+            Model::Llama(m) => m.gradient_checkpointing = on,
+            Model::Gemma3(m) => m.gradient_checkpointing = on,
+        }
     }
 }

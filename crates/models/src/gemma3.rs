@@ -4,6 +4,7 @@
 //! layers with their own rope base between global layers. Reads like modeling_gemma3.py.
 
 use candle_core::{DType, Tensor};
+use ferro_nn::checkpoint::checkpoint_layer;
 use ferro_nn::{
     Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RopeScaling, RotaryEmbedding, Weights,
@@ -87,6 +88,8 @@ pub struct Gemma3ForCausalLM {
     rotary_local: RotaryEmbedding,
     final_logit_softcapping: Option<f64>,
     dtype: DType,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    pub(crate) gradient_checkpointing: bool,
 }
 
 impl Gemma3ForCausalLM {
@@ -129,6 +132,7 @@ impl Gemma3ForCausalLM {
             )?,
             final_logit_softcapping: g.final_logit_softcapping,
             dtype: w.dtype,
+            gradient_checkpointing: false,
         })
     }
 
@@ -153,6 +157,7 @@ impl Gemma3ForCausalLM {
         input_ids: &Tensor,
         caches: &mut Caches<'_>,
         last_only: bool,
+        training: bool,
     ) -> Result<Tensor> {
         let mut x = (self.embed_tokens.forward(input_ids, self.dtype)? * self.embed_scale)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -161,7 +166,13 @@ impl Gemma3ForCausalLM {
             } else {
                 &self.rotary_global
             };
-            x = layer.forward(&x, rope, &mut caches.layer(i)?)?;
+            let mut kv = caches.layer(i)?;
+            x = if self.gradient_checkpointing && training {
+                let (layer, rope) = (layer.clone(), rope.clone());
+                checkpoint_layer(&x, &mut kv, move |x, kv| layer.forward(x, &rope, kv))?
+            } else {
+                layer.forward(&x, rope, &mut kv)?
+            };
         }
         let logits = lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)?;
         Ok(match self.final_logit_softcapping {

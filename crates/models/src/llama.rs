@@ -3,6 +3,7 @@
 //! transformers' modeling_llama.py, built from ferro-nn blocks.
 
 use candle_core::{DType, Tensor};
+use ferro_nn::checkpoint::checkpoint_layer;
 use ferro_nn::{
     Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RotaryEmbedding, Weights,
@@ -81,6 +82,8 @@ pub struct LlamaForCausalLM {
     lm_head: Linear,
     rotary: RotaryEmbedding,
     dtype: DType,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    pub(crate) gradient_checkpointing: bool,
 }
 
 impl LlamaForCausalLM {
@@ -108,6 +111,7 @@ impl LlamaForCausalLM {
                 &w.device,
             )?,
             dtype: w.dtype,
+            gradient_checkpointing: false,
         })
     }
 
@@ -129,15 +133,25 @@ impl LlamaForCausalLM {
     /// `input_ids (b, t)` → logits `(b, t_out, vocab)` in f32; with `last_only`, only the
     /// last position's logits (`t_out = 1`), which is all generation needs. Packed
     /// sequences (`b = 1`) with `last_only` give each sequence's last logits, `(n, 1, vocab)`.
+    /// In `training` mode with gradient checkpointing on, each layer of a forward that
+    /// starts from an empty cache keeps only its input for the backward pass (which runs
+    /// it again) and leaves the cache empty (`ferro_nn::checkpoint::checkpoint_layer`).
     pub fn forward(
         &self,
         input_ids: &Tensor,
         caches: &mut Caches<'_>,
         last_only: bool,
+        training: bool,
     ) -> Result<Tensor> {
         let mut x = self.embed_tokens.forward(input_ids, self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, &self.rotary, &mut caches.layer(i)?)?;
+            let mut kv = caches.layer(i)?;
+            x = if self.gradient_checkpointing && training {
+                let (layer, rope) = (layer.clone(), self.rotary.clone());
+                checkpoint_layer(&x, &mut kv, move |x, kv| layer.forward(x, &rope, kv))?
+            } else {
+                layer.forward(&x, &self.rotary, &mut kv)?
+            };
         }
         lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)
     }

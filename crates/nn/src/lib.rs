@@ -8,6 +8,7 @@ pub mod attention;
 mod attention_cpu;
 mod attention_prompt;
 pub mod cache;
+pub mod checkpoint;
 pub mod embedding;
 pub mod error;
 mod frozen_matmul;

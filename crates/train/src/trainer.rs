@@ -51,6 +51,17 @@ pub trait TrainableModel {
     fn set_training(&self, on: bool) {
         self.parameter_store().set_training(on);
     }
+    /// transformers' `gradient_checkpointing_enable()`; an error where the model does not
+    /// recompute its layers.
+    fn gradient_checkpointing_enable(&mut self) -> Result<()> {
+        Err(TrainError::InvalidArgument {
+            param: "gradient_checkpointing",
+            msg: format!(
+                "{} does not support it (the causal LMs do)",
+                std::any::type_name::<Self>()
+            ),
+        })
+    }
 }
 
 /// A model trained through LoRA adapters: checkpoints and the final save write the adapter
@@ -85,6 +96,21 @@ impl<M: TrainableModel> TrainableModel for LoraModel<M> {
     }
     fn parameter_store(&self) -> Parameters {
         self.model.parameter_store()
+    }
+    fn gradient_checkpointing_enable(&mut self) -> Result<()> {
+        // The adapters draw their dropout masks from a generator that advances with each
+        // forward, so a layer run again in the backward pass would drop other inputs.
+        if self.config.lora_dropout > 0.0 {
+            return Err(TrainError::InvalidArgument {
+                param: "gradient_checkpointing",
+                msg: format!(
+                    "not with lora_dropout {} (recomputed layers would draw other dropout \
+                     masks): set lora_dropout = 0",
+                    self.config.lora_dropout
+                ),
+            });
+        }
+        self.model.gradient_checkpointing_enable()
     }
 }
 
@@ -195,6 +221,10 @@ impl TrainableModel for CausalLm {
     }
     fn parameter_store(&self) -> Parameters {
         self.parameters.clone()
+    }
+    fn gradient_checkpointing_enable(&mut self) -> Result<()> {
+        CausalLm::gradient_checkpointing_enable(self);
+        Ok(())
     }
 }
 
@@ -326,7 +356,7 @@ const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 impl<M: TrainableModel> Trainer<M> {
     pub fn new(
-        model: M,
+        mut model: M,
         args: TrainingArguments,
         train: Vec<Example>,
         eval: Option<Vec<Example>>,
@@ -344,6 +374,9 @@ impl<M: TrainableModel> Trainer<M> {
                 param: "model",
                 msg: "it has no trainable parameters: load it with LoadOptions::trainable".into(),
             });
+        }
+        if args.gradient_checkpointing {
+            model.gradient_checkpointing_enable()?;
         }
         if args.eval_strategy != IntervalStrategy::No && eval.as_ref().is_none_or(Vec::is_empty) {
             return Err(TrainError::InvalidArgument {
@@ -506,7 +539,8 @@ impl<M: TrainableModel> Trainer<M> {
                 let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
                 let (loss, _) = self.model.forward(&batch)?;
                 step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
-                let g = (loss / micro.len() as f64)?.backward()?;
+                // With checkpointed layers, their parameters' gradients come from here too.
+                let g = ferro_nn::checkpoint::backward(&(loss / micro.len() as f64)?)?;
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {
