@@ -8,6 +8,7 @@ pub mod attention;
 mod attention_cpu;
 mod attention_prompt;
 pub mod cache;
+pub mod dropout;
 pub mod embedding;
 pub mod error;
 mod frozen_matmul;
@@ -26,6 +27,7 @@ pub mod weights;
 
 pub use attention::{bidirectional_attention, Attention, AttentionConfig};
 pub use cache::{Cache, Caches, KvCache, KvLayout};
+pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use error::{NnError, Result};
 pub use linear::{Linear, LinearWeight};

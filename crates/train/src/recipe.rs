@@ -40,6 +40,10 @@ pub struct ModelSection {
     /// Inputs are cut to this many tokens (default: the model's limit, at most 512).
     #[serde(default)]
     pub max_length: Option<usize>,
+    /// Fields set over the model's config.json, as transformers'
+    /// `from_pretrained(..., **kwargs)`: e.g. `{ hidden_dropout_prob = 0.0 }`.
+    #[serde(default)]
+    pub config_overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_task() -> String {
@@ -193,6 +197,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             .clone()
             .map(|c| ferro_nn::lora::LoraSpec::new(c, seed)),
         dequantize: cfg.model.dequantize,
+        config_overrides: cfg.model.config_overrides.clone(),
         ..LoadOptions::default()
     };
     let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
@@ -435,6 +440,7 @@ pub fn evaluate_config(
             .map(ferro_nn::lora::LoraSpec::from_pretrained)
             .transpose()?,
         dequantize: cfg.model.dequantize,
+        config_overrides: cfg.model.config_overrides.clone(),
         ..LoadOptions::default()
     };
     let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
