@@ -608,7 +608,13 @@ fn fine_tuning_encoder(
         trainable: true,
         ..opts.clone()
     };
-    let (w, mut config, prefix) = checkpoint(source, &opts)?;
+    let (mut w, mut config, mut prefix) = checkpoint(source, &opts)?;
+    if prefix.is_empty() {
+        // A bare encoder becomes the task model's `bert` (`roberta`, ...): its parameters
+        // and LoRA modules take the names transformers and PEFT give them.
+        prefix = config.family().prefix();
+        w = w.with_base_prefix(prefix);
+    }
     config.id2label = labels
         .iter()
         .enumerate()
@@ -619,10 +625,10 @@ fn fine_tuning_encoder(
 }
 
 /// A head layer of the checkpoint, or a new one (weights normal(0, `std`) from `seed`,
-/// bias 0) added to `params`, as transformers initialises a head it did not find.
+/// bias 0) added to the parameters, as transformers initialises a head it did not find
+/// (with LoRA: trained whole when the head is a module to save, as PEFT's SEQ_CLS does).
 fn head_layer(
     w: &Weights,
-    params: &Parameters,
     std: f64,
     name: &str,
     inp: usize,
@@ -643,8 +649,8 @@ fn head_layer(
         None => {
             let device = &w.device;
             let weight = ferro_nn::init::normal(&[out, inp], std, seed, device)?;
-            let weight = params.var(&format!("{name}.weight"), &weight)?;
-            let bias = params.var(
+            let weight = w.new_tensor(&format!("{name}.weight"), &weight)?;
+            let bias = w.new_tensor(
                 &format!("{name}.bias"),
                 &ferro_nn::init::zeros(&[out], device)?,
             )?;
@@ -877,15 +883,7 @@ impl BertForSequenceClassification {
         let mut k = seed;
         let mut layer = |name: &str, inp: usize, out: usize| {
             k += 1;
-            head_layer(
-                &w,
-                &bert.parameters,
-                bert.config.initializer_range,
-                name,
-                inp,
-                out,
-                k,
-            )
+            head_layer(&w, bert.config.initializer_range, name, inp, out, k)
         };
         let head = match bert.config.family() {
             BertFamily::Bert => {
@@ -909,6 +907,7 @@ impl BertForSequenceClassification {
                 classifier: layer("classifier", h, n)?,
             },
         };
+        w.finish_lora()?;
         Ok(Self {
             dropout: head_dropout(&bert, "sequence-classification")?,
             bert,
@@ -981,13 +980,13 @@ impl BertForTokenClassification {
         let (h, n) = (bert.config.hidden_size, labels.len());
         let classifier = head_layer(
             &w,
-            &bert.parameters,
             bert.config.initializer_range,
             "classifier",
             h,
             n,
             seed + 1,
         )?;
+        w.finish_lora()?;
         Ok(Self {
             dropout: head_dropout(&bert, "token-classification")?,
             bert,

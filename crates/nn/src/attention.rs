@@ -222,12 +222,14 @@ impl Attention {
 }
 
 /// Softmax over the last dimension: the fused kernel, or when gradients are tracked
-/// (training) the composite one, which has a backward pass.
+/// (training) one with a backward pass (ours on the CPU in f32, else the composite one).
 fn softmax(x: &Tensor) -> Result<Tensor> {
-    Ok(if x.track_op() {
-        candle_nn::ops::softmax(x, candle_core::D::Minus1)?
-    } else {
+    Ok(if !x.track_op() {
         candle_nn::ops::softmax_last_dim(x)?
+    } else if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(crate::softmax_cpu::Softmax)?
+    } else {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)?
     })
 }
 

@@ -15,6 +15,7 @@ mod frozen_matmul;
 mod gated_cpu;
 mod gelu_cpu;
 pub mod init;
+mod layer_norm_cpu;
 pub mod linear;
 pub mod lora;
 pub mod mlp;
@@ -22,6 +23,7 @@ pub mod norm;
 pub mod parameters;
 pub mod quant;
 pub mod rotary;
+mod softmax_cpu;
 mod vec_math;
 pub mod weights;
 
