@@ -7,6 +7,7 @@
 pub mod attention;
 mod attention_cpu;
 mod attention_prompt;
+mod bias_cpu;
 pub mod cache;
 pub mod dropout;
 pub mod embedding;
