@@ -1,10 +1,10 @@
-//! LayerNorm over the last dimension in one parallel pass on the CPU, forward and
-//! backward. Written out of candle's element-wise ops it costs nine passes forward (mean,
+//! LayerNorm (and RMSNorm, its uncentred form without a bias) over the last dimension
+//! in one parallel pass on the CPU, forward and backward. Written out of candle's element-wise ops it costs nine passes forward (mean,
 //! subtract, square, mean, add, sqrt, divide, scale, shift), each on one thread, and
 //! about twice that backward: a fifth of a MiniLM training step.
 //!
-//! f32 and contiguous only; `LayerNorm::forward` uses it for f32 CPU tensors and the
-//! composite form otherwise.
+//! f32 and contiguous only; `LayerNorm::forward` uses it for f32 CPU tensors,
+//! `RmsNorm::forward` for f32 CPU tensors being trained, and the composite form otherwise.
 
 use std::sync::Mutex;
 
@@ -33,16 +33,22 @@ fn rows_per_task(d: usize) -> usize {
     (CHUNK / d.max(1)).max(1)
 }
 
-/// `y = (x − mean) / √(var + eps) · weight + bias` for each row of `x (..., d)`.
+/// `y = (x − mean) / √(var + eps) · weight + bias` for each row of `x (..., d)`; with
+/// `center` false (RMSNorm) the mean is taken as 0 (and the bias is zeros).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LayerNormOp {
     pub eps: f32,
+    pub center: bool,
 }
 
-/// A row's mean and 1/√(var + eps).
-fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+/// A row's mean (0 when not centring) and 1/√(var + eps).
+fn moments(row: &[f32], eps: f32, center: bool) -> (f32, f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
+    let mean = if center {
+        row.iter().sum::<f32>() / n
+    } else {
+        0.0
+    };
     let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
@@ -66,13 +72,13 @@ impl CustomOp3 for LayerNormOp {
         if d == 0 || w.len() != d || b.len() != d {
             return Err(err("weight and bias must have the input's last dimension"));
         }
-        let eps = self.eps;
+        let (eps, center) = (self.eps, self.center);
         let mut y = vec![0f32; x.len()];
         let per = rows_per_task(d) * d;
         crate::quant::for_each_chunk_mut(&mut y, per, &|i, out| {
             let at = i * per;
             for (xr, yr) in x[at..at + out.len()].chunks(d).zip(out.chunks_mut(d)) {
-                let (mean, rstd) = moments(xr, eps);
+                let (mean, rstd) = moments(xr, eps, center);
                 for (((o, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
                     *o = (v - mean) * rstd * wv + bv;
                 }
@@ -94,7 +100,10 @@ impl CustomOp3 for LayerNormOp {
         let packed = x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
             &grad.contiguous()?,
-            &LayerNormGrad { eps: self.eps },
+            &LayerNormGrad {
+                eps: self.eps,
+                center: self.center,
+            },
         )?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dw = packed.narrow(0, n, d)?.reshape(w.shape())?;
@@ -106,10 +115,12 @@ impl CustomOp3 for LayerNormOp {
 /// The backward pass of `LayerNormOp`: `(x, weight, g)` → `[dx, dweight, dbias]` packed
 /// in one vector (`x.len() + 2d` values). Per row, with x̂ the normalized row and
 /// `gy = g · weight`: `dx = rstd · (gy − mean(gy) − x̂ · mean(gy · x̂))`; the weight's and
-/// bias's gradients are `Σ g · x̂` and `Σ g` over the rows.
+/// bias's gradients are `Σ g · x̂` and `Σ g` over the rows. Uncentred (RMSNorm), the
+/// `mean(gy)` term is not there.
 #[derive(Debug, Clone, Copy)]
 struct LayerNormGrad {
     eps: f32,
+    center: bool,
 }
 
 impl CustomOp3 for LayerNormGrad {
@@ -131,7 +142,7 @@ impl CustomOp3 for LayerNormGrad {
         if d == 0 || !x.len().is_multiple_of(d) || g.len() != x.len() {
             return Err(err("the gradient must have the input's shape"));
         }
-        let eps = self.eps;
+        let (eps, center) = (self.eps, self.center);
         let per = rows_per_task(d) * d;
         let mut out = vec![0f32; x.len() + 2 * d];
         let (dx, sums) = out.split_at_mut(x.len());
@@ -148,7 +159,7 @@ impl CustomOp3 for LayerNormGrad {
                 .zip(g[at..at + out.len()].chunks(d))
                 .zip(out.chunks_mut(d))
             {
-                let (mean, rstd) = moments(xr, eps);
+                let (mean, rstd) = moments(xr, eps, center);
                 let (mut sum_gy, mut sum_gy_xhat) = (0f32, 0f32);
                 for j in 0..d {
                     xhat[j] = (xr[j] - mean) * rstd;
@@ -158,7 +169,8 @@ impl CustomOp3 for LayerNormGrad {
                     dw[j] += gr[j] * xhat[j];
                     db[j] += gr[j];
                 }
-                let (m1, m2) = (sum_gy / d as f32, sum_gy_xhat / d as f32);
+                let m1 = if center { sum_gy / d as f32 } else { 0.0 };
+                let m2 = sum_gy_xhat / d as f32;
                 for j in 0..d {
                     dxr[j] = rstd * (gr[j] * w[j] - m1 - xhat[j] * m2);
                 }
@@ -183,10 +195,14 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
 
-    /// The composite LayerNorm that autograd differentiates op by op.
-    fn composite(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
-        let mean = x.mean_keepdim(D::Minus1).unwrap();
-        let xc = x.broadcast_sub(&mean).unwrap();
+    /// The composite LayerNorm (RMSNorm uncentred) that autograd differentiates op by op.
+    fn composite(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, center: bool) -> Tensor {
+        let xc = if center {
+            x.broadcast_sub(&x.mean_keepdim(D::Minus1).unwrap())
+                .unwrap()
+        } else {
+            x.clone()
+        };
         let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
         xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
             .unwrap()
@@ -198,6 +214,11 @@ mod tests {
 
     #[test]
     fn forward_and_gradients_equal_the_composite_form() {
+        check(true);
+        check(false);
+    }
+
+    fn check(center: bool) {
         let dev = Device::Cpu;
         let (rows, d) = (97, 384); // several tasks, a ragged last one
         let vals = |n: usize, k: f32| -> Vec<f32> {
@@ -214,11 +235,14 @@ mod tests {
                     .apply_op3(
                         w.as_tensor(),
                         b.as_tensor(),
-                        LayerNormOp { eps: eps as f32 },
+                        LayerNormOp {
+                            eps: eps as f32,
+                            center,
+                        },
                     )
                     .unwrap()
             } else {
-                composite(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps)
+                composite(x.as_tensor(), w.as_tensor(), b.as_tensor(), eps, center)
             };
             let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
             let get = |v: &Var| -> Vec<f32> {
