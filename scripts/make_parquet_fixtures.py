@@ -19,6 +19,7 @@ Writes tests/fixtures/training/parquet/:
                                         list<list>, struct, list<struct>, with nulls, empty lists and null items
   <name>.jsonl                          beside each of those: pyarrow's rows, one JSON object a line
   unsupported.parquet                   a text column and an HF Image column (struct<bytes: binary, path: string>)
+  timestamp.parquet                     a text column and a timestamp[us] column
   sentiment-brotli.parquet              5 sentiment rows with brotli pages (a codec the reader is built without)
   empty.parquet                         the sentiment columns and no rows
 
@@ -159,6 +160,8 @@ def main():
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     unsupported = [{"text": "a picture", "image": {"bytes": b"\x89PNG\r\n", "path": "a.png"}}]
     write("unsupported", pa.Table.from_pylist(unsupported, schema=pa.schema([("text", pa.string()), ("image", image)])))
+    dated = pa.table({"text": ["a dated line"], "created": pa.array([0], pa.timestamp("us"))})
+    write("timestamp", dated)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 //! `Table.to_pylist()`): `tokens`/`ner_tags` lists for token classification, chat
 //! `messages` as a list of `{role, content}`. Pages may be snappy (pyarrow's default), gzip
 //! or zstd; binary, decimal, date, time, timestamp and map columns are refused by name.
+//! NaN and infinite floats become null, as JSON has no such numbers.
 
 use std::path::Path;
 
@@ -144,8 +145,12 @@ fn check_type(ty: &Type, path: &str) -> std::result::Result<(), String> {
         return Ok(());
     }
     let annotation = match (logical, physical) {
-        (Some(l), _) => format!(" {l:?}"),
-        (None, _) if converted != ConvertedType::NONE => format!(" {converted}"),
+        (Some(LogicalType::Decimal(_)), _) => " (a decimal)".into(),
+        (Some(LogicalType::Date), _) => " (a date)".into(),
+        (Some(LogicalType::Time(_)), _) => " (a time)".into(),
+        (Some(LogicalType::Timestamp(_)), _) => " (a timestamp)".into(),
+        (Some(l), _) => format!(" ({l:?})"),
+        (None, _) if converted != ConvertedType::NONE => format!(" ({converted})"),
         (None, PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY) => " (binary)".into(),
         (None, PhysicalType::INT96) => " (a legacy timestamp)".into(),
         (None, _) => String::new(),

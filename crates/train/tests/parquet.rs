@@ -246,6 +246,14 @@ fn unsupported_columns_and_codecs_are_named() {
             && err.contains("binary"),
         "{err}"
     );
+    let err = Dataset::from_file(&parquet("timestamp.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("timestamp.parquet")
+            && err.contains("column `created` is INT64 (a timestamp)"),
+        "{err}"
+    );
     let err = Dataset::from_file(&parquet("sentiment-brotli.parquet"))
         .unwrap_err()
         .to_string();
