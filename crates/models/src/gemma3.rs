@@ -3,8 +3,11 @@
 //! GELU-tanh MLP, attention scaled by query_pre_attn_scalar^-0.5, and sliding-window
 //! layers with their own rope base between global layers. Reads like modeling_gemma3.py.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor};
 use ferro_nn::checkpoint::checkpoint_layer;
+use ferro_nn::dropout::DropoutStream;
 use ferro_nn::{
     Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RopeScaling, RotaryEmbedding, Weights,
@@ -45,6 +48,7 @@ impl Gemma3DecoderLayer {
             qk_norm: Some((eps, offset)),
             scale: 1.0 / g.query_pre_attn_scalar.sqrt(),
             sliding_window: sliding.then_some(g.sliding_window),
+            dropout: cfg.attention_dropout,
         };
         let norm = |name: &str| RmsNorm::load(w, &format!("{p}.{name}.weight"), h, eps, offset);
         Ok(Self {
@@ -90,6 +94,8 @@ pub struct Gemma3ForCausalLM {
     dtype: DType,
     /// Recompute each layer in the backward pass instead of keeping its activations.
     pub(crate) gradient_checkpointing: bool,
+    /// The dropout masks' stream, rewound for a recomputed layer.
+    dropout: Arc<DropoutStream>,
 }
 
 impl Gemma3ForCausalLM {
@@ -133,6 +139,7 @@ impl Gemma3ForCausalLM {
             final_logit_softcapping: g.final_logit_softcapping,
             dtype: w.dtype,
             gradient_checkpointing: false,
+            dropout: w.parameters().dropout_stream(),
         })
     }
 
@@ -169,7 +176,9 @@ impl Gemma3ForCausalLM {
             let mut kv = caches.layer(i)?;
             x = if self.gradient_checkpointing && training {
                 let (layer, rope) = (layer.clone(), rope.clone());
-                checkpoint_layer(&x, &mut kv, move |x, kv| layer.forward(x, &rope, kv))?
+                checkpoint_layer(&x, &mut kv, &self.dropout, move |x, kv| {
+                    layer.forward(x, &rope, kv)
+                })?
             } else {
                 layer.forward(&x, rope, &mut kv)?
             };

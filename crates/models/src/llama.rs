@@ -2,8 +2,11 @@
 //! Qwen2 (QKV biases) and Mistral (sliding-window attention). Reads top to bottom like
 //! transformers' modeling_llama.py, built from ferro-nn blocks.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor};
 use ferro_nn::checkpoint::checkpoint_layer;
+use ferro_nn::dropout::DropoutStream;
 use ferro_nn::{
     Activation, Attention, AttentionConfig, Caches, Embedding, GatedMlp, KvLayout, Linear, RmsNorm,
     RotaryEmbedding, Weights,
@@ -33,6 +36,7 @@ impl LlamaDecoderLayer {
             qk_norm: None,
             scale: 1.0 / (cfg.head_dim as f64).sqrt(),
             sliding_window: cfg.sliding_window, // differs from Llama in Mistral: sliding window
+            dropout: cfg.attention_dropout,
         };
         Ok(Self {
             input_layernorm: RmsNorm::load(
@@ -84,6 +88,8 @@ pub struct LlamaForCausalLM {
     dtype: DType,
     /// Recompute each layer in the backward pass instead of keeping its activations.
     pub(crate) gradient_checkpointing: bool,
+    /// The dropout masks' stream, rewound for a recomputed layer.
+    dropout: Arc<DropoutStream>,
 }
 
 impl LlamaForCausalLM {
@@ -112,6 +118,7 @@ impl LlamaForCausalLM {
             )?,
             dtype: w.dtype,
             gradient_checkpointing: false,
+            dropout: w.parameters().dropout_stream(),
         })
     }
 
@@ -148,7 +155,9 @@ impl LlamaForCausalLM {
             let mut kv = caches.layer(i)?;
             x = if self.gradient_checkpointing && training {
                 let (layer, rope) = (layer.clone(), self.rotary.clone());
-                checkpoint_layer(&x, &mut kv, move |x, kv| layer.forward(x, &rope, kv))?
+                checkpoint_layer(&x, &mut kv, &self.dropout, move |x, kv| {
+                    layer.forward(x, &rope, kv)
+                })?
             } else {
                 layer.forward(&x, &self.rotary, &mut kv)?
             };

@@ -14,12 +14,13 @@
 //!   to the gradients it returns, under the same `Var` ids, so clipping and the optimizer
 //!   see complete gradients.
 //!
-//! The layer must compute the same function when run again: a dropout mask has to come
-//! from a key fixed for the step (and the layer), never from a generator that advances with
-//! each call.
+//! The layer must compute the same function when run again: its dropout masks must be the
+//! ones the first run drew. They come from the model's `DropoutStream` (a pure function of
+//! seed, step and call number), which [`checkpoint_layer`] rewinds to the layer's first call
+//! for the rerun and puts back afterwards.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::backprop::GradStore;
@@ -28,6 +29,7 @@ use candle_core::{
 };
 
 use crate::cache::{KvCache, KvLayout};
+use crate::dropout::DropoutStream;
 use crate::error::Result;
 
 thread_local! {
@@ -72,10 +74,11 @@ where
 /// batch's (a training forward, which reads no earlier keys and values and whose own are
 /// never read back): the layer then runs on a cache of its own, so `kv` stays empty, as
 /// transformers turns `use_cache` off under gradient checkpointing. Otherwise (generation)
-/// it just runs.
+/// it just runs. `dropout` is the model's mask stream: the rerun draws the same masks.
 pub fn checkpoint_layer<F, E>(
     x: &Tensor,
     kv: &mut KvLayout<'_>,
+    dropout: &Arc<DropoutStream>,
     forward: F,
 ) -> std::result::Result<Tensor, E>
 where
@@ -86,15 +89,24 @@ where
         KvLayout::Batch { cache, left_pad } if cache.is_empty() => left_pad.to_vec(),
         _ => return forward(x, kv),
     };
+    let (stream, first_call) = (dropout.clone(), dropout.position());
     checkpoint(x, move |x| {
+        // The first run starts at `first_call` anyway; a rerun (in the backward pass) goes
+        // back there and then returns the stream to where the backward pass found it.
+        let resume = stream.position();
+        stream.rewind(first_call);
         let mut cache = KvCache::default();
-        forward(
+        let y = forward(
             x,
             &mut KvLayout::Batch {
                 cache: &mut cache,
                 left_pad: &left_pad,
             },
-        )
+        );
+        if resume != first_call {
+            stream.rewind(resume);
+        }
+        y
     })
 }
 

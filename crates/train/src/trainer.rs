@@ -98,18 +98,6 @@ impl<M: TrainableModel> TrainableModel for LoraModel<M> {
         self.model.parameter_store()
     }
     fn gradient_checkpointing_enable(&mut self) -> Result<()> {
-        // The adapters draw their dropout masks from a generator that advances with each
-        // forward, so a layer run again in the backward pass would drop other inputs.
-        if self.config.lora_dropout > 0.0 {
-            return Err(TrainError::InvalidArgument {
-                param: "gradient_checkpointing",
-                msg: format!(
-                    "not with lora_dropout {} (recomputed layers would draw other dropout \
-                     masks): set lora_dropout = 0",
-                    self.config.lora_dropout
-                ),
-            });
-        }
         self.model.gradient_checkpointing_enable()
     }
 }
@@ -534,6 +522,11 @@ impl<M: TrainableModel> Trainer<M> {
             let mut grads: Option<GradStore> = None;
             let mut step_loss = 0.0;
             for &b in &micro {
+                // Dropout masks are a function of (seed, micro-batch number): a resumed
+                // run draws the ones it would have drawn.
+                self.model
+                    .parameter_store()
+                    .set_dropout_step(self.args.seed, (epoch * bpe + b) as u64);
                 let examples = self.micro_batch(epoch, b);
                 let refs: Vec<&Example> = examples.iter().map(|e| e.as_ref()).collect();
                 let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
