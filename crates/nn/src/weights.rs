@@ -113,19 +113,11 @@ impl Weights {
                 file: files.first().cloned().unwrap_or_default(),
                 msg: format!("not a valid safetensors file: {e}"),
             })?;
-        Ok(Self {
-            source: Source::Safetensors {
-                files: files.to_vec(),
-                tensors,
-            },
-            device: device.clone(),
-            dtype,
-            dequantize: true,
-            quantize: None,
-            shared: Default::default(),
-            parameters: None,
-            lora: None,
-        })
+        let source = Source::Safetensors {
+            files: files.to_vec(),
+            tensors,
+        };
+        Ok(Self::new(source, device, dtype, true))
     }
 
     /// Opens a GGUF file; `name_map` translates the architecture's weight names.
@@ -159,36 +151,34 @@ impl Weights {
             }
             index.insert(t.name.clone(), i);
         }
-        Ok(Self {
-            source: Source::Gguf {
-                file,
-                header,
-                index,
-                name_map,
-                permuted_qk: None,
-            },
-            device: device.clone(),
-            dtype,
-            dequantize,
-            quantize: None,
-            shared: Default::default(),
-            parameters: None,
-            lora: None,
-        })
+        let source = Source::Gguf {
+            file,
+            header,
+            index,
+            name_map,
+            permuted_qk: None,
+        };
+        Ok(Self::new(source, device, dtype, dequantize))
     }
 
     /// Weights made by `make` as the model reads them (transformers' `from_config`: a new
     /// model with initial values); `origin` names the config in messages. Loaded for
     /// training with `trainable`, a name read twice (tied embeddings) is one parameter.
     pub fn from_init(origin: &Path, make: InitFn, device: &Device, dtype: DType) -> Self {
+        let source = Source::Init {
+            origin: origin.into(),
+            make,
+        };
+        Self::new(source, device, dtype, true)
+    }
+
+    /// Weights read from `source`, for inference until `trainable` or `with_lora`.
+    fn new(source: Source, device: &Device, dtype: DType, dequantize: bool) -> Self {
         Self {
-            source: Source::Init {
-                origin: origin.into(),
-                make,
-            },
+            source,
             device: device.clone(),
             dtype,
-            dequantize: true,
+            dequantize,
             quantize: None,
             shared: Default::default(),
             parameters: None,

@@ -556,14 +556,9 @@ pub fn tokenize_masked_lm(
     column: &str,
     max_length: usize,
 ) -> Result<Vec<Example>> {
-    ds.require_column(column)?;
-    ds.rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let text = row[column]
-                .as_str()
-                .ok_or_else(|| ds.row_error(i, format!("`{column}` is not text")))?;
+    ds.texts(column)?
+        .into_iter()
+        .map(|text| {
             let ids = tokenizer
                 .encode_windows(text, max_length, 0)?
                 .into_iter()
@@ -614,17 +609,10 @@ pub fn tokenize_grouped(
     let eos = tokenizer
         .eos_token_id()
         .ok_or_else(|| bad("the tokenizer has no EOS token to put between documents".into()))?;
-    ds.require_column(column)?;
     let documents = ds
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let text = row[column]
-                .as_str()
-                .ok_or_else(|| ds.row_error(i, format!("`{column}` is not text")))?;
-            Ok(tokenizer.encode(text, false)?.ids)
-        })
+        .texts(column)?
+        .into_iter()
+        .map(|text| Ok(tokenizer.encode(text, false)?.ids))
         .collect::<Result<Vec<_>>>()?;
     let blocks = group_texts(&documents, eos, block_size);
     if blocks.is_empty() {
@@ -642,4 +630,20 @@ pub fn tokenize_grouped(
             input_ids: ids,
         })
         .collect())
+}
+
+impl Dataset {
+    /// Every row's `column`, which must be text (errors name the row).
+    fn texts(&self, column: &str) -> Result<Vec<&str>> {
+        self.require_column(column)?;
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                row[column]
+                    .as_str()
+                    .ok_or_else(|| self.row_error(i, format!("`{column}` is not text")))
+            })
+            .collect()
+    }
 }
