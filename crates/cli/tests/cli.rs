@@ -1878,3 +1878,79 @@ fn train_masked_lm_and_fill_masks_with_the_result() {
     let v: Value = serde_json::from_slice(out.ok()).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 5, "{v}");
 }
+
+#[test]
+fn train_lora_classifier_on_a_bare_encoder_saves_head_with_adapter() {
+    // LoRA on all-MiniLM-L6-v2 (no classification head): PEFT's SEQ_CLS arrangement, the
+    // new head trained whole and saved in the adapter; `ferro eval --adapter` rebuilds the
+    // same classifier from the base and the adapter alone.
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let all = std::fs::read_to_string(fixtures.join("training/sentiment/train.jsonl")).unwrap();
+    let lines: Vec<&str> = all.lines().collect();
+    let (train, test) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("test.jsonl"),
+    );
+    std::fs::write(&train, lines[..64].join("\n")).unwrap();
+    std::fs::write(&test, lines[64..96].join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let cfg = dir.path().join("lora.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nname_or_path = {:?}\nlabels = [\"negative\", \"positive\"]\nmax_length = 64\n\
+             [data]\ntrain_file = {:?}\neval_file = {:?}\n\
+             [training]\noutput_dir = {:?}\nmax_steps = 4\nper_device_train_batch_size = 16\n\
+             per_device_eval_batch_size = 32\nlearning_rate = 1e-3\nlogging_steps = 1\n\
+             save_strategy = \"no\"\ndisable_tqdm = true\n\
+             [lora]\nr = 4\nlora_alpha = 8\nlora_dropout = 0.1\ntarget_modules = [\"query\", \"value\"]\n",
+            minilm(),
+            train.to_str().unwrap(),
+            test.to_str().unwrap(),
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    ferro(["train", "--config", cfg.to_str().unwrap()])
+        .run()
+        .ok();
+    let adapter_cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(adapter_cfg["task_type"], "SEQ_CLS", "{adapter_cfg}");
+    assert!(adapter_cfg["modules_to_save"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("classifier")));
+    // The safetensors header: an 8-byte length, then JSON naming every tensor.
+    let bytes = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    // 6 layers × (query, value) × (A, B), and the head's weight and bias.
+    assert_eq!(names.len(), 26, "{names:?}");
+    assert!(header.contains_key("base_model.model.classifier.weight"));
+    assert!(header
+        .contains_key("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight"));
+    // The final evaluation of training and a fresh evaluation from base + adapter agree.
+    let trained: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval_results.json")).unwrap())
+            .unwrap();
+    let again = ferro([
+        "eval",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--adapter",
+        out.to_str().unwrap(),
+    ])
+    .run();
+    let again: Value = serde_json::from_slice(again.ok()).unwrap();
+    for key in ["eval_loss", "eval_accuracy"] {
+        let (a, b) = (trained[key].as_f64().unwrap(), again[key].as_f64().unwrap());
+        assert!(
+            (a - b).abs() < 1e-5,
+            "{key}: {a} after training, {b} from the adapter"
+        );
+    }
+}

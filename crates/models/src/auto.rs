@@ -35,6 +35,10 @@ pub struct LoadOptions {
     /// from. Only the adapters (and `modules_to_save`) are trainable then, whatever
     /// `trainable` says; the base weights are frozen, quantized ones included (QLoRA).
     pub lora: Option<LoraSpec>,
+    /// Fields set over the checkpoint's config.json, as transformers'
+    /// `from_pretrained(..., hidden_dropout_prob=0.0)` (e.g. dropout off for a reference
+    /// run); `save_pretrained` writes them back.
+    pub config_overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for LoadOptions {
@@ -48,6 +52,7 @@ impl Default for LoadOptions {
             hub: HubOptions::from_env(),
             trainable: false,
             lora: None,
+            config_overrides: serde_json::Map::new(),
         }
     }
 }
@@ -135,7 +140,8 @@ impl AutoModelForCausalLM {
             // The tokenizer's arrays are not needed for the model (and take tens of MB).
             let header = GgufFile::open_without_large_arrays(&path)?;
             tracing::debug!(elapsed = ?start.elapsed(), "read GGUF header");
-            let config = CausalLmConfig::from_gguf(&header)?;
+            let mut config = CausalLmConfig::from_gguf(&header)?;
+            config.apply_gguf_overrides(&opts.config_overrides, &path)?;
             let name_map = match config.architecture {
                 Architecture::Gemma3 => gemma3_gguf_name,
                 _ => llama_family_gguf_name,
@@ -159,8 +165,14 @@ impl AutoModelForCausalLM {
             tracing::debug!(elapsed = ?start.elapsed(), "loaded the GGUF model");
             return Ok(model);
         }
-        let (config, config_path) = read_causal_lm_config(source)?;
-        let raw_config = Some(read_json(&config_path)?);
+        let (config, config_path) = read_causal_lm_config(source, &opts.config_overrides)?;
+        let mut raw_config = read_json(&config_path)?;
+        crate::config::apply_config_overrides(
+            &mut raw_config,
+            &opts.config_overrides,
+            &config_path,
+        )?;
+        let raw_config = Some(raw_config);
         let generation_config = source
             .optional_file("generation_config.json")?
             .map(|p| read_json(&p))
@@ -217,6 +229,7 @@ pub(crate) fn lora_spec(opts: &LoadOptions, model_type: &str) -> Option<LoraSpec
 /// config.json (with generation_config.json's eos ids), validated; and its path.
 pub(crate) fn read_causal_lm_config(
     source: &ModelSource,
+    overrides: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(CausalLmConfig, std::path::PathBuf)> {
     let config_path = source.required_file("config.json")?;
     let generation_eos = source
@@ -226,7 +239,7 @@ pub(crate) fn read_causal_lm_config(
         .as_ref()
         .map(generation_eos)
         .unwrap_or_default();
-    let config = CausalLmConfig::from_config_json(&config_path, generation_eos)?;
+    let config = CausalLmConfig::from_config_json_with(&config_path, generation_eos, overrides)?;
     Ok((config, config_path))
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use ferro_nn::{
-    bidirectional_attention, Activation, Embedding, LayerNorm, Linear, Parameters, Weights,
+    bidirectional_attention, Activation, Dropout, Embedding, LayerNorm, Linear, Parameters, Weights,
 };
 use serde::Deserialize;
 
@@ -53,6 +53,21 @@ pub struct BertConfig {
     /// The standard deviation new layers are initialised with.
     #[serde(default = "default_initializer_range")]
     pub initializer_range: f64,
+    /// Dropout while training: after the embeddings and each sub-layer's projection
+    /// (DistilBERT's `dropout`)...
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// ... on the attention probabilities (DistilBERT's `attention_dropout`) ...
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// ... and before the classifiers (`hidden_dropout_prob` when unset).
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+    /// DistilBERT's own head dropouts (sequence classification, question answering).
+    #[serde(default)]
+    pub seq_classif_dropout: Option<f64>,
+    #[serde(default)]
+    pub qa_dropout: Option<f64>,
     /// config.json as read, which `save_pretrained` writes back with what changed.
     #[serde(skip)]
     pub raw: serde_json::Value,
@@ -89,14 +104,19 @@ impl BertFamily {
 }
 
 /// DistilBERT's config.json names for BERT's fields.
-const DISTILBERT_FIELDS: [(&str, &str); 5] = [
+const DISTILBERT_FIELDS: [(&str, &str); 7] = [
     ("dim", "hidden_size"),
+    ("dropout", "hidden_dropout_prob"),
+    ("attention_dropout", "attention_probs_dropout_prob"),
     ("n_layers", "num_hidden_layers"),
     ("n_heads", "num_attention_heads"),
     ("hidden_dim", "intermediate_size"),
     ("activation", "hidden_act"),
 ];
 
+fn default_dropout() -> f64 {
+    0.1
+}
 fn default_hidden() -> usize {
     768
 }
@@ -164,6 +184,14 @@ impl BertConfig {
 
     /// Reads and checks `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<Self> {
+        Self::from_file_with(path, &serde_json::Map::new())
+    }
+
+    /// The same with `overrides` set over config.json's fields (`LoadOptions::config_overrides`).
+    pub fn from_file_with(
+        path: &Path,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
         let bad = |msg: String| ModelError::Config {
             file: path.into(),
             msg,
@@ -171,6 +199,7 @@ impl BertConfig {
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let mut json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(format!("invalid: {e}")))?;
+        crate::config::apply_config_overrides(&mut json, overrides, path)?;
         let raw = json.clone();
         if let Some(obj) = json.as_object_mut() {
             if obj.get("model_type").and_then(|t| t.as_str()) == Some("distilbert") {
@@ -238,6 +267,7 @@ struct BertEmbeddings {
     /// DistilBERT has none.
     token_type_embeddings: Option<Embedding>,
     layer_norm: LayerNorm,
+    dropout: Dropout,
     /// RoBERTa's positions start after this (its padding index); BERT's at 0.
     roberta_padding: Option<u32>,
 }
@@ -270,6 +300,11 @@ impl BertEmbeddings {
             )?,
             token_type_embeddings,
             layer_norm: LayerNorm::load(w, &format!("{p}.LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: Dropout::new(
+                cfg.hidden_dropout_prob,
+                "hidden_dropout_prob",
+                &w.parameters(),
+            )?,
             roberta_padding: (cfg.family() == BertFamily::Roberta)
                 .then(|| cfg.pad_token_id.unwrap_or(1)),
         })
@@ -310,7 +345,7 @@ impl BertEmbeddings {
         if let Some(types) = &self.token_type_embeddings {
             x = (x + types.forward(token_types, dtype)?)?;
         }
-        Ok(self.layer_norm.forward(&x)?)
+        Ok(self.dropout.forward(&self.layer_norm.forward(&x)?)?)
     }
 }
 
@@ -327,6 +362,10 @@ struct BertLayer {
     output_norm: LayerNorm,
     heads: usize,
     act: Activation,
+    attention_dropout: Dropout,
+    /// After the attention's output projection (none in DistilBERT) and after the MLP.
+    attention_output_dropout: Dropout,
+    output_dropout: Dropout,
 }
 
 /// Where a layer's weights sit, by family.
@@ -372,7 +411,19 @@ impl BertLayer {
         };
         let lin = |name: &str, inp, out| Linear::load(w, &format!("{p}.{name}"), inp, out, true);
         let norm = |name: &str| LayerNorm::load(w, &format!("{p}.{name}"), h, cfg.layer_norm_eps);
+        let params = w.parameters();
+        let hidden = || Dropout::new(cfg.hidden_dropout_prob, "hidden_dropout_prob", &params);
         Ok(Self {
+            attention_dropout: Dropout::new(
+                cfg.attention_probs_dropout_prob,
+                "attention_probs_dropout_prob",
+                &params,
+            )?,
+            attention_output_dropout: match cfg.family() {
+                BertFamily::DistilBert => Dropout::new(0.0, "dropout", &params)?,
+                _ => hidden()?,
+            },
+            output_dropout: hidden()?,
             query: lin(names.query, h, h)?,
             key: lin(names.key, h, h)?,
             value: lin(names.value, h, h)?,
@@ -397,13 +448,16 @@ impl BertLayer {
         let q = heads(self.query.forward(x)?)?;
         let k = heads(self.key.forward(x)?)?;
         let v = heads(self.value.forward(x)?)?;
-        let attn = bidirectional_attention(&q, &k, &v, mask, 1.0 / (d as f64).sqrt())?;
-        let x = self
-            .attention_norm
-            .forward(&(self.attention_output.forward(&attn)? + x)?)?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let attn = bidirectional_attention(&q, &k, &v, mask, scale, &self.attention_dropout)?;
+        let attn = self
+            .attention_output_dropout
+            .forward(&self.attention_output.forward(&attn)?)?;
+        let x = self.attention_norm.forward(&(attn + x)?)?;
         let y = self
             .output
             .forward(&self.act.apply(&self.intermediate.forward(&x)?)?)?;
+        let y = self.output_dropout.forward(&y)?;
         Ok(self.output_norm.forward(&(y + x)?)?)
     }
 }
@@ -517,7 +571,10 @@ fn checkpoint(
     source: &ferro_core::ModelSource,
     opts: &crate::LoadOptions,
 ) -> Result<(Weights, BertConfig, &'static str)> {
-    let config = BertConfig::from_file(&source.required_file("config.json")?)?;
+    let config = BertConfig::from_file_with(
+        &source.required_file("config.json")?,
+        &opts.config_overrides,
+    )?;
     let files = crate::auto::safetensors_files(source)?;
     let mut w = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
     if let Some(spec) = crate::auto::lora_spec(opts, &config.model_type) {
@@ -551,7 +608,13 @@ fn fine_tuning_encoder(
         trainable: true,
         ..opts.clone()
     };
-    let (w, mut config, prefix) = checkpoint(source, &opts)?;
+    let (mut w, mut config, mut prefix) = checkpoint(source, &opts)?;
+    if prefix.is_empty() {
+        // A bare encoder becomes the task model's `bert` (`roberta`, ...): its parameters
+        // and LoRA modules take the names transformers and PEFT give them.
+        prefix = config.family().prefix();
+        w = w.with_base_prefix(prefix);
+    }
     config.id2label = labels
         .iter()
         .enumerate()
@@ -562,10 +625,10 @@ fn fine_tuning_encoder(
 }
 
 /// A head layer of the checkpoint, or a new one (weights normal(0, `std`) from `seed`,
-/// bias 0) added to `params`, as transformers initialises a head it did not find.
+/// bias 0) added to the parameters, as transformers initialises a head it did not find
+/// (with LoRA: trained whole when the head is a module to save, as PEFT's SEQ_CLS does).
 fn head_layer(
     w: &Weights,
-    params: &Parameters,
     std: f64,
     name: &str,
     inp: usize,
@@ -586,8 +649,8 @@ fn head_layer(
         None => {
             let device = &w.device;
             let weight = ferro_nn::init::normal(&[out, inp], std, seed, device)?;
-            let weight = params.var(&format!("{name}.weight"), &weight)?;
-            let bias = params.var(
+            let weight = w.new_tensor(&format!("{name}.weight"), &weight)?;
+            let bias = w.new_tensor(
                 &format!("{name}.bias"),
                 &ferro_nn::init::zeros(&[out], device)?,
             )?;
@@ -710,6 +773,29 @@ fn num_labels(w: &Weights, name: &str, bert: &BertModel) -> Result<usize> {
     Ok(n)
 }
 
+/// The dropout before a head, as each family's head draws it: `classifier_dropout`, else
+/// `hidden_dropout_prob`; DistilBERT: `seq_classif_dropout` (0.2) before its sequence
+/// classifier, `dropout` before its token classifier, `qa_dropout` (0.1) before its span
+/// scorer; BERT and RoBERTa have none before question answering.
+fn head_dropout(bert: &BertModel, task: &str) -> Result<Dropout> {
+    let cfg = &bert.config;
+    let distil = cfg.family() == BertFamily::DistilBert;
+    let (p, name) = match task {
+        "sequence-classification" if distil => (
+            cfg.seq_classif_dropout.unwrap_or(0.2),
+            "seq_classif_dropout",
+        ),
+        "token-classification" if distil => (cfg.hidden_dropout_prob, "dropout"),
+        "question-answering" if distil => (cfg.qa_dropout.unwrap_or(0.1), "qa_dropout"),
+        "question-answering" => (0.0, "qa_dropout"),
+        _ => match cfg.classifier_dropout {
+            Some(p) => (p, "classifier_dropout"),
+            None => (cfg.hidden_dropout_prob, "hidden_dropout_prob"),
+        },
+    };
+    Ok(Dropout::new(p, name, &bert.parameters)?)
+}
+
 /// How a family turns the encoder's states into class logits.
 #[derive(Debug, Clone)]
 enum ClassifierHead {
@@ -727,6 +813,8 @@ enum ClassifierHead {
 pub struct BertForSequenceClassification {
     pub bert: BertModel,
     head: ClassifierHead,
+    /// Before the head (RoBERTa's: also between its two layers).
+    dropout: Dropout,
     num_labels: usize,
 }
 
@@ -764,6 +852,7 @@ impl BertForSequenceClassification {
         };
         w.finish_lora()?;
         Ok(Self {
+            dropout: head_dropout(&bert, "sequence-classification")?,
             bert,
             head,
             num_labels,
@@ -794,15 +883,7 @@ impl BertForSequenceClassification {
         let mut k = seed;
         let mut layer = |name: &str, inp: usize, out: usize| {
             k += 1;
-            head_layer(
-                &w,
-                &bert.parameters,
-                bert.config.initializer_range,
-                name,
-                inp,
-                out,
-                k,
-            )
+            head_layer(&w, bert.config.initializer_range, name, inp, out, k)
         };
         let head = match bert.config.family() {
             BertFamily::Bert => {
@@ -826,7 +907,9 @@ impl BertForSequenceClassification {
                 classifier: layer("classifier", h, n)?,
             },
         };
+        w.finish_lora()?;
         Ok(Self {
+            dropout: head_dropout(&bert, "sequence-classification")?,
             bert,
             head,
             num_labels: n,
@@ -843,13 +926,17 @@ impl BertForSequenceClassification {
     pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let states = self.bert.forward(ids, types, mask)?;
         let first = || states.narrow(1, 0, 1)?.squeeze(1);
+        let drop = |x: &Tensor| self.dropout.forward(x);
         let logits = match &self.head {
-            ClassifierHead::Pooled(classifier) => classifier.forward(&self.bert.pool(&states)?)?,
+            ClassifierHead::Pooled(classifier) => {
+                classifier.forward(&drop(&self.bert.pool(&states)?)?)?
+            }
             ClassifierHead::Roberta { dense, out_proj } => {
-                out_proj.forward(&dense.forward(&first()?)?.tanh()?)?
+                let x = dense.forward(&drop(&first()?)?)?.tanh()?;
+                out_proj.forward(&drop(&x)?)?
             }
             ClassifierHead::DistilBert { pre, classifier } => {
-                classifier.forward(&pre.forward(&first()?)?.relu()?)?
+                classifier.forward(&drop(&pre.forward(&first()?)?.relu()?)?)?
             }
         };
         Ok(logits.to_dtype(DType::F32)?)
@@ -861,6 +948,7 @@ impl BertForSequenceClassification {
 pub struct BertForTokenClassification {
     pub bert: BertModel,
     classifier: Linear,
+    dropout: Dropout,
 }
 
 impl BertForTokenClassification {
@@ -872,7 +960,11 @@ impl BertForTokenClassification {
         let n = num_labels(&w, "classifier.weight", &bert)?;
         let classifier = Linear::load(&w, "classifier", bert.config.hidden_size, n, true)?;
         w.finish_lora()?;
-        Ok(Self { bert, classifier })
+        Ok(Self {
+            dropout: head_dropout(&bert, "token-classification")?,
+            bert,
+            classifier,
+        })
     }
 
     /// For fine-tuning on `labels` (BIO tags, ...): the checkpoint's encoder with its
@@ -888,14 +980,18 @@ impl BertForTokenClassification {
         let (h, n) = (bert.config.hidden_size, labels.len());
         let classifier = head_layer(
             &w,
-            &bert.parameters,
             bert.config.initializer_range,
             "classifier",
             h,
             n,
             seed + 1,
         )?;
-        Ok(Self { bert, classifier })
+        w.finish_lora()?;
+        Ok(Self {
+            dropout: head_dropout(&bert, "token-classification")?,
+            bert,
+            classifier,
+        })
     }
 
     /// transformers' `save_pretrained` (config.json and model.safetensors).
@@ -905,7 +1001,9 @@ impl BertForTokenClassification {
 
     /// Logits `(b, t, num_labels)`.
     pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let states = self.bert.forward(ids, types, mask)?;
+        let states = self
+            .dropout
+            .forward(&self.bert.forward(ids, types, mask)?)?;
         Ok(self.classifier.forward(&states)?.to_dtype(DType::F32)?)
     }
 }
@@ -915,6 +1013,7 @@ impl BertForTokenClassification {
 pub struct BertForQuestionAnswering {
     pub bert: BertModel,
     qa_outputs: Linear,
+    dropout: Dropout,
 }
 
 impl BertForQuestionAnswering {
@@ -925,12 +1024,18 @@ impl BertForQuestionAnswering {
         let (w, bert) = task_checkpoint(source, opts, "question-answering")?;
         let qa_outputs = Linear::load(&w, "qa_outputs", bert.config.hidden_size, 2, true)?;
         w.finish_lora()?;
-        Ok(Self { bert, qa_outputs })
+        Ok(Self {
+            dropout: head_dropout(&bert, "question-answering")?,
+            bert,
+            qa_outputs,
+        })
     }
 
     /// Start and end logits, each `(b, t)`.
     pub fn forward(&self, ids: &Tensor, types: &Tensor, mask: &Tensor) -> Result<(Tensor, Tensor)> {
-        let states = self.bert.forward(ids, types, mask)?;
+        let states = self
+            .dropout
+            .forward(&self.bert.forward(ids, types, mask)?)?;
         let logits = self.qa_outputs.forward(&states)?.to_dtype(DType::F32)?;
         Ok((
             logits.narrow(2, 0, 1)?.squeeze(2)?,

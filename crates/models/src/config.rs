@@ -53,6 +53,9 @@ pub struct CausalLmConfig {
     pub attention_bias: bool,
     /// Token ids that end generation, from generation_config.json or the GGUF.
     pub eos_token_ids: Vec<u32>,
+    /// Dropout on the attention probabilities while training (transformers'
+    /// `attention_dropout`, 0 in every released checkpoint of these families).
+    pub attention_dropout: f64,
     /// What only Gemma 3 has.
     pub gemma3: Option<Gemma3Params>,
 }
@@ -105,6 +108,29 @@ struct RawConfig {
     rope_local_base_freq: Option<f64>,
     query_pre_attn_scalar: Option<f64>,
     final_logit_softcapping: Option<f64>,
+    attention_dropout: Option<f64>,
+}
+
+/// transformers' `from_pretrained(..., **kwargs)` on a config: each override replaces the
+/// field of its name in `json` (config.json of `path`, named in errors).
+pub fn apply_config_overrides(
+    json: &mut Value,
+    overrides: &serde_json::Map<String, Value>,
+    path: &Path,
+) -> Result<()> {
+    if overrides.is_empty() {
+        return Ok(());
+    }
+    let Some(obj) = json.as_object_mut() else {
+        return Err(ModelError::Config {
+            file: path.into(),
+            msg: "not a JSON object, so config_overrides cannot apply".into(),
+        });
+    };
+    for (k, v) in overrides {
+        obj.insert(k.clone(), v.clone());
+    }
+    Ok(())
 }
 
 fn field<T>(path: &Path, name: &str, v: Option<T>) -> Result<T> {
@@ -218,14 +244,25 @@ fn rope_scaling(
 impl CausalLmConfig {
     /// Reads config.json; `generation_eos` (from generation_config.json) wins over its eos ids.
     pub fn from_config_json(path: &Path, generation_eos: Vec<u32>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config {
+        Self::from_config_json_with(path, generation_eos, &serde_json::Map::new())
+    }
+
+    /// The same with `overrides` set over config.json's fields (`LoadOptions::config_overrides`).
+    pub fn from_config_json_with(
+        path: &Path,
+        generation_eos: Vec<u32>,
+        overrides: &serde_json::Map<String, Value>,
+    ) -> Result<Self> {
+        let bad = |msg: String| ModelError::Config {
             file: path.into(),
-            msg: e.to_string(),
-        })?;
-        let raw: RawConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            file: path.into(),
-            msg: format!("invalid JSON: {e}"),
-        })?;
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut json: Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        apply_config_overrides(&mut json, overrides, path)?;
+        let raw: RawConfig =
+            serde_json::from_value(json).map_err(|e| bad(format!("invalid: {e}")))?;
         let model_type = field(path, "model_type", raw.model_type.clone())?;
         let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
             ModelError::Unsupported(format!(
@@ -304,6 +341,7 @@ impl CausalLmConfig {
                 .attention_bias
                 .unwrap_or(architecture == Architecture::Qwen2),
             eos_token_ids: eos,
+            attention_dropout: raw.attention_dropout.unwrap_or(0.0),
             gemma3: None,
         };
         let cfg = if architecture == Architecture::Gemma3 {
@@ -409,6 +447,7 @@ impl CausalLmConfig {
             sliding_window: None,
             attention_bias: architecture == Architecture::Qwen2,
             eos_token_ids: eos,
+            attention_dropout: 0.0,
             gemma3: None,
         };
         let cfg = if architecture == Architecture::Gemma3 {
@@ -455,6 +494,30 @@ impl CausalLmConfig {
             cfg
         };
         cfg.validate(path)
+    }
+
+    /// `LoadOptions::config_overrides` on a GGUF's config, which comes from its header
+    /// rather than a config.json: only the training-time `attention_dropout` can be set.
+    pub fn apply_gguf_overrides(
+        &mut self,
+        overrides: &serde_json::Map<String, Value>,
+        path: &Path,
+    ) -> Result<()> {
+        for (k, v) in overrides {
+            match (k.as_str(), v.as_f64()) {
+                ("attention_dropout", Some(p)) => self.attention_dropout = p,
+                _ => {
+                    return Err(ModelError::Config {
+                        file: path.into(),
+                        msg: format!(
+                            "config_overrides `{k}` = {v}: a GGUF's config comes from its \
+                             header; only attention_dropout (a number) can be overridden"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(self, path: &Path) -> Result<Self> {

@@ -24,9 +24,14 @@ pub struct InitScheme {
 }
 
 impl InitScheme {
-    /// The scheme config.json asks for (`initializer_range`, `pad_token_id`).
-    pub fn from_config_json(path: &Path, config: &CausalLmConfig, seed: u64) -> Result<Self> {
-        let raw = crate::auto::read_json(path)?;
+    /// The scheme config.json (`raw`, read from `path`) asks for: `initializer_range`,
+    /// `pad_token_id`.
+    pub fn from_config_json(
+        raw: &serde_json::Value,
+        path: &Path,
+        config: &CausalLmConfig,
+        seed: u64,
+    ) -> Result<Self> {
         let bad = |msg: String| ModelError::Config {
             file: path.into(),
             msg,
@@ -133,8 +138,8 @@ impl AutoModelForCausalLM {
     /// `config` (a config.json or its folder) with new weights drawn from `seed` as
     /// transformers initializes them (see `InitScheme`), all of them trainable
     /// parameters (tied embeddings one). `save_pretrained` writes it as a checkpoint.
-    /// `opts` gives the device and dtype; LoRA and quantization are refused (they are for
-    /// trained weights).
+    /// `opts` gives the device, dtype and `config_overrides` (saved with the model); LoRA
+    /// and quantization are refused (they are for trained weights).
     pub fn from_config(config: &Path, opts: &LoadOptions, seed: u64) -> Result<CausalLm> {
         let refuse = |param: &'static str, what: &str| {
             Err(ModelError::InvalidArgument {
@@ -149,12 +154,14 @@ impl AutoModelForCausalLM {
             return refuse("quantize", "quantizing");
         }
         let path = config_file(config)?;
-        let config = CausalLmConfig::from_config_json(&path, Vec::new())?;
-        let scheme = InitScheme::from_config_json(&path, &config, seed)?;
+        let config =
+            CausalLmConfig::from_config_json_with(&path, Vec::new(), &opts.config_overrides)?;
+        let mut raw_config = crate::auto::read_json(&path)?;
+        crate::config::apply_config_overrides(&mut raw_config, &opts.config_overrides, &path)?;
+        let scheme = InitScheme::from_config_json(&raw_config, &path, &config, seed)?;
         let make: ferro_nn::InitFn =
             Box::new(move |name, shape, device| scheme.tensor(name, shape, device));
         let weights = Weights::from_init(&path, make, &opts.device, opts.dtype).trainable();
-        let raw_config = crate::auto::read_json(&path)?;
         CausalLm::assemble(&weights, config, &opts.device, None, Some(raw_config))
     }
 }

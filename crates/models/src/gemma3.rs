@@ -44,6 +44,7 @@ impl Gemma3DecoderLayer {
             qk_norm: Some((eps, offset)),
             scale: 1.0 / g.query_pre_attn_scalar.sqrt(),
             sliding_window: sliding.then_some(g.sliding_window),
+            dropout: cfg.attention_dropout,
         };
         let norm = |name: &str| RmsNorm::load(w, &format!("{p}.{name}.weight"), h, eps, offset);
         Ok(Self {

@@ -32,6 +32,7 @@ impl LlamaDecoderLayer {
             qk_norm: None,
             scale: 1.0 / (cfg.head_dim as f64).sqrt(),
             sliding_window: cfg.sliding_window, // differs from Llama in Mistral: sliding window
+            dropout: cfg.attention_dropout,
         };
         Ok(Self {
             input_layernorm: RmsNorm::load(

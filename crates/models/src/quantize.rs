@@ -144,7 +144,7 @@ fn plan_gguf(path: &Path, dtype: GgmlDType) -> Result<Planned> {
 /// A safetensors checkpoint: llama.cpp's metadata from the config, its names from the
 /// name table, Llama's q/k rows permuted, Gemma's norms shifted.
 fn plan_safetensors(source: &ModelSource, dtype: GgmlDType) -> Result<Planned> {
-    let (config, config_path) = read_causal_lm_config(source)?;
+    let (config, config_path) = read_causal_lm_config(source, &serde_json::Map::new())?;
     let weights = Weights::from_safetensors(&safetensors_files(source)?, &Device::Cpu, DType::F32)?;
     let metadata = llama_cpp_metadata(&config, &config_path, source, dtype)?;
     let name_map = match config.architecture {

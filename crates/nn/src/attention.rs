@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::{KvCache, KvLayout};
+use crate::dropout::Dropout;
 use crate::error::{NnError, Result};
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
@@ -25,6 +26,8 @@ pub struct AttentionConfig {
     pub scale: f64,
     /// Keys further back than this many positions are masked.
     pub sliding_window: Option<usize>,
+    /// Dropout on the attention probabilities while training (`attention_dropout`).
+    pub dropout: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +38,7 @@ pub struct Attention {
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    dropout: Dropout,
     cfg: AttentionConfig,
 }
 
@@ -73,6 +77,7 @@ impl Attention {
             o_proj: Linear::load(w, &format!("{prefix}.o_proj"), cfg.num_heads * d, h, false)?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
+            dropout: Dropout::new(cfg.dropout, "attention_dropout", &w.parameters())?,
             cfg,
         })
     }
@@ -157,7 +162,11 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
-        if q.device().is_cpu() && q.dtype() == DType::F32 && !q.track_op() {
+        if q.device().is_cpu()
+            && q.dtype() == DType::F32
+            && !q.track_op()
+            && !self.dropout.is_active()
+        {
             let fused = crate::attention_cpu::CpuAttention {
                 offset,
                 scale: self.cfg.scale as f32,
@@ -199,7 +208,10 @@ impl Attention {
             }
             None => scores,
         };
-        let probs = softmax(&scores)?.to_dtype(v.dtype())?;
+        let probs = self
+            .dropout
+            .forward(&softmax(&scores)?)?
+            .to_dtype(v.dtype())?;
         let out = probs
             .matmul(&v)?
             .reshape((b, nh, t, d))?
@@ -210,24 +222,27 @@ impl Attention {
 }
 
 /// Softmax over the last dimension: the fused kernel, or when gradients are tracked
-/// (training) the composite one, which has a backward pass.
+/// (training) one with a backward pass (ours on the CPU in f32, else the composite one).
 fn softmax(x: &Tensor) -> Result<Tensor> {
-    Ok(if x.track_op() {
-        candle_nn::ops::softmax(x, candle_core::D::Minus1)?
-    } else {
+    Ok(if !x.track_op() {
         candle_nn::ops::softmax_last_dim(x)?
+    } else if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(crate::softmax_cpu::Softmax)?
+    } else {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)?
     })
 }
 
 /// Bidirectional attention of `q`, `k`, `v (b, heads, t, d)` (an encoder's): each query
-/// sees every key whose `key_mask (b, t)` entry is 1 (padding is 0); softmax in f32.
-/// Gives `(b, t, heads · d)`.
+/// sees every key whose `key_mask (b, t)` entry is 1 (padding is 0); softmax in f32, then
+/// `dropout` on the probabilities (training). Gives `(b, t, heads · d)`.
 pub fn bidirectional_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     key_mask: &Tensor,
     scale: f64,
+    dropout: &Dropout,
 ) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let dtype = q.dtype();
@@ -239,7 +254,7 @@ pub fn bidirectional_attention(
     // row of padding stays a valid softmax).
     let bias =
         ((key_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((b, 1, 1, t))?;
-    let probs = softmax(&scores.broadcast_add(&bias)?)?;
+    let probs = dropout.forward(&softmax(&scores.broadcast_add(&bias)?)?)?;
     Ok(probs
         .to_dtype(dtype)?
         .matmul(&v.contiguous()?)?

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
 use crate::frozen_matmul::{GgmlMatMul, QTensorMatMul};
@@ -200,6 +200,12 @@ impl Linear {
 
     fn add_bias(&self, y: Tensor) -> Result<Tensor> {
         Ok(match &self.bias {
+            Some(b)
+                if y.device().is_cpu() && y.dtype() == DType::F32 && b.dtype() == DType::F32 =>
+            {
+                // One parallel pass each way (see bias_cpu).
+                y.contiguous()?.apply_op2(b, crate::bias_cpu::BiasAdd)?
+            }
             Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
             None => y,
         })

@@ -31,9 +31,8 @@ impl Activation {
         Ok(match self {
             Activation::Silu => candle_nn::ops::silu(x)?,
             Activation::GeluTanh => x.gelu()?,
-            Activation::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() => {
-                x.contiguous()?
-                    .apply_op1_no_bwd(&crate::gelu_cpu::GeluErf)?
+            Activation::Gelu if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                x.contiguous()?.apply_op1(crate::gelu_cpu::GeluErf)?
             }
             Activation::Gelu => x.gelu_erf()?,
         })

@@ -29,6 +29,16 @@ impl RmsNorm {
 
     /// Normalizes over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32 {
+            // Training: one parallel pass each way (see layer_norm_cpu); inference keeps
+            // the composite form.
+            let op = crate::layer_norm_cpu::LayerNormOp {
+                eps: self.eps as f32,
+                center: false,
+            };
+            let zeros = self.weight.zeros_like()?;
+            return Ok(x.contiguous()?.apply_op3(&self.weight, &zeros, op)?);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let var = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -61,6 +71,14 @@ impl LayerNorm {
 
     /// Normalizes over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // One parallel pass each way on the CPU (see layer_norm_cpu).
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            let op = crate::layer_norm_cpu::LayerNormOp {
+                eps: self.eps as f32,
+                center: true,
+            };
+            return Ok(x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;

@@ -8,23 +8,28 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Tensor, Var};
 
+use crate::dropout::DropoutStream;
 use crate::error::Result;
 
 /// The trainable tensors of a model, by checkpoint name, in the order they were read.
 /// Cloning shares the list: a task head loaded after its encoder adds to the same one.
-/// It also carries the model's training mode (PyTorch's `model.train()` / `model.eval()`),
-/// shared the same way.
+/// It also carries the model's training mode (PyTorch's `model.train()` / `model.eval()`)
+/// and where its dropout masks come from, shared the same way.
 #[derive(Debug, Clone, Default)]
-pub struct Parameters(Arc<Mutex<Vec<(String, Var)>>>, Arc<AtomicBool>);
+pub struct Parameters {
+    list: Arc<Mutex<Vec<(String, Var)>>>,
+    training: Arc<AtomicBool>,
+    dropout: Arc<DropoutStream>,
+}
 
 impl Parameters {
     /// `(name, var)` for every parameter (transformers' `named_parameters()`).
     pub fn named(&self) -> Vec<(String, Var)> {
-        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+        self.list.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
-        self.0.lock().map(|p| p.len()).unwrap_or(0)
+        self.list.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -33,7 +38,7 @@ impl Parameters {
 
     /// The parameter called `name`.
     pub fn get(&self, name: &str) -> Option<Var> {
-        let params = self.0.lock().ok()?;
+        let params = self.list.lock().ok()?;
         params
             .iter()
             .find(|(n, _)| n == name)
@@ -47,7 +52,7 @@ impl Parameters {
             return Ok(v.as_tensor().clone());
         }
         let v = Var::from_tensor(value)?;
-        if let Ok(mut params) = self.0.lock() {
+        if let Ok(mut params) = self.list.lock() {
             params.push((name.to_string(), v.clone()));
         }
         Ok(v.as_tensor().clone())
@@ -58,16 +63,27 @@ impl Parameters {
     /// Training mode on or off (`model.train()` / `model.eval()`): what dropout, the LoRA
     /// adapters' included, looks at. Off when a model is loaded.
     pub fn set_training(&self, on: bool) {
-        self.1.store(on, Ordering::Relaxed);
+        self.training.store(on, Ordering::Relaxed);
     }
 
     pub fn is_training(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// Starts the dropout masks of one training step (see `crate::dropout`): the masks
+    /// depend on `seed` and `step` only, so a resumed run draws what it would have.
+    pub fn set_dropout_step(&self, seed: u64, step: u64) {
+        self.dropout.set_step(seed, step);
+    }
+
+    /// The model's dropout mask stream (shared by its dropout layers).
+    pub fn dropout_stream(&self) -> Arc<DropoutStream> {
+        self.dropout.clone()
     }
 
     /// The shared training flag, for layers that read it as they run.
     pub(crate) fn training_flag(&self) -> Arc<AtomicBool> {
-        self.1.clone()
+        self.training.clone()
     }
 
     /// A new list without the LoRA adapters' parameters, each module to save under its
@@ -88,9 +104,10 @@ impl Parameters {
                 None => (n, v),
             })
             .collect();
-        Parameters(
-            Arc::new(Mutex::new(kept)),
-            Arc::new(AtomicBool::new(self.is_training())),
-        )
+        Parameters {
+            list: Arc::new(Mutex::new(kept)),
+            training: Arc::new(AtomicBool::new(self.is_training())),
+            dropout: self.dropout.clone(),
+        }
     }
 }

@@ -65,6 +65,9 @@ pub struct Weights {
     parameters: Option<Parameters>,
     /// Loading with LoRA adapters: only they (and the modules to save) are `Var`s.
     lora: Option<LoraLoad>,
+    /// A bare base model read as a task model: names under this prefix (transformers'
+    /// `base_model_prefix`, `bert`) are stored without it.
+    base_prefix: Option<String>,
 }
 
 /// ggml type ids and candle's types.
@@ -183,6 +186,7 @@ impl Weights {
             shared: Default::default(),
             parameters: None,
             lora: None,
+            base_prefix: None,
         }
     }
 
@@ -236,10 +240,30 @@ impl Weights {
         }
     }
 
+    /// Reads a bare base model's weights under the names its task model gives them
+    /// (`{prefix}.encoder...` for the stored `encoder...`), so that parameters and LoRA
+    /// modules are named as transformers and PEFT name them.
+    pub fn with_base_prefix(mut self, prefix: &str) -> Self {
+        self.base_prefix = Some(format!("{prefix}."));
+        self
+    }
+
+    /// The stored name of `name` (without the base prefix when the file has it so).
+    fn stored_name<'a>(&self, name: &'a str) -> &'a str {
+        if let (Some(p), Source::Safetensors { tensors, .. }) = (&self.base_prefix, &self.source) {
+            if let Some(rest) = name.strip_prefix(p.as_str()) {
+                if tensors.get(name).is_err() {
+                    return rest;
+                }
+            }
+        }
+        name
+    }
+
     /// Whether the checkpoint has `name`.
     pub fn contains(&self, name: &str) -> bool {
         match &self.source {
-            Source::Safetensors { tensors, .. } => tensors.get(name).is_ok(),
+            Source::Safetensors { tensors, .. } => tensors.get(self.stored_name(name)).is_ok(),
             Source::Gguf {
                 index, name_map, ..
             } => name_map(name).is_some_and(|g| index.contains_key(&g)),
@@ -281,20 +305,39 @@ impl Weights {
     /// With LoRA, only the tensors of modules to save are parameters (under PEFT's names,
     /// starting from the adapter file's values when there is one); the rest is frozen.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.parameter(name, shape, None)
+    }
+
+    /// A tensor the checkpoint does not have (a new classification head), starting from
+    /// `init`: a parameter as `tensor` would make it (with LoRA: trainable under PEFT's name
+    /// when its module is to be saved, and then read from the adapter file when there is
+    /// one; frozen otherwise).
+    pub fn new_tensor(&self, name: &str, init: &Tensor) -> Result<Tensor> {
+        self.parameter(name, init.dims(), Some(init))
+    }
+
+    /// `tensor` and `new_tensor`: the stored value, or `init` for a new one.
+    fn parameter(&self, name: &str, shape: &[usize], init: Option<&Tensor>) -> Result<Tensor> {
+        let stored = || -> Result<Tensor> {
+            match init {
+                Some(t) => Ok(t.clone()),
+                None => self.stored_tensor(name, shape),
+            }
+        };
         if let Some(lora) = &self.lora {
             lora.note_read(name);
             return match lora.module_to_save(name, shape)? {
                 Some((param, value)) => {
                     let t = match value {
                         Some(v) => v,
-                        None => self.stored_tensor(name, shape)?,
+                        None => stored()?,
                     };
                     self.parameters().var(&param, &t.to_dtype(self.dtype)?)
                 }
-                None => Ok(self.stored_tensor(name, shape)?.to_dtype(self.dtype)?),
+                None => Ok(stored()?.to_dtype(self.dtype)?),
             };
         }
-        let t = self.stored_tensor(name, shape)?.to_dtype(self.dtype)?;
+        let t = stored()?.to_dtype(self.dtype)?;
         match &self.parameters {
             Some(p) => p.var(name, &t),
             None => Ok(t),
@@ -374,9 +417,10 @@ impl Weights {
     fn stored_tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         Ok(match &self.source {
             Source::Safetensors { tensors, .. } => {
-                let view = tensors.get(name).map_err(|_| self.missing(name))?;
+                let stored = self.stored_name(name);
+                let view = tensors.get(stored).map_err(|_| self.missing(name))?;
                 self.check_shape(name, view.shape(), shape)?;
-                tensors.load(name, &self.device)?
+                tensors.load(stored, &self.device)?
             }
             Source::Gguf { .. } => self.qtensor(name, shape)?.dequantize(&self.device)?,
             Source::Init { make, .. } => {

@@ -1,4 +1,4 @@
-//! Datasets as rows of named values, read from JSONL, JSON, CSV or plain text, split into
+//! Datasets as rows of named values, read from JSONL, JSON, CSV, Parquet or plain text, split into
 //! train and test, and tokenized into model inputs for classification.
 
 use std::path::Path;
@@ -22,19 +22,24 @@ pub struct Dataset {
 impl Dataset {
     /// Reads `path` by its extension: `.jsonl` (an object per line), `.json` (a list of
     /// objects), `.csv` (a header row names the columns) or anything else as text (one
-    /// example per line, in a `text` column).
+    /// example per line, in a `text` column); `.parquet` as in [`crate::parquet`].
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |msg: String| TrainError::File {
             path: path.into(),
             msg,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        // Parquet is binary and read apart; the other formats are text.
+        let text = match ext {
+            "parquet" => String::new(),
+            _ => std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?,
+        };
         let object = |v: Value, at: String| match v {
             Value::Object(o) => Ok(o),
             _ => Err(bad(format!("{at}: not a JSON object"))),
         };
         let rows = match ext {
+            "parquet" => crate::parquet::read_rows(path)?,
             "jsonl" => text
                 .lines()
                 .enumerate()

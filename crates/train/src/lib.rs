@@ -12,6 +12,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod parquet;
 pub mod recipe;
 pub mod report;
 pub mod schedule;

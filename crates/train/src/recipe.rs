@@ -53,6 +53,10 @@ pub struct ModelSection {
     /// Inputs are cut to this many tokens (default: the model's limit, at most 512).
     #[serde(default)]
     pub max_length: Option<usize>,
+    /// Fields set over the model's config.json, as transformers'
+    /// `from_pretrained(..., **kwargs)`: e.g. `{ hidden_dropout_prob = 0.0 }`.
+    #[serde(default)]
+    pub config_overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_task() -> String {
@@ -260,8 +264,40 @@ const TOKENIZER_FILES: [&str; 6] = [
     "merges.txt",
 ];
 
+/// `[lora]` for the config's task: the classifiers' heads are new, so they are trained
+/// whole and saved with the adapter, as PEFT's task types SEQ_CLS / TOKEN_CLS arrange
+/// (`modules_to_save` gets `classifier`); masked-LM has no PEFT task type and is refused.
+fn lora_for_task(cfg: &TrainConfig) -> Result<Option<LoraConfig>> {
+    let Some(lora) = &cfg.lora else {
+        return Ok(None);
+    };
+    let mut lora = lora.clone();
+    let task_type = match cfg.model.task.as_str() {
+        "causal-lm" => None,
+        "text-classification" => Some("SEQ_CLS"),
+        "token-classification" => Some("TOKEN_CLS"),
+        other => {
+            return Err(TrainError::InvalidArgument {
+                param: "lora",
+                msg: format!(
+                    "LoRA from a config is for causal-lm, text-classification and \
+                     token-classification, not {other}"
+                ),
+            })
+        }
+    };
+    if lora.task_type.is_none() {
+        lora.task_type = task_type.map(String::from);
+    }
+    Ok(Some(lora))
+}
+
 /// Runs `cfg`: loads, tokenizes, trains, evaluates and saves.
 pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
+    let cfg = &TrainConfig {
+        lora: lora_for_task(cfg)?,
+        ..cfg.clone()
+    };
     let tokenizer_name = cfg.model.tokenizer_name();
     let tokenizer_source = ModelSource::resolve(&tokenizer_name, &HubOptions::from_env())?;
     let tokenizer = AutoTokenizer::from_source(&tokenizer_source, None)?;
@@ -284,19 +320,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             .clone()
             .map(|c| ferro_nn::lora::LoraSpec::new(c, seed)),
         dequantize: cfg.model.dequantize,
+        config_overrides: cfg.model.config_overrides.clone(),
         ..LoadOptions::default()
     };
     let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
-    if cfg.lora.is_some() && cfg.model.task != "causal-lm" {
-        return Err(TrainError::InvalidArgument {
-            param: "lora",
-            msg: format!(
-                "LoRA from a config is for causal-lm so far, not {} (a new classification head \
-                 would not be saved with the adapter)",
-                cfg.model.task
-            ),
-        });
-    }
     let pad = tokenizer.pad_token_id().unwrap_or(0);
     let job = Job {
         cfg,
@@ -582,14 +609,26 @@ pub fn evaluate_config(
             .map(ferro_nn::lora::LoraSpec::from_pretrained)
             .transpose()?,
         dequantize: cfg.model.dequantize,
+        config_overrides: cfg.model.config_overrides.clone(),
         ..LoadOptions::default()
     };
     let limit = |model_limit: usize| cfg.max_length(&tokenizer, model_limit);
     let pad = tokenizer.pad_token_id().unwrap_or(0);
     let batch = cfg.training.per_device_eval_batch_size;
+    // An adapter of a classifier carries its head (`modules_to_save`); the base may be a
+    // bare encoder, so the head is built as for fine-tuning and read from the adapter.
+    let seed = cfg.training.seed;
     match cfg.model.task.as_str() {
         "text-classification" => {
-            let model = BertForSequenceClassification::from_source(&source, &opts)?;
+            let model = match adapter {
+                Some(_) => BertForSequenceClassification::for_fine_tuning(
+                    &source,
+                    &opts,
+                    &labels_for(cfg, &source)?,
+                    seed,
+                )?,
+                None => BertForSequenceClassification::from_source(&source, &opts)?,
+            };
             let labels = model.bert.config.labels()?;
             let columns = ClassificationColumns {
                 text: cfg.data.text_column.clone(),
@@ -607,7 +646,15 @@ pub fn evaluate_config(
             crate::trainer::evaluate(&model, &examples, batch, pad, Some(&metrics))
         }
         "token-classification" => {
-            let model = BertForTokenClassification::from_source(&source, &opts)?;
+            let model = match adapter {
+                Some(_) => BertForTokenClassification::for_fine_tuning(
+                    &source,
+                    &opts,
+                    &labels_for(cfg, &source)?,
+                    seed,
+                )?,
+                None => BertForTokenClassification::from_source(&source, &opts)?,
+            };
             let labels = model.bert.config.labels()?;
             let (words, tags) = (&cfg.data.tokens_column, &cfg.data.tags_column);
             let examples = tokenize_token_classification(

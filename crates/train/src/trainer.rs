@@ -501,6 +501,11 @@ impl<M: TrainableModel> Trainer<M> {
             let mut grads: Option<GradStore> = None;
             let mut step_loss = 0.0;
             for &b in &micro {
+                // Dropout masks are a function of (seed, micro-batch number): a resumed
+                // run draws the ones it would have drawn.
+                self.model
+                    .parameter_store()
+                    .set_dropout_step(self.args.seed, (epoch * bpe + b) as u64);
                 let examples = self.micro_batch(epoch, b);
                 let refs: Vec<&Example> = examples.iter().map(|e| e.as_ref()).collect();
                 let batch = collate(&refs, self.pad_id, per_token, &self.device)?;

@@ -24,8 +24,14 @@ fn reference() -> Value {
 fn model() -> BertForSequenceClassification {
     let dir = fixtures().join("encoders/tiny/bert-seq-cls");
     let source = ModelSource::resolve(dir.to_str().unwrap(), &HubOptions::from_env()).unwrap();
+    // transformers' Trainer ran with dropout off (the reference's config overrides).
+    let overrides = reference()["model"]["config_overrides"]
+        .as_object()
+        .unwrap()
+        .clone();
     let opts = LoadOptions {
         trainable: true,
+        config_overrides: overrides,
         ..LoadOptions::default()
     };
     BertForSequenceClassification::from_source(&source, &opts).unwrap()

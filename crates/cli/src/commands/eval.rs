@@ -17,7 +17,7 @@ pub struct Args {
     /// text-classification, token-classification or causal-lm.
     #[arg(long)]
     task: Option<String>,
-    /// The examples (JSONL, JSON, CSV or text), as training reads them.
+    /// The examples (JSONL, JSON, CSV, Parquet or text), as training reads them.
     #[arg(long)]
     file: Option<PathBuf>,
     /// The text (or chat `messages`) column.

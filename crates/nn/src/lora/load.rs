@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
@@ -16,6 +15,7 @@ use super::config::{lora_param_names, module_to_save_param_name, ALL_LINEAR};
 use super::{
     invalid, LoraAdapter, LoraConfig, LoraSpec, TargetModules, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX,
 };
+use crate::dropout::Dropout;
 use crate::error::{NnError, Result};
 use crate::parameters::Parameters;
 
@@ -34,8 +34,8 @@ pub(crate) struct LoraLoad {
     used: Mutex<BTreeSet<String>>,
     /// Draws new adapters' A (and B when `init_lora_weights` is false).
     init_rng: Mutex<StdRng>,
-    dropout_rng: Arc<Mutex<StdRng>>,
-    training: Arc<AtomicBool>,
+    /// Every adapter's dropout (one probability, the model's mask stream).
+    dropout: Dropout,
     /// Every module a tensor was read from, and the linear layers among them.
     seen: Mutex<BTreeSet<String>>,
     linears: Mutex<Vec<String>>,
@@ -74,16 +74,14 @@ impl LoraLoad {
             None => None,
             Some(dir) => Some(read_adapter(dir, device)?),
         };
+        let dropout = Dropout::new(config.lora_dropout, "lora_dropout", &parameters)?;
         Ok(Self {
             scaling: config.scaling(),
             config,
             adapter,
             used: Mutex::default(),
             init_rng: Mutex::new(StdRng::seed_from_u64(spec.seed)),
-            dropout_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(
-                spec.seed ^ 0x9e37_79b9_7f4a_7c15,
-            ))),
-            training: parameters.training_flag(),
+            dropout,
             seen: Mutex::default(),
             linears: Mutex::default(),
             adapted: Mutex::default(),
@@ -197,9 +195,7 @@ impl LoraLoad {
             a,
             b,
             scaling: self.scaling,
-            dropout: self.config.lora_dropout,
-            training: self.training.clone(),
-            rng: self.dropout_rng.clone(),
+            dropout: self.dropout.clone(),
         }))
     }
 

@@ -19,18 +19,15 @@ mod load;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
-use rand::rngs::StdRng;
-use rand::Rng;
 
 pub use config::{
     lora_param_names, module_to_save_param_name, peft_saved_key, LoraConfig, TargetModules,
 };
 pub(crate) use load::LoraLoad;
 
+use crate::dropout::Dropout;
 use crate::error::{NnError, Result};
 use crate::linear::Linear;
 use crate::parameters::Parameters;
@@ -52,7 +49,7 @@ pub struct LoraSpec {
     /// A PEFT folder (adapter_config.json, adapter_model.safetensors) whose weights the
     /// adapters start from; `None`: a new adapter, initialised as PEFT does.
     pub adapter: Option<PathBuf>,
-    /// Seeds a new adapter's A (and the dropout masks).
+    /// Seeds a new adapter's A (dropout masks follow the trainer's seed and step).
     pub seed: u64,
 }
 
@@ -85,9 +82,8 @@ pub struct LoraAdapter {
     a: Tensor,
     b: Tensor,
     scaling: f64,
-    dropout: f64,
-    training: Arc<AtomicBool>,
-    rng: Arc<Mutex<StdRng>>,
+    /// On the adapter's input while training (the model's mask stream).
+    dropout: Dropout,
 }
 
 impl LoraAdapter {
@@ -129,8 +125,8 @@ impl LoraAdapter {
         }
         let rows = x.elem_count() / inp.max(1);
         let mut h = x.to_dtype(DType::F32)?.reshape((rows, inp))?;
-        if self.dropout > 0.0 && self.training.load(Ordering::Relaxed) {
-            h = self.drop(&h)?;
+        if self.dropout.is_active() {
+            h = self.dropout.forward(&h)?;
         }
         let h = h.matmul(&self.a.t()?)?;
         debug_assert_eq!(h.dim(1).ok(), Some(rank));
@@ -139,27 +135,6 @@ impl LoraAdapter {
             *last = out;
         }
         Ok(y.reshape(dims)?.to_dtype(dtype)?)
-    }
-
-    /// Inverted dropout with a mask from the adapter's seeded generator.
-    fn drop(&self, x: &Tensor) -> Result<Tensor> {
-        let p = self.dropout;
-        let n = x.elem_count();
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = match self.rng.lock() {
-            Ok(mut rng) => (0..n)
-                .map(|_| {
-                    if rng.random::<f64>() < p {
-                        0.0
-                    } else {
-                        keep as f32
-                    }
-                })
-                .collect(),
-            Err(_) => return Err(invalid("lora_dropout", "the dropout generator is poisoned")),
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok((x * mask)?)
     }
 
     /// `scaling · B A`, `(out, in)`, detached: what merging adds to the base weight.
