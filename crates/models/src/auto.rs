@@ -161,17 +161,9 @@ impl AutoModelForCausalLM {
                 weights = weights
                     .with_permuted_qk(config.num_attention_heads, config.num_key_value_heads);
             }
-            let model = Model::load(&weights, &config)?;
-            weights.finish_lora()?;
+            let model = CausalLm::assemble(&weights, config, &opts.device, None, None)?;
             tracing::debug!(elapsed = ?start.elapsed(), "loaded the GGUF model");
-            return Ok(CausalLm {
-                model,
-                config,
-                device: opts.device.clone(),
-                generation_config: None,
-                parameters: weights.parameters(),
-                raw_config: None,
-            });
+            return Ok(model);
         }
         let (config, config_path) = read_causal_lm_config(source, &opts.config_overrides)?;
         let mut raw_config = read_json(&config_path)?;
@@ -195,17 +187,15 @@ impl AutoModelForCausalLM {
         } else if opts.trainable {
             weights = weights.trainable();
         }
-        let model = Model::load(&weights, &config)?;
-        weights.finish_lora()?;
-        tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
-        Ok(CausalLm {
-            model,
+        let model = CausalLm::assemble(
+            &weights,
             config,
-            device: opts.device.clone(),
+            &opts.device,
             generation_config,
-            parameters: weights.parameters(),
             raw_config,
-        })
+        )?;
+        tracing::debug!(elapsed = ?start.elapsed(), "loaded the safetensors model");
+        Ok(model)
     }
 }
 
@@ -254,7 +244,7 @@ pub(crate) fn read_causal_lm_config(
 }
 
 /// A JSON file, with errors naming it.
-fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+pub(crate) fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
     let config_error = |msg: String| ModelError::Config {
         file: path.into(),
         msg,
@@ -307,6 +297,27 @@ pub(crate) fn safetensors_files(source: &ModelSource) -> Result<Vec<std::path::P
 }
 
 impl CausalLm {
+    /// The model `weights` hold for `config` (a checkpoint's, or new ones from
+    /// `from_config`): the one place a `CausalLm` is built.
+    pub(crate) fn assemble(
+        weights: &Weights,
+        config: CausalLmConfig,
+        device: &Device,
+        generation_config: Option<serde_json::Value>,
+        raw_config: Option<serde_json::Value>,
+    ) -> Result<Self> {
+        let model = Model::load(weights, &config)?;
+        weights.finish_lora()?;
+        Ok(CausalLm {
+            model,
+            config,
+            device: device.clone(),
+            generation_config,
+            parameters: weights.parameters(),
+            raw_config,
+        })
+    }
+
     /// transformers' `save_pretrained` of a model loaded for training from safetensors:
     /// config.json and model.safetensors (tied weights once, under the embedding's name),
     /// each written whole or not at all.

@@ -263,7 +263,7 @@ impl CausalLmConfig {
         apply_config_overrides(&mut json, overrides, path)?;
         let raw: RawConfig =
             serde_json::from_value(json).map_err(|e| bad(format!("invalid: {e}")))?;
-        let model_type = raw.model_type.clone().unwrap_or_default();
+        let model_type = field(path, "model_type", raw.model_type.clone())?;
         let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
             ModelError::Unsupported(format!(
                 "{}: architecture `{model_type}` ({}) is not supported (supported: llama, qwen2, mistral, gemma3_text)",

@@ -5,6 +5,7 @@ pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod error;
+pub mod from_config;
 pub mod gemma3;
 pub mod gguf_names;
 pub mod llama;
@@ -18,4 +19,5 @@ pub use bert::{
 };
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};
+pub use from_config::InitScheme;
 pub use quantize::{quantize_to_gguf, QuantizeOptions, QuantizeReport};

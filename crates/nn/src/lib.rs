@@ -41,4 +41,4 @@ pub use norm::{LayerNorm, RmsNorm};
 pub use parameters::Parameters;
 pub use quant::QuantMatrix;
 pub use rotary::{RopeScaling, RotaryEmbedding};
-pub use weights::{GgufNameMap, Weights};
+pub use weights::{GgufNameMap, InitFn, Weights};

@@ -22,6 +22,10 @@ use crate::quant::QuantMatrix;
 /// Maps a transformers weight name to its GGUF name, per architecture.
 pub type GgufNameMap = fn(&str) -> Option<String>;
 
+/// Makes a tensor from its checkpoint name and shape (outermost first), in f32 on the
+/// given device: fresh initial values for a model built from its config alone.
+pub type InitFn = Box<dyn Fn(&str, &[usize], &Device) -> Result<Tensor> + Send + Sync>;
+
 enum Source {
     Safetensors {
         files: Vec<PathBuf>,
@@ -35,6 +39,13 @@ enum Source {
         /// Head counts of q and k when the file stores their rows in llama.cpp's
         /// interleaved-rotary order (its converter permutes Llama's q/k weights).
         permuted_qk: Option<(usize, usize)>,
+    },
+    /// No checkpoint: each tensor is made when the model reads it (a model initialized
+    /// from its config), so the architecture's loader stays the one place that names them.
+    Init {
+        /// The config the model is built from, for messages.
+        origin: PathBuf,
+        make: InitFn,
     },
 }
 
@@ -105,20 +116,11 @@ impl Weights {
                 file: files.first().cloned().unwrap_or_default(),
                 msg: format!("not a valid safetensors file: {e}"),
             })?;
-        Ok(Self {
-            source: Source::Safetensors {
-                files: files.to_vec(),
-                tensors,
-            },
-            device: device.clone(),
-            dtype,
-            dequantize: true,
-            quantize: None,
-            shared: Default::default(),
-            parameters: None,
-            lora: None,
-            base_prefix: None,
-        })
+        let source = Source::Safetensors {
+            files: files.to_vec(),
+            tensors,
+        };
+        Ok(Self::new(source, device, dtype, true))
     }
 
     /// Opens a GGUF file; `name_map` translates the architecture's weight names.
@@ -152,14 +154,31 @@ impl Weights {
             }
             index.insert(t.name.clone(), i);
         }
-        Ok(Self {
-            source: Source::Gguf {
-                file,
-                header,
-                index,
-                name_map,
-                permuted_qk: None,
-            },
+        let source = Source::Gguf {
+            file,
+            header,
+            index,
+            name_map,
+            permuted_qk: None,
+        };
+        Ok(Self::new(source, device, dtype, dequantize))
+    }
+
+    /// Weights made by `make` as the model reads them (transformers' `from_config`: a new
+    /// model with initial values); `origin` names the config in messages. Loaded for
+    /// training with `trainable`, a name read twice (tied embeddings) is one parameter.
+    pub fn from_init(origin: &Path, make: InitFn, device: &Device, dtype: DType) -> Self {
+        let source = Source::Init {
+            origin: origin.into(),
+            make,
+        };
+        Self::new(source, device, dtype, true)
+    }
+
+    /// Weights read from `source`, for inference until `trainable` or `with_lora`.
+    fn new(source: Source, device: &Device, dtype: DType, dequantize: bool) -> Self {
+        Self {
+            source,
             device: device.clone(),
             dtype,
             dequantize,
@@ -168,7 +187,7 @@ impl Weights {
             parameters: None,
             lora: None,
             base_prefix: None,
-        })
+        }
     }
 
     /// Declares that `self_attn.{q,k}_proj.weight` are stored permuted as llama.cpp's
@@ -217,6 +236,7 @@ impl Weights {
         match &self.source {
             Source::Safetensors { files, .. } => files.first().cloned().unwrap_or_default(),
             Source::Gguf { header, .. } => header.path.clone(),
+            Source::Init { origin, .. } => origin.clone(),
         }
     }
 
@@ -247,6 +267,8 @@ impl Weights {
             Source::Gguf {
                 index, name_map, ..
             } => name_map(name).is_some_and(|g| index.contains_key(&g)),
+            // Nothing is stored: the loaders read what the config says exists.
+            Source::Init { .. } => false,
         }
     }
 
@@ -256,7 +278,7 @@ impl Weights {
                 Some(g) => format!(" (GGUF name `{g}`)"),
                 None => " (no GGUF name is known for it)".into(),
             },
-            Source::Safetensors { .. } => String::new(),
+            Source::Safetensors { .. } | Source::Init { .. } => String::new(),
         };
         NnError::MissingTensor {
             file: self.path(),
@@ -401,6 +423,11 @@ impl Weights {
                 tensors.load(stored, &self.device)?
             }
             Source::Gguf { .. } => self.qtensor(name, shape)?.dequantize(&self.device)?,
+            Source::Init { make, .. } => {
+                let t = make(name, shape, &self.device)?;
+                self.check_shape(name, t.dims(), shape)?;
+                t
+            }
         })
     }
 
@@ -427,6 +454,8 @@ impl Weights {
                     )
                 })
                 .collect(),
+            // Nothing is stored: tensors exist once the model reads them.
+            Source::Init { .. } => Vec::new(),
         }
     }
 
@@ -436,7 +465,7 @@ impl Weights {
             l.note_read(name);
         }
         match &self.source {
-            Source::Safetensors { .. } => Ok(None),
+            Source::Safetensors { .. } | Source::Init { .. } => Ok(None),
             Source::Gguf { .. } => Ok(Some(Arc::new(self.qtensor(name, shape)?))),
         }
     }

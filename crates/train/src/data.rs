@@ -561,14 +561,9 @@ pub fn tokenize_masked_lm(
     column: &str,
     max_length: usize,
 ) -> Result<Vec<Example>> {
-    ds.require_column(column)?;
-    ds.rows
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let text = row[column]
-                .as_str()
-                .ok_or_else(|| ds.row_error(i, format!("`{column}` is not text")))?;
+    ds.texts(column)?
+        .into_iter()
+        .map(|text| {
             let ids = tokenizer
                 .encode_windows(text, max_length, 0)?
                 .into_iter()
@@ -582,4 +577,78 @@ pub fn tokenize_masked_lm(
             })
         })
         .collect()
+}
+
+/// run_clm.py's `group_texts` on token ids: the documents joined with `eos` after each
+/// one, cut into blocks of `block_size` tokens; the tokens after the last whole block are
+/// dropped.
+pub fn group_texts(documents: &[Vec<u32>], eos: u32, block_size: usize) -> Vec<Vec<u32>> {
+    let mut all = Vec::with_capacity(documents.iter().map(|d| d.len() + 1).sum());
+    for d in documents {
+        all.extend_from_slice(d);
+        all.push(eos);
+    }
+    all.chunks_exact(block_size.max(1))
+        .map(<[u32]>::to_vec)
+        .collect()
+}
+
+/// Tokenizes a text column for pretraining: every text (without special tokens) is a
+/// document, grouped by `group_texts` into blocks of `block_size` tokens with the
+/// tokenizer's EOS between documents; every token of a block is scored.
+pub fn tokenize_grouped(
+    ds: &Dataset,
+    tokenizer: &Tokenizer,
+    column: &str,
+    block_size: usize,
+) -> Result<Vec<Example>> {
+    let bad = |msg: String| TrainError::InvalidArgument {
+        param: "data.block_size",
+        msg,
+    };
+    if block_size < 2 {
+        return Err(bad(format!(
+            "{block_size}: a block needs at least 2 tokens"
+        )));
+    }
+    let eos = tokenizer
+        .eos_token_id()
+        .ok_or_else(|| bad("the tokenizer has no EOS token to put between documents".into()))?;
+    let documents = ds
+        .texts(column)?
+        .into_iter()
+        .map(|text| Ok(tokenizer.encode(text, false)?.ids))
+        .collect::<Result<Vec<_>>>()?;
+    let blocks = group_texts(&documents, eos, block_size);
+    if blocks.is_empty() {
+        let total: usize = documents.iter().map(|d| d.len() + 1).sum();
+        return Err(bad(format!(
+            "the {total} tokens of {} make no block of {block_size}",
+            ds.origin
+        )));
+    }
+    Ok(blocks
+        .into_iter()
+        .map(|ids| Example {
+            token_type_ids: vec![0; ids.len()],
+            labels: ids.iter().map(|&t| i64::from(t)).collect(),
+            input_ids: ids,
+        })
+        .collect())
+}
+
+impl Dataset {
+    /// Every row's `column`, which must be text (errors name the row).
+    fn texts(&self, column: &str) -> Result<Vec<&str>> {
+        self.require_column(column)?;
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                row[column]
+                    .as_str()
+                    .ok_or_else(|| self.row_error(i, format!("`{column}` is not text")))
+            })
+            .collect()
+    }
 }

@@ -1,19 +1,23 @@
-//! A whole fine-tuning run from one config (what `ferro train --config train.toml` runs):
-//! the model and its task, the data files and columns, and `TrainingArguments`; at the end
-//! the model is saved with its tokenizer where transformers and our pipelines load it.
+//! A whole training run from one config (what `ferro train --config train.toml` runs):
+//! the model (a pretrained one to fine-tune, or a config.json to train from scratch) and
+//! its task, the data files and columns, and `TrainingArguments`; at the end the model is
+//! saved with its tokenizer where transformers and our pipelines load it.
 
 use std::path::{Path, PathBuf};
 
 use ferro_core::{HubOptions, ModelSource};
-use ferro_models::{BertForSequenceClassification, BertForTokenClassification, LoadOptions};
+use ferro_models::{
+    AutoModelForCausalLM, BertForSequenceClassification, BertForTokenClassification, CausalLm,
+    LoadOptions,
+};
 use ferro_nn::lora::LoraConfig;
 use ferro_tokenizers::AutoTokenizer;
 use serde::Deserialize;
 
 use crate::args::TrainingArguments;
 use crate::data::{
-    tokenize_causal_lm, tokenize_classification, tokenize_masked_lm, tokenize_token_classification,
-    ClassificationColumns, Dataset, MlmMasking,
+    tokenize_causal_lm, tokenize_classification, tokenize_grouped, tokenize_masked_lm,
+    tokenize_token_classification, ClassificationColumns, Dataset, MlmMasking,
 };
 use crate::error::{Result, TrainError};
 use crate::trainer::{
@@ -24,8 +28,17 @@ use crate::trainer::{
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A model folder or Hub id.
+    /// A model folder or Hub id (the pretrained model to fine-tune).
+    #[serde(default)]
     pub name_or_path: String,
+    /// Pretraining from scratch instead: a config.json (or its folder) whose architecture
+    /// is built with new weights (`AutoModelForCausalLM.from_config`); causal-lm only.
+    #[serde(default)]
+    pub from_config: Option<PathBuf>,
+    /// The tokenizer's folder or Hub id, when it is not the model's: by default
+    /// `name_or_path`, or the folder of `from_config`.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
     /// `text-classification`, `token-classification`, `masked-lm` or `causal-lm`.
     #[serde(default = "default_task")]
     pub task: String,
@@ -76,6 +89,10 @@ pub struct DataSection {
     /// Use only the first N training examples (quick runs).
     #[serde(default)]
     pub max_train_samples: Option<usize>,
+    /// causal-lm: run_clm.py's `group_texts`: the texts are joined (EOS after each) and cut
+    /// into blocks of this many tokens, instead of one example per text.
+    #[serde(default)]
+    pub block_size: Option<usize>,
 }
 
 fn default_text() -> String {
@@ -137,12 +154,85 @@ impl TrainConfig {
         })?;
         let mut cfg = cfg;
         cfg.model.name_or_path = expand_home(&cfg.model.name_or_path);
+        cfg.model.tokenizer = cfg.model.tokenizer.as_deref().map(expand_home);
         let path = |p: &Path| PathBuf::from(expand_home(&p.to_string_lossy()));
+        cfg.model.from_config = cfg.model.from_config.as_deref().map(path);
         cfg.data.train_file = path(&cfg.data.train_file);
         cfg.data.eval_file = cfg.data.eval_file.as_deref().map(path);
         cfg.training.output_dir = path(&cfg.training.output_dir);
         cfg.training.validate()?;
+        cfg.validate_model()?;
         Ok(cfg)
+    }
+
+    /// One model source: a pretrained model, or a config to train from scratch (a new
+    /// causal LM, trained whole).
+    fn validate_model(&self) -> Result<()> {
+        let bad =
+            |param: &'static str, msg: String| Err(TrainError::InvalidArgument { param, msg });
+        let m = &self.model;
+        match (&m.from_config, m.name_or_path.is_empty()) {
+            (None, true) => bad(
+                "model.name_or_path",
+                "give name_or_path (a pretrained model) or from_config (a config.json to train \
+                 from scratch)"
+                    .into(),
+            ),
+            (Some(_), false) => bad(
+                "model.from_config",
+                format!(
+                    "trains new weights, name_or_path `{}` would load pretrained ones: give one \
+                     of them (a separate tokenizer goes in model.tokenizer)",
+                    m.name_or_path
+                ),
+            ),
+            (Some(_), true) if m.task != "causal-lm" => bad(
+                "model.from_config",
+                format!("training from scratch is for causal-lm, not {}", m.task),
+            ),
+            (Some(_), true) if self.lora.is_some() => bad(
+                "lora",
+                "LoRA adapts trained weights; a model from a config is trained whole".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ModelSection {
+    /// Where the tokenizer comes from: `tokenizer`, else the model, else the folder of
+    /// `from_config`.
+    pub fn tokenizer_name(&self) -> String {
+        if let Some(t) = &self.tokenizer {
+            return t.clone();
+        }
+        match &self.from_config {
+            Some(c) if self.name_or_path.is_empty() => {
+                let dir = if c.is_dir() {
+                    c.as_path()
+                } else {
+                    c.parent().unwrap_or(Path::new("."))
+                };
+                dir.to_string_lossy().into_owned()
+            }
+            _ => self.name_or_path.clone(),
+        }
+    }
+
+    /// The pretrained model.
+    fn source(&self) -> Result<ModelSource> {
+        if self.name_or_path.is_empty() {
+            return Err(TrainError::InvalidArgument {
+                param: "model.name_or_path",
+                msg: "no pretrained model is given (a model trained from a config is evaluated \
+                      from its output_dir: `ferro eval --model <output_dir>`)"
+                    .into(),
+            });
+        }
+        Ok(ModelSource::resolve(
+            &self.name_or_path,
+            &HubOptions::from_env(),
+        )?)
     }
 }
 
@@ -208,8 +298,9 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
         lora: lora_for_task(cfg)?,
         ..cfg.clone()
     };
-    let source = ModelSource::resolve(&cfg.model.name_or_path, &HubOptions::from_env())?;
-    let tokenizer = AutoTokenizer::from_pretrained(&cfg.model.name_or_path)?;
+    let tokenizer_name = cfg.model.tokenizer_name();
+    let tokenizer_source = ModelSource::resolve(&tokenizer_name, &HubOptions::from_env())?;
+    let tokenizer = AutoTokenizer::from_source(&tokenizer_source, None)?;
     let train_all = Dataset::from_file(&cfg.data.train_file)?;
     let (mut train, eval) = match (&cfg.data.eval_file, cfg.data.test_size) {
         (Some(f), _) => (train_all, Some(Dataset::from_file(f)?)),
@@ -236,11 +327,12 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     let pad = tokenizer.pad_token_id().unwrap_or(0);
     let job = Job {
         cfg,
-        source: &source,
+        tokenizer_source: &tokenizer_source,
         pad,
     };
     match cfg.model.task.as_str() {
         "text-classification" => {
+            let source = cfg.model.source()?;
             let labels = labels_for(cfg, &source)?;
             let model =
                 BertForSequenceClassification::for_fine_tuning(&source, &opts, &labels, seed)?;
@@ -256,6 +348,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
             job.run(model, train, eval, Box::new(classification_metrics))
         }
         "token-classification" => {
+            let source = cfg.model.source()?;
             let labels = labels_for(cfg, &source)?;
             let model = BertForTokenClassification::for_fine_tuning(&source, &opts, &labels, seed)?;
             let max_length = limit(model.bert.config.max_tokens());
@@ -271,7 +364,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
                 trainable: true,
                 ..opts
             };
-            let model = ferro_models::BertForMaskedLM::from_source(&source, &opts)?;
+            let model = ferro_models::BertForMaskedLM::from_source(&cfg.model.source()?, &opts)?;
             let max_length = limit(model.bert.config.max_tokens());
             let masking = MlmMasking::for_tokenizer(&tokenizer, cfg.data.mlm_probability)?;
             let column = &cfg.data.text_column;
@@ -296,11 +389,16 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
                 trainable: cfg.lora.is_none(),
                 ..opts
             };
-            let model = ferro_models::AutoModelForCausalLM::from_source(&source, &opts)?;
-            let max_length = limit(model.max_positions());
-            let column = &cfg.data.text_column;
-            let tok = |d: &Dataset| tokenize_causal_lm(d, &tokenizer, column, max_length);
-            let (train, eval) = (tok(&train)?, eval.as_ref().map(tok).transpose()?);
+            let model = match &cfg.model.from_config {
+                Some(config) => {
+                    let model = AutoModelForCausalLM::from_config(config, &opts, seed)?;
+                    check_vocab(&model.config, &tokenizer, config)?;
+                    model
+                }
+                None => AutoModelForCausalLM::from_source(&cfg.model.source()?, &opts)?,
+            };
+            let tok = causal_lm_examples(cfg, &tokenizer, &model)?;
+            let (train, eval) = (tok(&train)?, eval.as_ref().map(&tok).transpose()?);
             job.run(
                 model,
                 train,
@@ -318,10 +416,59 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainReport> {
     }
 }
 
+/// Every token id of the tokenizer must have a row in a new model's embeddings.
+fn check_vocab(
+    model: &ferro_models::CausalLmConfig,
+    tokenizer: &ferro_tokenizers::Tokenizer,
+    config: &Path,
+) -> Result<()> {
+    if model.vocab_size < tokenizer.vocab_size() {
+        return Err(TrainError::InvalidArgument {
+            param: "model.from_config",
+            msg: format!(
+                "{}: vocab_size {} is smaller than the tokenizer's {} tokens",
+                config.display(),
+                model.vocab_size,
+                tokenizer.vocab_size()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// How a causal-lm run makes its examples: blocks of `data.block_size` tokens
+/// (`group_texts`) when it is set, else one example per text (or chat) cut to the length
+/// limit.
+fn causal_lm_examples<'a>(
+    cfg: &'a TrainConfig,
+    tokenizer: &'a ferro_tokenizers::Tokenizer,
+    model: &CausalLm,
+) -> Result<impl Fn(&Dataset) -> Result<Vec<crate::data::Example>> + 'a> {
+    let column = &cfg.data.text_column;
+    let block_size = cfg.data.block_size;
+    if let Some(b) = block_size {
+        if b > model.max_positions() {
+            return Err(TrainError::InvalidArgument {
+                param: "data.block_size",
+                msg: format!(
+                    "{b} is more than the model's {} positions",
+                    model.max_positions()
+                ),
+            });
+        }
+    }
+    let max_length = cfg.max_length(tokenizer, model.max_positions());
+    Ok(move |d: &Dataset| match block_size {
+        Some(b) => tokenize_grouped(d, tokenizer, column, b),
+        None => tokenize_causal_lm(d, tokenizer, column, max_length),
+    })
+}
+
 /// What every task does once its model and examples are ready.
 struct Job<'a> {
     cfg: &'a TrainConfig,
-    source: &'a ModelSource,
+    /// Where the tokenizer files copied beside the saved model come from.
+    tokenizer_source: &'a ModelSource,
     pad: u32,
 }
 
@@ -366,7 +513,7 @@ impl Job<'_> {
         let saved_to = self.cfg.training.output_dir.clone();
         trainer.model.save_pretrained(&saved_to)?;
         for f in TOKENIZER_FILES {
-            if let Some(p) = self.source.optional_file(f)? {
+            if let Some(p) = self.tokenizer_source.optional_file(f)? {
                 std::fs::copy(&p, saved_to.join(f)).map_err(|e| TrainError::File {
                     path: p.clone(),
                     msg: format!("copying the tokenizer: {e}"),
@@ -440,8 +587,8 @@ pub fn evaluate_config(
     file: Option<&Path>,
     adapter: Option<&Path>,
 ) -> Result<std::collections::BTreeMap<String, f64>> {
-    let source = ModelSource::resolve(&cfg.model.name_or_path, &HubOptions::from_env())?;
-    let tokenizer = AutoTokenizer::from_pretrained(&cfg.model.name_or_path)?;
+    let source = cfg.model.source()?;
+    let tokenizer = AutoTokenizer::from_pretrained(&cfg.model.tokenizer_name())?;
     let data = match (file, &cfg.data.eval_file, cfg.data.test_size) {
         (Some(f), _, _) => Dataset::from_file(f)?,
         (None, Some(f), _) => Dataset::from_file(f)?,
@@ -522,13 +669,8 @@ pub fn evaluate_config(
             crate::trainer::evaluate(&model, &examples, batch, pad, Some(&metrics))
         }
         "causal-lm" => {
-            let model = ferro_models::AutoModelForCausalLM::from_source(&source, &opts)?;
-            let examples = tokenize_causal_lm(
-                &data,
-                &tokenizer,
-                &cfg.data.text_column,
-                limit(model.max_positions()),
-            )?;
+            let model = AutoModelForCausalLM::from_source(&source, &opts)?;
+            let examples = causal_lm_examples(cfg, &tokenizer, &model)?(&data)?;
             crate::trainer::evaluate(&model, &examples, batch, pad, None)
         }
         other => Err(TrainError::InvalidArgument {
