@@ -43,10 +43,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<Tensor> {
     } else {
         logits.index_select(&Tensor::new(keep.as_slice(), device)?, 0)?
     };
-    Ok(candle_nn::loss::cross_entropy(
-        &rows,
-        &Tensor::new(targets.as_slice(), device)?,
-    )?)
+    Ok(ferro_nn::cross_entropy_cpu::cross_entropy(&rows, &targets)?)
 }
 
 /// A causal LM's loss: the logits at position t score the label at t + 1 (labels are
