@@ -6,30 +6,11 @@
 //! f32 and contiguous only; `Linear` uses it for f32 CPU tensors and `broadcast_add`
 //! otherwise.
 
+use crate::cpu_op::{f32_slice, op_error, rows_task_len};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 /// Values per task: large enough that scheduling is noise.
 const CHUNK: usize = 1 << 15;
-
-fn err(msg: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("bias-add: {msg}"))
-}
-
-/// A contiguous f32 slice of a storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(err("the inputs must be f32"));
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(err("the inputs must be contiguous"));
-    };
-    Ok(&v[a..b])
-}
-
-/// Whole rows of `d` values, about `CHUNK` values per task.
-fn task_len(d: usize) -> usize {
-    (CHUNK / d.max(1)).max(1) * d.max(1)
-}
 
 /// `(y (..., d), bias (d)) → y + bias` on every row.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +28,19 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, b) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (y, b) = (
+            f32_slice("bias-add", s1, l1)?,
+            f32_slice("bias-add", s2, l2)?,
+        );
         let d = b.len();
         if d == 0 || l1.dims().last() != Some(&d) {
-            return Err(err("the bias must have the output's last dimension"));
+            return Err(op_error(
+                "bias-add",
+                "the bias must have the output's last dimension",
+            ));
         }
         let mut out = y.to_vec();
-        crate::quant::for_each_chunk_mut(&mut out, task_len(d), &|_, out| {
+        crate::quant::for_each_chunk_mut(&mut out, rows_task_len(d, CHUNK), &|_, out| {
             for row in out.chunks_mut(d) {
                 row.iter_mut().zip(b).for_each(|(o, &bv)| *o += bv);
             }
@@ -86,12 +73,15 @@ impl CustomOp1 for ColumnSums {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = slice(s, l)?;
+        let g = f32_slice("bias-add", s, l)?;
         let d = self.0;
         if d == 0 || !g.len().is_multiple_of(d) {
-            return Err(err("the gradient's rows are not of the bias's size"));
+            return Err(op_error(
+                "bias-add",
+                "the gradient's rows are not of the bias's size",
+            ));
         }
-        let per = task_len(d);
+        let per = rows_task_len(d, CHUNK);
         let tasks = g.len().div_ceil(per);
         let partial = crate::quant::map_tasks(tasks, &|i| {
             let mut acc = vec![0f32; d];

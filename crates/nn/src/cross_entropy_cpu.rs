@@ -7,25 +7,16 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use crate::cpu_op::{f32_slice, op_error};
 use crate::error::Result;
 
 /// Rows per task: each is a whole vocabulary.
 const ROWS: usize = 4;
 
-fn err(msg: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("cross-entropy: {msg}"))
-}
-
-/// A contiguous f32 `(n, classes)` slice of a storage.
+/// A contiguous f32 `(n, classes)` slice of a storage, and `classes`.
 fn rows<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<(&'a [f32], usize)> {
-    let CpuStorage::F32(v) = s else {
-        return Err(err("the logits must be f32"));
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(err("the logits must be contiguous"));
-    };
     let classes = l.dims().last().copied().unwrap_or(0);
-    Ok((&v[a..b], classes))
+    Ok((f32_slice("cross-entropy", s, l)?, classes))
 }
 
 /// `log Σ exp(row)`.
@@ -50,7 +41,7 @@ impl CustomOp1 for CrossEntropy {
         let (x, classes) = rows(s, l)?;
         let n = self.targets.len();
         if classes == 0 || x.len() != n * classes {
-            return Err(err("one target per row of logits"));
+            return Err(op_error("cross-entropy", "one target per row of logits"));
         }
         let tasks = n.div_ceil(ROWS);
         let parts = crate::quant::map_tasks(tasks, &|i| {
@@ -95,7 +86,7 @@ impl CustomOp1 for CrossEntropyGrad {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, classes) = rows(s, l)?;
         if classes == 0 || x.len() != self.targets.len() * classes {
-            return Err(err("one target per row of logits"));
+            return Err(op_error("cross-entropy", "one target per row of logits"));
         }
         let mut out = x.to_vec();
         crate::quant::for_each_chunk_mut(&mut out, ROWS * classes, &|i, out| {

@@ -8,30 +8,11 @@
 
 use std::sync::Mutex;
 
+use crate::cpu_op::{f32_slice, op_error, rows_task_len};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// Values per task: large enough that scheduling is noise.
 const CHUNK: usize = 1 << 14;
-
-fn err(msg: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("layer-norm: {msg}"))
-}
-
-/// A contiguous f32 slice of a storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(err("the inputs must be f32"));
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(err("the inputs must be contiguous"));
-    };
-    Ok(&v[a..b])
-}
-
-/// Rows of `d` values per task.
-fn rows_per_task(d: usize) -> usize {
-    (CHUNK / d.max(1)).max(1)
-}
 
 /// `y = (x − mean) / √(var + eps) · weight + bias` for each row of `x (..., d)`; with
 /// `center` false (RMSNorm) the mean is taken as 0 (and the bias is zeros).
@@ -67,14 +48,21 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, w, b) = (
+            f32_slice("layer-norm", s1, l1)?,
+            f32_slice("layer-norm", s2, l2)?,
+            f32_slice("layer-norm", s3, l3)?,
+        );
         let d = l1.dims().last().copied().unwrap_or(0);
         if d == 0 || w.len() != d || b.len() != d {
-            return Err(err("weight and bias must have the input's last dimension"));
+            return Err(op_error(
+                "layer-norm",
+                "weight and bias must have the input's last dimension",
+            ));
         }
         let (eps, center) = (self.eps, self.center);
         let mut y = vec![0f32; x.len()];
-        let per = rows_per_task(d) * d;
+        let per = rows_task_len(d, CHUNK);
         crate::quant::for_each_chunk_mut(&mut y, per, &|i, out| {
             let at = i * per;
             for (xr, yr) in x[at..at + out.len()].chunks(d).zip(out.chunks_mut(d)) {
@@ -137,13 +125,20 @@ impl CustomOp3 for LayerNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, g) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (x, w, g) = (
+            f32_slice("layer-norm", s1, l1)?,
+            f32_slice("layer-norm", s2, l2)?,
+            f32_slice("layer-norm", s3, l3)?,
+        );
         let d = w.len();
         if d == 0 || !x.len().is_multiple_of(d) || g.len() != x.len() {
-            return Err(err("the gradient must have the input's shape"));
+            return Err(op_error(
+                "layer-norm",
+                "the gradient must have the input's shape",
+            ));
         }
         let (eps, center) = (self.eps, self.center);
-        let per = rows_per_task(d) * d;
+        let per = rows_task_len(d, CHUNK);
         let mut out = vec![0f32; x.len() + 2 * d];
         let (dx, sums) = out.split_at_mut(x.len());
         let tasks = x.len().div_ceil(per);

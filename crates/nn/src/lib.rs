@@ -10,6 +10,7 @@ mod attention_prompt;
 mod bias_cpu;
 pub mod cache;
 pub mod checkpoint;
+mod cpu_op;
 pub mod cross_entropy_cpu;
 pub mod dropout;
 pub mod embedding;

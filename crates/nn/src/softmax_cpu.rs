@@ -4,30 +4,11 @@
 //!
 //! f32 and contiguous only; `attention::softmax` uses it for f32 CPU tensors being trained.
 
+use crate::cpu_op::{f32_slice, op_error, rows_task_len};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 /// Values per task: large enough that scheduling is noise.
 const CHUNK: usize = 1 << 14;
-
-fn err(msg: &str) -> candle_core::Error {
-    candle_core::Error::Msg(format!("softmax: {msg}"))
-}
-
-/// A contiguous f32 slice of a storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(err("the input must be f32"));
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        return Err(err("the input must be contiguous"));
-    };
-    Ok(&v[a..b])
-}
-
-/// Whole rows of `d` values, about `CHUNK` values per task.
-fn task_len(d: usize) -> usize {
-    (CHUNK / d.max(1)).max(1) * d.max(1)
-}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Softmax;
@@ -38,11 +19,11 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
+        let x = f32_slice("softmax", s, l)?;
         let d = l.dims().last().copied().unwrap_or(0);
         let mut y = x.to_vec();
         if d > 0 {
-            crate::quant::for_each_chunk_mut(&mut y, task_len(d), &|_, out| {
+            crate::quant::for_each_chunk_mut(&mut y, rows_task_len(d, CHUNK), &|_, out| {
                 out.chunks_mut(d)
                     .for_each(|row| crate::vec_math::softmax_scaled(row, 1.0));
             });
@@ -77,14 +58,17 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let (y, g) = (f32_slice("softmax", s1, l1)?, f32_slice("softmax", s2, l2)?);
         if y.len() != g.len() {
-            return Err(err("the gradient must have the output's shape"));
+            return Err(op_error(
+                "softmax",
+                "the gradient must have the output's shape",
+            ));
         }
         let d = l1.dims().last().copied().unwrap_or(0);
         let mut out = vec![0f32; y.len()];
         if d > 0 {
-            let per = task_len(d);
+            let per = rows_task_len(d, CHUNK);
             crate::quant::for_each_chunk_mut(&mut out, per, &|i, out| {
                 let at = i * per;
                 let (y, g) = (&y[at..at + out.len()], &g[at..at + out.len()]);

@@ -1,0 +1,29 @@
+//! What the fused CPU ops (bias, norms, softmax, cross-entropy) share: reading a storage
+//! as a contiguous f32 slice, and splitting rows into tasks.
+
+use candle_core::{CpuStorage, Layout};
+
+/// An op's error: `op: msg`.
+pub(crate) fn op_error(op: &str, msg: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{op}: {msg}"))
+}
+
+/// The f32 values a contiguous `layout` of `s` covers; `op` names the op in errors.
+pub(crate) fn f32_slice<'a>(
+    op: &str,
+    s: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(op_error(op, "the inputs must be f32"));
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        return Err(op_error(op, "the inputs must be contiguous"));
+    };
+    Ok(&v[a..b])
+}
+
+/// Values per task of whole rows of `d`: about `chunk`, at least one row.
+pub(crate) fn rows_task_len(d: usize, chunk: usize) -> usize {
+    (chunk / d.max(1)).max(1) * d.max(1)
+}
