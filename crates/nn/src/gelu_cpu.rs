@@ -161,6 +161,31 @@ mod avx2 {
     use crate::vec_math::avx2::exp;
     use std::arch::x86_64::*;
 
+    /// `erf(v/√2)` (Abramowitz & Stegun 7.1.26) and `e^(−v²/2)`, eight values at a time.
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn erf_and_gauss(v: __m256) -> (__m256, __m256) {
+        let one = _mm256_set1_ps(1.0);
+        let sign = _mm256_set1_ps(-0.0);
+        let z = _mm256_mul_ps(
+            _mm256_andnot_ps(sign, v),
+            _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        );
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(super::P), z, one));
+        let mut poly = _mm256_set1_ps(super::A[4]);
+        for c in [super::A[3], super::A[2], super::A[1], super::A[0]] {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+        }
+        poly = _mm256_mul_ps(poly, t);
+        // SAFETY: the caller has AVX2 and FMA.
+        let e = unsafe { exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z))) };
+        let erf_abs = _mm256_fnmadd_ps(poly, e, one);
+        (_mm256_or_ps(erf_abs, _mm256_and_ps(sign, v)), e)
+    }
+
     /// # Safety
     /// Only on CPUs with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
@@ -170,22 +195,9 @@ mod avx2 {
         // SAFETY: every load and store is of 8 values below `whole`.
         unsafe {
             let one = _mm256_set1_ps(1.0);
-            let sign = _mm256_set1_ps(-0.0);
             for i in (0..whole).step_by(8) {
                 let v = _mm256_loadu_ps(x.as_ptr().add(i));
-                let z = _mm256_mul_ps(
-                    _mm256_andnot_ps(sign, v),
-                    _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
-                );
-                let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(super::P), z, one));
-                let mut poly = _mm256_set1_ps(super::A[4]);
-                for c in [super::A[3], super::A[2], super::A[1], super::A[0]] {
-                    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
-                }
-                poly = _mm256_mul_ps(poly, t);
-                let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)));
-                let erf_abs = _mm256_fnmadd_ps(poly, e, one);
-                let erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, v));
+                let (erf, _) = erf_and_gauss(v);
                 let y = _mm256_mul_ps(
                     _mm256_mul_ps(_mm256_set1_ps(0.5), v),
                     _mm256_add_ps(one, erf),
@@ -206,22 +218,9 @@ mod avx2 {
         unsafe {
             let one = _mm256_set1_ps(1.0);
             let half = _mm256_set1_ps(0.5);
-            let sign = _mm256_set1_ps(-0.0);
             for i in (0..whole).step_by(8) {
                 let v = _mm256_loadu_ps(x.as_ptr().add(i));
-                let z = _mm256_mul_ps(
-                    _mm256_andnot_ps(sign, v),
-                    _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
-                );
-                let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(super::P), z, one));
-                let mut poly = _mm256_set1_ps(super::A[4]);
-                for c in [super::A[3], super::A[2], super::A[1], super::A[0]] {
-                    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
-                }
-                poly = _mm256_mul_ps(poly, t);
-                let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)));
-                let erf_abs = _mm256_fnmadd_ps(poly, e, one);
-                let erf = _mm256_or_ps(erf_abs, _mm256_and_ps(sign, v));
+                let (erf, e) = erf_and_gauss(v);
                 let cdf = _mm256_mul_ps(half, _mm256_add_ps(one, erf));
                 let pdf = _mm256_mul_ps(_mm256_mul_ps(v, e), _mm256_set1_ps(super::INV_SQRT_TAU));
                 let d = _mm256_add_ps(cdf, pdf);
