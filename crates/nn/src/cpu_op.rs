@@ -1,4 +1,4 @@
-//! What the fused CPU ops (bias, norms, softmax, cross-entropy) share: reading a storage
+//! What the fused CPU ops (bias, norms, softmax, GELU, cross-entropy) share: reading a storage
 //! as a contiguous f32 slice, and splitting rows into tasks.
 
 use candle_core::{CpuStorage, Layout};

@@ -9,6 +9,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use crate::cpu_op::{f32_slice, op_error};
+
 /// Values per task: large enough that scheduling is noise.
 const CHUNK: usize = 1 << 15;
 
@@ -30,17 +32,7 @@ impl CustomOp1 for GeluErf {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(x) = s else {
-            return Err(candle_core::Error::Msg(
-                "gelu-erf: the input must be f32".into(),
-            ));
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            return Err(candle_core::Error::Msg(
-                "gelu-erf: the input must be contiguous".into(),
-            ));
-        };
-        let x = &x[a..b];
+        let x = f32_slice("gelu-erf", s, l)?;
         let mut y = vec![0f32; x.len()];
         if x.len() <= CHUNK {
             gelu(x, &mut y);
@@ -81,18 +73,16 @@ impl CustomOp2 for GeluErfGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let msg = |m: &str| candle_core::Error::Msg(format!("gelu-erf-grad: {m}"));
-        let (CpuStorage::F32(x), CpuStorage::F32(g)) = (s1, s2) else {
-            return Err(msg("the inputs must be f32"));
-        };
-        let (Some((a1, b1)), Some((a2, b2))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            return Err(msg("the inputs must be contiguous"));
-        };
-        if b1 - a1 != b2 - a2 {
-            return Err(msg("x and its gradient differ in size"));
+        let (x, g) = (
+            f32_slice("gelu-erf-grad", s1, l1)?,
+            f32_slice("gelu-erf-grad", s2, l2)?,
+        );
+        if x.len() != g.len() {
+            return Err(op_error(
+                "gelu-erf-grad",
+                "x and its gradient differ in size",
+            ));
         }
-        let (x, g) = (&x[a1..b1], &g[a2..b2]);
         let mut out = vec![0f32; x.len()];
         crate::quant::for_each_chunk_mut(&mut out, CHUNK, &|i, out| {
             let at = i * CHUNK;

@@ -124,10 +124,10 @@ impl LoraAdapter {
             ));
         }
         let rows = x.elem_count() / inp.max(1);
-        let mut h = x.to_dtype(DType::F32)?.reshape((rows, inp))?;
-        if self.dropout.is_active() {
-            h = self.dropout.forward(&h)?;
-        }
+        // Dropout is the identity outside training mode.
+        let h = self
+            .dropout
+            .forward(&x.to_dtype(DType::F32)?.reshape((rows, inp))?)?;
         let h = h.matmul(&self.a.t()?)?;
         debug_assert_eq!(h.dim(1).ok(), Some(rank));
         let y = (h.matmul(&self.b.t()?)? * self.scaling)?;
