@@ -440,10 +440,9 @@ impl BertLayer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let d = h / self.heads;
+        // Views: the attention reads them in place (or copies what it must).
         let heads = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous()?)
+            Ok(y.reshape((b, t, self.heads, d))?.transpose(1, 2)?)
         };
         let q = heads(self.query.forward(x)?)?;
         let k = heads(self.key.forward(x)?)?;

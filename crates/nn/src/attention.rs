@@ -180,9 +180,7 @@ impl Attention {
         // ordered kv-major, so this is a reshape of the contiguous q).
         let n_rep = nh / nkv;
         let q = q.reshape((b, nkv, n_rep * t, d))?;
-        let scores = (q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+        let scores = (crate::matmul(&q.to_dtype(DType::F32)?, &k.to_dtype(DType::F32)?.t()?)?
             * self.cfg.scale)?;
         let total = offset + t;
         let mask = causal_mask(
@@ -212,8 +210,7 @@ impl Attention {
             .dropout
             .forward(&softmax(&scores)?)?
             .to_dtype(v.dtype())?;
-        let out = probs
-            .matmul(&v)?
+        let out = crate::matmul(&probs, &v)?
             .reshape((b, nh, t, d))?
             .transpose(1, 2)?
             .reshape((b, t, nh * d))?;
@@ -246,20 +243,61 @@ pub fn bidirectional_attention(
 ) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let dtype = q.dtype();
-    let scores = (q
-        .to_dtype(DType::F32)?
-        .matmul(&k.to_dtype(DType::F32)?.t()?)?
-        * scale)?;
+    if let Some(keys) = fused_key_spans(q, key_mask, dropout)? {
+        let fused = crate::attention_cpu::BidirectionalCpuAttention {
+            scale: scale as f32,
+            keys,
+        };
+        let last_contiguous = |x: &Tensor| -> Result<Tensor> {
+            Ok(if x.stride().last() == Some(&1) {
+                x.clone()
+            } else {
+                x.contiguous()?
+            })
+        };
+        return Ok(last_contiguous(q)?.apply_op3_no_bwd(
+            &last_contiguous(k)?,
+            &last_contiguous(v)?,
+            &fused,
+        )?);
+    }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let scores = (crate::matmul(&q.to_dtype(DType::F32)?, &k.to_dtype(DType::F32)?.t()?)? * scale)?;
     // 0 for keys, a large negative number for padding (as transformers: finite, so that a
     // row of padding stays a valid softmax).
     let bias =
         ((key_mask.to_dtype(DType::F32)? - 1.0)? * f64::from(f32::MAX))?.reshape((b, 1, 1, t))?;
     let probs = dropout.forward(&softmax(&scores.broadcast_add(&bias)?)?)?;
-    Ok(probs
-        .to_dtype(dtype)?
-        .matmul(&v.contiguous()?)?
+    Ok(crate::matmul(&probs.to_dtype(dtype)?, &v)?
         .transpose(1, 2)?
         .reshape((b, t, h * d))?)
+}
+
+/// For the fused CPU kernel (f32 on the CPU, no gradients, no dropout): the span of keys
+/// each batch row's mask marks, when each row marks one non-empty span (right or left
+/// padding). `None` sends the call through the tensor ops.
+fn fused_key_spans(
+    q: &Tensor,
+    key_mask: &Tensor,
+    dropout: &Dropout,
+) -> Result<Option<Vec<std::ops::Range<usize>>>> {
+    if !q.device().is_cpu() || q.dtype() != DType::F32 || q.track_op() || dropout.is_active() {
+        return Ok(None);
+    }
+    let mask: Vec<Vec<f32>> = key_mask.to_dtype(DType::F32)?.to_vec2()?;
+    let mut spans = Vec::with_capacity(mask.len());
+    for row in &mask {
+        let Some(start) = row.iter().position(|&m| m != 0.0) else {
+            return Ok(None);
+        };
+        let end = row.iter().rposition(|&m| m != 0.0).map_or(start, |e| e + 1);
+        // Every value inside the span 1 (outside it is 0 by construction).
+        if row[start..end].iter().any(|&m| m != 1.0) {
+            return Ok(None);
+        }
+        spans.push(start..end);
+    }
+    Ok(Some(spans))
 }
 
 /// An additive mask, 0 where query slot `offset + i` may see key slot `j`, -inf elsewhere:
@@ -344,5 +382,59 @@ mod tests {
                 vec![inf, inf, 0.0]
             ]
         );
+    }
+
+    /// The fused encoder kernel (inference) against the tensor ops (taken when `q` carries
+    /// gradients), on transposed views as the encoders pass them: right and left padding,
+    /// a row without padding, and masks the kernel leaves to the tensor ops (a hole, a row
+    /// of padding only).
+    #[test]
+    fn fused_bidirectional_attention_equals_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let (b, t, h, d) = (4, 37, 3, 8);
+        let params = crate::Parameters::default();
+        let dropout = Dropout::new(0.0, "attention_probs_dropout_prob", &params).unwrap();
+        let heads = |seed: u64| {
+            let n = b * t * h * d;
+            let vals: Vec<f32> = (0..n as u64)
+                .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            Tensor::from_vec(vals, (b, t, h, d), &dev)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+        };
+        let (q, k, v) = (heads(1), heads(2), heads(3));
+        let spans = [(0, 37), (0, 20), (5, 37), (0, 1)];
+        let mut mask = vec![0f32; b * t];
+        for (r, &(lo, hi)) in spans.iter().enumerate() {
+            mask[r * t + lo..r * t + hi].fill(1.0);
+        }
+        let mask = Tensor::from_vec(mask, (b, t), &dev).unwrap();
+        let fused = bidirectional_attention(&q, &k, &v, &mask, 0.35, &dropout).unwrap();
+        let tracked = candle_core::Var::from_tensor(&q).unwrap();
+        let reference =
+            bidirectional_attention(tracked.as_tensor(), &k, &v, &mask, 0.35, &dropout).unwrap();
+        assert_eq!(fused.dims(), &[b, t, h * d]);
+        let diff: f32 = (fused - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        assert_eq!(
+            fused_key_spans(&q, &mask, &dropout).unwrap(),
+            Some(spans.iter().map(|&(lo, hi)| lo..hi).collect())
+        );
+        let hole = Tensor::new(&[[1f32, 0.0, 1.0]], &dev).unwrap();
+        let empty = Tensor::new(&[[0f32, 0.0, 0.0]], &dev).unwrap();
+        for m in [hole, empty] {
+            assert_eq!(fused_key_spans(&q, &m, &dropout).unwrap(), None);
+        }
     }
 }

@@ -89,7 +89,11 @@ impl CustomOp3 for CpuAttention<'_> {
                 t,
                 d,
             };
-            let y = crate::attention_prompt::attend(self, &q, &k, &v, &dims);
+            let seen = |row: usize, i: usize| {
+                let pad = self.left_pad.get(row).copied().unwrap_or(0);
+                visible(self.offset + i, pad, self.window)
+            };
+            let y = crate::attention_prompt::attend(&q, &k, &v, &dims, self.scale, &seen);
             return Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))));
         }
         let n_rep = heads / kv_heads;
@@ -130,6 +134,69 @@ impl CustomOp3 for CpuAttention<'_> {
                 y[at..at + n_rep * d].copy_from_slice(o);
             }
         }
+        Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))))
+    }
+}
+
+/// An encoder's attention over `q`, `k`, `v (b, heads, t, d)` (last dimension contiguous;
+/// transposed views are read in place), giving `(b, t, heads · d)`: every query of batch
+/// row `r` sees the keys `keys[r]`, the span its attention mask marks. What
+/// `bidirectional_attention` computes (masked keys weigh exactly 0 there too), without the
+/// scores tensor, the mask added to it and the transposed copies.
+#[derive(Debug, Clone)]
+pub(crate) struct BidirectionalCpuAttention {
+    pub scale: f32,
+    pub keys: Vec<std::ops::Range<usize>>,
+}
+
+impl CustomOp3 for BidirectionalCpuAttention {
+    fn name(&self) -> &'static str {
+        "cpu-bidirectional-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        qs: &CpuStorage,
+        ql: &Layout,
+        ks: &CpuStorage,
+        kl: &Layout,
+        vs: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
+            return Err(candle_core::Error::Msg(
+                "cpu attention: q, k and v must be f32".into(),
+            ));
+        };
+        let (b, heads, t, d) = ql.shape().dims4()?;
+        if kl.shape() != ql.shape() || vl.shape() != ql.shape() {
+            return Err(candle_core::Error::Msg(format!(
+                "cpu attention: q {:?}, k {:?} and v {:?} must have one shape",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            )));
+        }
+        if self.keys.len() != b || self.keys.iter().any(|r| r.is_empty() || r.end > t) {
+            return Err(candle_core::Error::Msg(format!(
+                "cpu attention: key spans {:?} for {b} rows of {t} keys",
+                self.keys
+            )));
+        }
+        let (q, k, v) = (
+            View::new(q, ql, "q")?,
+            View::new(k, kl, "k")?,
+            View::new(v, vl, "v")?,
+        );
+        let dims = crate::attention_prompt::Dims {
+            b,
+            heads,
+            kv_heads: heads,
+            t,
+            d,
+        };
+        let seen = |row: usize, _query: usize| self.keys[row].clone();
+        let y = crate::attention_prompt::attend(&q, &k, &v, &dims, self.scale, &seen);
         Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))))
     }
 }

@@ -5,7 +5,9 @@
 //! them masked on a causal prompt), with a mask added, a softmax and a transposed copy,
 //! each a new tensor.
 
-use crate::attention_cpu::{visible, CpuAttention, View};
+use std::ops::Range;
+
+use crate::attention_cpu::View;
 use crate::quant::matmul_strided;
 
 /// Queries per task: blocks along the diagonal waste little on masked keys, and a block's
@@ -21,13 +23,15 @@ pub(crate) struct Dims {
     pub d: usize,
 }
 
-/// `(b, t, heads · d)`: `softmax(scale · q kᵀ) v` over the keys each query sees.
+/// `(b, t, heads · d)`: `softmax(scale · q kᵀ) v` over the keys each query sees,
+/// `seen(batch row, query) → key slots` (a range that is never empty).
 pub(crate) fn attend(
-    op: &CpuAttention<'_>,
     q: &View<'_>,
     k: &View<'_>,
     v: &View<'_>,
     n: &Dims,
+    scale: f32,
+    seen: &(dyn Fn(usize, usize) -> Range<usize> + Sync),
 ) -> Vec<f32> {
     let (heads, t, d) = (n.heads, n.t, n.d);
     let n_rep = heads / n.kv_heads;
@@ -44,13 +48,9 @@ pub(crate) fn attend(
     let run = |task: usize| -> Vec<f32> {
         let (row, head, block) = split(task);
         let kv = head / n_rep;
-        let pad = op.left_pad.get(row).copied().unwrap_or(0);
         let queries = block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(t);
         let m = queries.len();
-        let seen: Vec<std::ops::Range<usize>> = queries
-            .clone()
-            .map(|i| visible(op.offset + i, pad, op.window))
-            .collect();
+        let seen: Vec<Range<usize>> = queries.clone().map(|i| seen(row, i)).collect();
         // The keys any query of the block sees.
         let first = seen.iter().map(|r| r.start).min().unwrap_or(0);
         let keys = first..seen.iter().map(|r| r.end).max().unwrap_or(first);
@@ -63,7 +63,7 @@ pub(crate) fn attend(
         let mut scores = matmul_strided([m, d, nk], (q_rows, qs), (k_rows, 1, ks), none);
         for (s, range) in scores.chunks_exact_mut(nk).zip(&seen) {
             let (lo, hi) = (range.start - first, range.end - first);
-            crate::vec_math::softmax_scaled(&mut s[lo..hi], op.scale);
+            crate::vec_math::softmax_scaled(&mut s[lo..hi], scale);
             s[..lo].fill(0.0);
             s[hi..].fill(0.0);
         }

@@ -214,6 +214,9 @@ impl Linear {
     /// `x (..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.matmul {
+            LinearImpl::Dense(l) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                dense_forward(l.weight(), x)?
+            }
             LinearImpl::Dense(l) => l.forward(x)?,
             // Frozen quantized weights that pass gradients on to `x`.
             LinearImpl::Quantized(QMatMul::QTensor(q)) if x.track_op() => {
@@ -230,6 +233,15 @@ impl Linear {
         let y = self.add_bias(y)?;
         self.add_lora(x, y)
     }
+}
+
+/// `x (..., in) -> (..., out)` for a dense f32 weight on the CPU: one product over all of
+/// `x`'s rows on the kernels' pool (`crate::matmul`).
+fn dense_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (k, m) = row_shape(x);
+    let n = w.dim(0)?;
+    let y = crate::matmul(&x.reshape((m, k))?, &w.t()?)?;
+    Ok(y.reshape(out_dims(x, n))?)
 }
 
 /// `x (..., in) -> (..., out)` with our kernels (f32 in and out).

@@ -128,9 +128,9 @@ impl LoraAdapter {
         let h = self
             .dropout
             .forward(&x.to_dtype(DType::F32)?.reshape((rows, inp))?)?;
-        let h = h.matmul(&self.a.t()?)?;
+        let h = crate::matmul(&h, &self.a.t()?)?;
         debug_assert_eq!(h.dim(1).ok(), Some(rank));
-        let y = (h.matmul(&self.b.t()?)? * self.scaling)?;
+        let y = (crate::matmul(&h, &self.b.t()?)? * self.scaling)?;
         if let Some(last) = dims.last_mut() {
             *last = out;
         }

@@ -30,7 +30,7 @@ pub use blocks32::{BlockQ5_0, BlockQ8, BlockQ8_0};
 pub(crate) use dense::{dense_matmul, matmul_strided};
 use interleaved::{GroupQ4_0, GroupQ5_0, GroupQ8_0, Interleaved};
 use interleaved_k::{GroupQ4K, GroupQ5K, GroupQ6K, InterleavedK};
-pub(crate) use pool::{for_each_chunk_mut, map_tasks};
+pub(crate) use pool::{for_each_chunk_mut, for_each_task, map_tasks};
 pub use pool::{install, num_threads, set_num_threads};
 pub use quantize::{
     dequantize_f32, parse_quant_type, quant_type_name, quantize_f32, storage_type, QUANT_TYPE_NAMES,

@@ -77,7 +77,7 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Calls `f(0) .. f(n - 1)` on the spinning pool and the calling thread, returning when
 /// all are done. Runs them all on the calling thread when the pool is busy (another
 /// caller, or a call from inside a task).
-fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
+pub(crate) fn for_each_task(n: usize, f: &(dyn Fn(usize) + Sync)) {
     spin_pool().run(n, f);
 }
 
