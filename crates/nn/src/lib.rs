@@ -25,6 +25,7 @@ pub mod lora;
 mod matmul_cpu;
 pub mod mlp;
 pub mod norm;
+pub mod optim_cpu;
 pub mod parameters;
 pub mod quant;
 pub mod rotary;

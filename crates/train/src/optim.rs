@@ -3,6 +3,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use ferro_nn::optim_cpu;
 
 use crate::error::{Result, TrainError};
 
@@ -92,7 +93,27 @@ impl AdamW {
             let Some(g) = grads.get(s.var.as_tensor()) else {
                 continue;
             };
-            let mut p = s.var.as_tensor().clone();
+            let p = s.var.as_tensor();
+            // f32 on the CPU: in place, in three passes (`ferro_nn::optim_cpu`).
+            // A moment not kept yet starts at zero (PyTorch's first step).
+            let moment = |x: &Option<Tensor>| x.clone().map_or_else(|| p.zeros_like(), Ok);
+            let (m, v) = (moment(&s.m)?, moment(&s.v)?);
+            if optim_cpu::fused_adamw_fits(p, g, &m, &v) {
+                let h = optim_cpu::AdamWStep {
+                    lr,
+                    weight_decay: s.weight_decay,
+                    beta1: b1,
+                    beta2: b2,
+                    eps: self.eps,
+                    bias1,
+                    bias2_sqrt,
+                };
+                optim_cpu::adamw_step(p, g, &m, &v, &h)?;
+                s.m = Some(m);
+                s.v = Some(v);
+                continue;
+            }
+            let mut p = p.clone();
             if s.weight_decay != 0.0 {
                 p = (p * (1.0 - lr * s.weight_decay))?;
             }
@@ -243,12 +264,7 @@ pub fn clip_grad_norm(
     let mut sum = 0f64;
     for (_, var) in params {
         if let Some(g) = grads.get(var.as_tensor()) {
-            sum += f64::from(
-                g.sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F32)?
-                    .to_scalar::<f32>()?,
-            );
+            sum += optim_cpu::sum_of_squares(g)?;
         }
     }
     let norm = sum.sqrt();
