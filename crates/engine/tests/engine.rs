@@ -172,25 +172,27 @@ fn concurrent_requests_each_get_their_own_greedy_tokens() {
         prefix_caching: true,
     };
     let handle = Engine::start(Scripted, tokenizer(), config).unwrap();
+    // All submitted up front, so that the queue is full whatever the threads' timing: six
+    // sequences run at once (the cache runs short) and shared prefixes arrive while their
+    // first owner's blocks are cached.
     let threads: Vec<_> = (0..40)
         .map(|i| {
-            let handle = handle.clone();
+            let p = prompt(i);
+            let max_new = 5 + i % 30;
+            // Half never stop early, so that running sequences outgrow the cache.
+            let stop_at_eos = i % 2 == 0;
+            let config = GenerationConfig {
+                eos_token_ids: (!stop_at_eos).then(Vec::new),
+                ..greedy(max_new)
+            };
+            let stream = handle
+                .submit(GenerationRequest {
+                    id: format!("r{i}"),
+                    prompt: p.clone(),
+                    config,
+                })
+                .unwrap();
             std::thread::spawn(move || {
-                let p = prompt(i);
-                let max_new = 5 + i % 30;
-                // Half never stop early, so that running sequences outgrow the cache.
-                let stop_at_eos = i % 2 == 0;
-                let config = GenerationConfig {
-                    eos_token_ids: (!stop_at_eos).then(Vec::new),
-                    ..greedy(max_new)
-                };
-                let stream = handle
-                    .submit(GenerationRequest {
-                        id: format!("r{i}"),
-                        prompt: p.clone(),
-                        config,
-                    })
-                    .unwrap();
                 let (tokens, reasons) = collect(stream, 1);
                 let want = expected_with(&p, max_new, stop_at_eos);
                 assert_eq!(tokens[0], want, "request {i}");
