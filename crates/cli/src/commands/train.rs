@@ -21,6 +21,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::allocator::keep_training_memory();
     let mut cfg = TrainConfig::from_file(&args.config)?;
     if let Some(r) = args.resume_from_checkpoint {
         cfg.training.resume_from_checkpoint = Some(r);
