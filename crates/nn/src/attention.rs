@@ -416,16 +416,7 @@ mod tests {
         let reference =
             bidirectional_attention(tracked.as_tensor(), &k, &v, &mask, 0.35, &dropout).unwrap();
         assert_eq!(fused.dims(), &[b, t, h * d]);
-        let diff: f32 = (fused - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::test_util::max_diff(&fused, &reference);
         assert!(diff < 1e-5, "{diff}");
         assert_eq!(
             fused_key_spans(&q, &mask, &dropout).unwrap(),

@@ -54,11 +54,7 @@ impl CustomOp3 for CpuAttention<'_> {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
-            return Err(candle_core::Error::Msg(
-                "cpu attention: q, k and v must be f32".into(),
-            ));
-        };
+        let (q, k, v) = f32_qkv(qs, ks, vs)?;
         let (b, heads, t, d) = ql.shape().dims4()?;
         let (kb, kv_heads, total, kd) = kl.shape().dims4()?;
         if kb != b || kd != d || vl.shape() != kl.shape() || kv_heads == 0 {
@@ -163,11 +159,7 @@ impl CustomOp3 for BidirectionalCpuAttention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (qs, ks, vs) else {
-            return Err(candle_core::Error::Msg(
-                "cpu attention: q, k and v must be f32".into(),
-            ));
-        };
+        let (q, k, v) = f32_qkv(qs, ks, vs)?;
         let (b, heads, t, d) = ql.shape().dims4()?;
         if kl.shape() != ql.shape() || vl.shape() != ql.shape() {
             return Err(candle_core::Error::Msg(format!(
@@ -198,6 +190,20 @@ impl CustomOp3 for BidirectionalCpuAttention {
         let seen = |row: usize, _query: usize| self.keys[row].clone();
         let y = crate::attention_prompt::attend(&q, &k, &v, &dims, self.scale, &seen);
         Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))))
+    }
+}
+
+/// q, k and v's f32 values.
+fn f32_qkv<'a>(
+    qs: &'a CpuStorage,
+    ks: &'a CpuStorage,
+    vs: &'a CpuStorage,
+) -> candle_core::Result<(&'a [f32], &'a [f32], &'a [f32])> {
+    match (qs, ks, vs) {
+        (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => Ok((q, k, v)),
+        _ => Err(candle_core::Error::Msg(
+            "cpu attention: q, k and v must be f32".into(),
+        )),
     }
 }
 

@@ -244,20 +244,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::test_util::max_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// A residual tanh layer, `layer(x) = tanh(x wᵀ) + x`, `w (4, 4)`.
     fn layer(w: Tensor) -> impl Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static {

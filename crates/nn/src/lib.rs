@@ -30,6 +30,8 @@ pub mod parameters;
 pub mod quant;
 pub mod rotary;
 mod softmax_cpu;
+#[cfg(test)]
+mod test_util;
 mod vec_math;
 pub mod weights;
 

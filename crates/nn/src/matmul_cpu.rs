@@ -290,25 +290,13 @@ impl CustomOp2 for MatMul {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_diff;
     use candle_core::{Device, Var};
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i + seed) * 7919) % 113) as f32 / 50.0 - 1.0)
             .collect()
-    }
-
-    fn max_diff(x: &Tensor, y: &Tensor) -> f32 {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]
