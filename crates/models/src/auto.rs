@@ -10,7 +10,7 @@ use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
 use crate::gemma3::Gemma3ForCausalLM;
 use crate::gguf_names::{gemma3_gguf_name, llama_family_gguf_name};
-use crate::llama::LlamaForCausalLM;
+use crate::llama::{LlamaForCausalLM, Logits};
 
 /// How to load a model, as transformers' `from_pretrained` keyword arguments.
 #[derive(Debug, Clone)]
@@ -390,7 +390,22 @@ impl CausalLm {
             });
         }
         self.check_room(cache.len() + t)?;
-        self.run(ids, &mut Caches::Batch(cache), last_only, false)
+        let which = if last_only { Logits::Last } else { Logits::All };
+        self.run(ids, &mut Caches::Batch(cache), which, false)
+    }
+
+    /// f32 logits `(n, vocab)` of the positions `rows` of the flattened `ids (b, t)` only,
+    /// from an empty cache: what a training loss scores (`Logits::Rows`).
+    pub fn logits_at(&self, ids: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        self.check_room(t)?;
+        let mut cache = self.new_cache();
+        self.run(
+            ids,
+            &mut Caches::Batch(&mut cache),
+            Logits::Rows(rows),
+            false,
+        )
     }
 
     /// One step of several independent sequences (a serving engine's batch): sequence `i`
@@ -425,7 +440,7 @@ impl CausalLm {
         let rows_alone = lens.iter().all(|&len| len == 1);
         let caches = seqs.iter_mut().map(|(_, c)| &mut **c).collect();
         let mut caches = Caches::Packed { caches, lens };
-        let logits = self.run(&ids, &mut caches, true, rows_alone)?;
+        let logits = self.run(&ids, &mut caches, Logits::Last, rows_alone)?;
         Ok(logits.squeeze(1)?)
     }
 
@@ -449,14 +464,14 @@ impl CausalLm {
         &self,
         ids: &Tensor,
         caches: &mut Caches<'_>,
-        last_only: bool,
+        which: Logits<'_>,
         rows_alone: bool,
     ) -> Result<Tensor> {
         let training = self.parameters.is_training();
         ferro_nn::quant::install(|| {
             let mut forward = || match &self.model {
-                Model::Llama(m) => m.forward(ids, caches, last_only, training),
-                Model::Gemma3(m) => m.forward(ids, caches, last_only, training),
+                Model::Llama(m) => m.forward(ids, caches, which, training),
+                Model::Gemma3(m) => m.forward(ids, caches, which, training),
             };
             if rows_alone {
                 ferro_nn::quant::rows_alone(forward)

@@ -15,7 +15,7 @@ use ferro_nn::{
 
 use crate::config::{CausalLmConfig, Gemma3Params};
 use crate::error::{ModelError, Result};
-use crate::llama::lm_logits;
+use crate::llama::{lm_logits, Logits};
 
 #[derive(Debug, Clone)]
 struct Gemma3DecoderLayer {
@@ -163,7 +163,7 @@ impl Gemma3ForCausalLM {
         &self,
         input_ids: &Tensor,
         caches: &mut Caches<'_>,
-        last_only: bool,
+        which: Logits<'_>,
         training: bool,
     ) -> Result<Tensor> {
         let mut x = (self.embed_tokens.forward(input_ids, self.dtype)? * self.embed_scale)?;
@@ -183,7 +183,7 @@ impl Gemma3ForCausalLM {
                 layer.forward(&x, rope, &mut kv)?
             };
         }
-        let logits = lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)?;
+        let logits = lm_logits(&x, &self.norm, &self.lm_head, caches, which)?;
         Ok(match self.final_logit_softcapping {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

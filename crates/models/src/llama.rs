@@ -137,9 +137,7 @@ impl LlamaForCausalLM {
         out
     }
 
-    /// `input_ids (b, t)` → logits `(b, t_out, vocab)` in f32; with `last_only`, only the
-    /// last position's logits (`t_out = 1`), which is all generation needs. Packed
-    /// sequences (`b = 1`) with `last_only` give each sequence's last logits, `(n, 1, vocab)`.
+    /// `input_ids (b, t)` → f32 logits of the positions `which` names (see `Logits`).
     /// In `training` mode with gradient checkpointing on, each layer of a forward that
     /// starts from an empty cache keeps only its input for the backward pass (which runs
     /// it again) and leaves the cache empty (`ferro_nn::checkpoint::checkpoint_layer`).
@@ -147,7 +145,7 @@ impl LlamaForCausalLM {
         &self,
         input_ids: &Tensor,
         caches: &mut Caches<'_>,
-        last_only: bool,
+        which: Logits<'_>,
         training: bool,
     ) -> Result<Tensor> {
         let mut x = self.embed_tokens.forward(input_ids, self.dtype)?;
@@ -162,26 +160,44 @@ impl LlamaForCausalLM {
                 layer.forward(&x, &self.rotary, &mut kv)?
             };
         }
-        lm_logits(&x, &self.norm, &self.lm_head, caches, last_only)
+        lm_logits(&x, &self.norm, &self.lm_head, caches, which)
     }
 }
 
-/// The final norm and output head, on the last position only when `last_only` (each packed
-/// sequence's last, `(n, 1, vocab)`); f32.
+/// The positions a forward pass computes logits for.
+#[derive(Debug, Clone, Copy)]
+pub enum Logits<'a> {
+    /// Every position: `(b, t, vocab)`.
+    All,
+    /// The last position only, all generation needs: `(b, 1, vocab)`; packed sequences
+    /// (`b = 1`) give each sequence's last, `(n, 1, vocab)`.
+    Last,
+    /// The given positions of the flattened `(b · t)`, in order: `(n, vocab)`. A training
+    /// loss asks for the positions it scores, so the output head (151,936 columns on Qwen)
+    /// runs on those rows alone.
+    Rows(&'a [u32]),
+}
+
+/// The final norm and output head on the positions `which` names; f32.
 pub(crate) fn lm_logits(
     x: &Tensor,
     norm: &RmsNorm,
     lm_head: &Linear,
     caches: &Caches<'_>,
-    last_only: bool,
+    which: Logits<'_>,
 ) -> Result<Tensor> {
-    let x = match (last_only, caches) {
-        (false, _) => x.clone(),
-        (true, Caches::Batch(_)) => {
+    let x = match (which, caches) {
+        (Logits::All, _) => x.clone(),
+        (Logits::Rows(rows), _) => {
+            let (b, t, h) = x.dims3()?;
+            let rows = Tensor::new(rows, x.device())?;
+            x.reshape((b * t, h))?.index_select(&rows, 0)?
+        }
+        (Logits::Last, Caches::Batch(_)) => {
             let t = x.dim(1)?;
             x.narrow(1, t - 1, 1)?
         }
-        (true, Caches::Packed { lens, .. }) => {
+        (Logits::Last, Caches::Packed { lens, .. }) => {
             let ends: Vec<u32> = lens
                 .iter()
                 .scan(0usize, |end, &len| {

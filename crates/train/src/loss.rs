@@ -51,6 +51,24 @@ pub fn cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<Tensor> {
 /// position of the batch. `logits (b, t, vocab)`, `labels` b rows of t.
 pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
     let (b, t, vocab) = logits.dims3()?;
+    let (rows, targets) = causal_lm_targets(labels, b, t, vocab)?;
+    let rows = Tensor::new(rows.as_slice(), logits.device())?;
+    let scored = logits.reshape((b * t, vocab))?.index_select(&rows, 0)?;
+    Ok(ferro_nn::cross_entropy_cpu::cross_entropy(
+        &scored, &targets,
+    )?)
+}
+
+/// The positions a causal LM's loss scores, as indices into the flattened `(b · t)`
+/// positions, and the label each predicts: position j of row i scores label j + 1 of that
+/// row, unless it is -100. The same checks as `cross_entropy` (labels in range, at least
+/// one scored), before any logits exist.
+pub fn causal_lm_targets(
+    labels: &[Vec<i64>],
+    b: usize,
+    t: usize,
+    vocab: usize,
+) -> Result<(Vec<u32>, Vec<u32>)> {
     if labels.len() != b || labels.iter().any(|r| r.len() != t) {
         return Err(TrainError::InvalidArgument {
             param: "labels",
@@ -63,7 +81,29 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<Tensor> {
             msg: "a causal LM needs at least 2 tokens per row to score one".into(),
         });
     }
-    let shifted: Vec<i64> = labels.iter().flat_map(|r| r[1..].iter().copied()).collect();
-    let logits = logits.narrow(1, 0, t - 1)?.reshape((b * (t - 1), vocab))?;
-    cross_entropy(&logits, &shifted)
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    for (i, row) in labels.iter().enumerate() {
+        for (j, &label) in row[1..].iter().enumerate() {
+            if label == IGNORE_INDEX {
+                continue;
+            }
+            if !(0..vocab as i64).contains(&label) {
+                return Err(TrainError::InvalidArgument {
+                    param: "labels",
+                    msg: format!(
+                        "label {label} is outside the model's {vocab} classes (0..{vocab})"
+                    ),
+                });
+            }
+            rows.push((i * t + j) as u32);
+            targets.push(label as u32);
+        }
+    }
+    if rows.is_empty() {
+        return Err(TrainError::InvalidArgument {
+            param: "labels",
+            msg: "every label is -100: nothing to score".into(),
+        });
+    }
+    Ok((rows, targets))
 }

@@ -43,6 +43,11 @@ pub trait TrainableModel {
     /// The batch's loss (what the model computes when given `labels`) and its logits,
     /// `(b, classes)` or `(b, t, classes)`.
     fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)>;
+    /// The batch's loss alone, for a training step: `forward`'s, unless the model can skip
+    /// the logits no label scores.
+    fn loss(&self, batch: &Batch) -> Result<Tensor> {
+        Ok(self.forward(batch)?.0)
+    }
     /// transformers' `save_pretrained`.
     fn save_pretrained(&self, dir: &Path) -> Result<()>;
     /// The parameter list (shared with the model's layers), for training mode.
@@ -86,6 +91,9 @@ impl<M: TrainableModel> TrainableModel for LoraModel<M> {
     }
     fn forward(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         self.model.forward(batch)
+    }
+    fn loss(&self, batch: &Batch) -> Result<Tensor> {
+        self.model.loss(batch)
     }
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(save_adapter(
@@ -203,6 +211,17 @@ impl TrainableModel for CausalLm {
         let logits = CausalLm::forward(self, &b.input_ids, &mut self.new_cache(), false)?;
         let loss = crate::loss::causal_lm_loss(&logits, &b.labels)?;
         Ok((loss, logits))
+    }
+    /// The output head only on the positions the labels score (an SFT batch scores the
+    /// answers, not the prompts): the same loss without the rest of the logits.
+    fn loss(&self, b: &Batch) -> Result<Tensor> {
+        let (rows, t) = b.input_ids.dims2()?;
+        let vocab = self.config.vocab_size;
+        let (at, targets) = crate::loss::causal_lm_targets(&b.labels, rows, t, vocab)?;
+        let logits = self.logits_at(&b.input_ids, &at)?;
+        Ok(ferro_nn::cross_entropy_cpu::cross_entropy(
+            &logits, &targets,
+        )?)
     }
     fn save_pretrained(&self, dir: &Path) -> Result<()> {
         Ok(CausalLm::save_pretrained(self, dir)?)
@@ -530,7 +549,7 @@ impl<M: TrainableModel> Trainer<M> {
                 let examples = self.micro_batch(epoch, b);
                 let refs: Vec<&Example> = examples.iter().map(|e| e.as_ref()).collect();
                 let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
-                let (loss, _) = self.model.forward(&batch)?;
+                let loss = self.model.loss(&batch)?;
                 step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
                 // With checkpointed layers, their parameters' gradients come from here too.
                 let g = ferro_nn::checkpoint::backward(&(loss / micro.len() as f64)?)?;

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use ferro_models::{AutoModelForCausalLM, LoadOptions};
+use ferro_train::data::Batch;
 use ferro_train::loss::causal_lm_loss;
+use ferro_train::trainer::TrainableModel;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -43,33 +45,52 @@ fn check(model: &str) {
     let labels: Vec<Vec<i64>> = serde_json::from_value(r["batch"]["labels"].clone()).unwrap();
     let (b, t) = (ids.len(), ids[0].len());
     let ids = Tensor::from_vec(ids.concat(), (b, t), &Device::Cpu).unwrap();
-    // Right padding: real tokens only ever see earlier (real) tokens under the causal mask.
-    let logits = m.forward(&ids, &mut m.new_cache(), false).unwrap();
-    let loss = causal_lm_loss(&logits, &labels).unwrap();
-    let want = r["full"]["loss"].as_f64().unwrap() as f32;
-    let got = loss.to_scalar::<f32>().unwrap();
-    assert!((got - want).abs() < 1e-5, "{model}: loss {got} vs {want}");
-    let grads = loss.backward().unwrap();
-    let want = candle_core::safetensors::load(
-        fixtures().join(format!("training/{model}/full_grads.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let params = m.parameters.named();
-    assert_eq!(params.len(), want.len(), "{model}: parameter count");
-    for (name, var) in &params {
-        let w = want
-            .get(name)
-            .unwrap_or_else(|| panic!("{model}: PyTorch has no `{name}`"));
-        let g = grads
-            .get(var.as_tensor())
-            .cloned()
-            .unwrap_or_else(|| var.as_tensor().zeros_like().unwrap());
-        let diff = max_abs(&(g - w).unwrap());
+    // Two ways to the loss: every position's logits then the scored ones (what
+    // `forward` returns), and the output head on the scored positions only (what the
+    // Trainer's steps use, `TrainableModel::loss`). Both must be PyTorch's.
+    for scored_only in [false, true] {
+        // Right padding: real tokens only ever see earlier (real) tokens under the causal
+        // mask.
+        let loss = if scored_only {
+            let batch = Batch {
+                input_ids: ids.clone(),
+                token_type_ids: ids.zeros_like().unwrap(),
+                attention_mask: ids.ones_like().unwrap(),
+                labels: labels.clone(),
+            };
+            TrainableModel::loss(&m, &batch).unwrap()
+        } else {
+            let logits = m.forward(&ids, &mut m.new_cache(), false).unwrap();
+            causal_lm_loss(&logits, &labels).unwrap()
+        };
+        let want = r["full"]["loss"].as_f64().unwrap() as f32;
+        let got = loss.to_scalar::<f32>().unwrap();
         assert!(
-            diff < 1e-4 * max_abs(w).max(1.0),
-            "{model}: `{name}` differs by {diff}"
+            (got - want).abs() < 1e-5,
+            "{model} (scored only: {scored_only}): loss {got} vs {want}"
         );
+        let grads = loss.backward().unwrap();
+        let want = candle_core::safetensors::load(
+            fixtures().join(format!("training/{model}/full_grads.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let params = m.parameters.named();
+        assert_eq!(params.len(), want.len(), "{model}: parameter count");
+        for (name, var) in &params {
+            let w = want
+                .get(name)
+                .unwrap_or_else(|| panic!("{model}: PyTorch has no `{name}`"));
+            let g = grads
+                .get(var.as_tensor())
+                .cloned()
+                .unwrap_or_else(|| var.as_tensor().zeros_like().unwrap());
+            let diff = max_abs(&(g - w).unwrap());
+            assert!(
+                diff < 1e-4 * max_abs(w).max(1.0),
+                "{model} (scored only: {scored_only}): `{name}` differs by {diff}"
+            );
+        }
     }
 }
 
