@@ -387,7 +387,7 @@ fn bad_requests_are_4xx_with_openai_errors_and_the_server_keeps_serving() {
         let (s, text) = http(port, "GET", "/metrics", None, b"").unwrap();
         assert_eq!(s, 200);
         b = text;
-        if b.contains("ferro_kv_cache_blocks_in_use 0") {
+        if b.contains("ferro_kv_cache_blocks_in_use 0") && b.contains("ferro_running_sequences 0") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
