@@ -23,6 +23,21 @@ pub(crate) fn f32_slice<'a>(
     Ok(&v[a..b])
 }
 
+/// The f32 values a contiguous `layout` of `s` covers, to write in place (`f32_slice`'s twin for in-place ops).
+pub(crate) fn f32_slice_mut<'a>(
+    op: &str,
+    s: &'a mut CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(op_error(op, "the inputs must be f32"));
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        return Err(op_error(op, "the inputs must be contiguous"));
+    };
+    Ok(&mut v[a..b])
+}
+
 /// Values per task of whole rows of `d`: about `chunk`, at least one row.
 pub(crate) fn rows_task_len(d: usize, chunk: usize) -> usize {
     (chunk / d.max(1)).max(1) * d.max(1)

@@ -37,17 +37,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         // candle's matmul runs it, or names what does not match.
         return a.matmul(b);
     }
-    let a = if operand(a.layout()).is_some() {
-        a.clone()
-    } else {
-        a.contiguous()?
+    // A layout `gemm` cannot read through strides is copied first.
+    let readable = |t: &Tensor| match operand(t.layout()) {
+        Some(_) => Ok(t.clone()),
+        None => t.contiguous(),
     };
-    let b = if operand(b.layout()).is_some() {
-        b.clone()
-    } else {
-        b.contiguous()?
-    };
-    a.apply_op2(&b, MatMul)
+    readable(a)?.apply_op2(&readable(b)?, MatMul)
 }
 
 /// How `gemm` reads one side: element `(batch, i, j)` at

@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor};
 
-use crate::cpu_op::{f32_slice, op_error};
+use crate::cpu_op::{f32_slice, f32_slice_mut, op_error};
 
 /// Values per task.
 const CHUNK: usize = 1 << 15;
@@ -143,21 +143,6 @@ impl InplaceOp3 for Update {
         });
         Ok(())
     }
-}
-
-/// The f32 values a contiguous `layout` of `s` covers, to write in place.
-fn f32_slice_mut<'a>(
-    op: &str,
-    s: &'a mut CpuStorage,
-    layout: &Layout,
-) -> candle_core::Result<&'a mut [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(op_error(op, "the inputs must be f32"));
-    };
-    let Some((a, b)) = layout.contiguous_offsets() else {
-        return Err(op_error(op, "the inputs must be contiguous"));
-    };
-    Ok(&mut v[a..b])
 }
 
 /// `Σ g²` over `g`'s values (f32 CPU), in f64 per task, without a temporary tensor; other

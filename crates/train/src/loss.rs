@@ -18,26 +18,8 @@ pub fn cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<Tensor> {
             msg: format!("{} labels for {n} rows of logits", labels.len()),
         });
     }
-    if let Some(&bad) = labels
-        .iter()
-        .find(|&&l| l != IGNORE_INDEX && !(0..classes as i64).contains(&l))
-    {
-        return Err(TrainError::InvalidArgument {
-            param: "labels",
-            msg: format!("label {bad} is outside the model's {classes} classes (0..{classes})"),
-        });
-    }
-    let keep: Vec<u32> = (0..n as u32)
-        .filter(|&i| labels[i as usize] != IGNORE_INDEX)
-        .collect();
-    if keep.is_empty() {
-        return Err(TrainError::InvalidArgument {
-            param: "labels",
-            msg: "every label is -100: nothing to score".into(),
-        });
-    }
+    let (keep, targets) = scored(labels, classes)?;
     let device: &Device = logits.device();
-    let targets: Vec<u32> = keep.iter().map(|&i| labels[i as usize] as u32).collect();
     let rows = if keep.len() == n {
         logits.clone()
     } else {
@@ -81,29 +63,37 @@ pub fn causal_lm_targets(
             msg: "a causal LM needs at least 2 tokens per row to score one".into(),
         });
     }
-    let (mut rows, mut targets) = (Vec::new(), Vec::new());
-    for (i, row) in labels.iter().enumerate() {
-        for (j, &label) in row[1..].iter().enumerate() {
-            if label == IGNORE_INDEX {
-                continue;
-            }
-            if !(0..vocab as i64).contains(&label) {
-                return Err(TrainError::InvalidArgument {
-                    param: "labels",
-                    msg: format!(
-                        "label {label} is outside the model's {vocab} classes (0..{vocab})"
-                    ),
-                });
-            }
-            rows.push((i * t + j) as u32);
-            targets.push(label as u32);
-        }
+    // Row i's position j scores its label j + 1; each row's last position scores nothing.
+    let shifted: Vec<i64> = labels
+        .iter()
+        .flat_map(|r| r[1..].iter().copied().chain([IGNORE_INDEX]))
+        .collect();
+    scored(&shifted, vocab)
+}
+
+/// The positions of `labels` that are scored (not -100) and their labels, after checking
+/// every label is one of `classes` and at least one is scored.
+fn scored(labels: &[i64], classes: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+    if let Some(&bad) = labels
+        .iter()
+        .find(|&&l| l != IGNORE_INDEX && !(0..classes as i64).contains(&l))
+    {
+        return Err(TrainError::InvalidArgument {
+            param: "labels",
+            msg: format!("label {bad} is outside the model's {classes} classes (0..{classes})"),
+        });
     }
-    if rows.is_empty() {
+    let (keep, targets): (Vec<u32>, Vec<u32>) = labels
+        .iter()
+        .enumerate()
+        .filter(|&(_, &l)| l != IGNORE_INDEX)
+        .map(|(i, &l)| (i as u32, l as u32))
+        .unzip();
+    if keep.is_empty() {
         return Err(TrainError::InvalidArgument {
             param: "labels",
             msg: "every label is -100: nothing to score".into(),
         });
     }
-    Ok((rows, targets))
+    Ok((keep, targets))
 }

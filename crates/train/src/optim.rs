@@ -94,11 +94,17 @@ impl AdamW {
                 continue;
             };
             let p = s.var.as_tensor();
-            // f32 on the CPU: in place, in three passes (`ferro_nn::optim_cpu`).
             // A moment not kept yet starts at zero (PyTorch's first step).
             let moment = |x: &Option<Tensor>| x.clone().map_or_else(|| p.zeros_like(), Ok);
-            let (m, v) = (moment(&s.m)?, moment(&s.v)?);
-            if optim_cpu::fused_adamw_fits(p, g, &m, &v) {
+            // f32 on the CPU: in place, in three passes (`ferro_nn::optim_cpu`); the zero
+            // moments are made only for that path (the tensor formula below needs none).
+            let fused = if p.device().is_cpu() {
+                Some((moment(&s.m)?, moment(&s.v)?))
+                    .filter(|(m, v)| optim_cpu::fused_adamw_fits(p, g, m, v))
+            } else {
+                None
+            };
+            if let Some((m, v)) = fused {
                 let h = optim_cpu::AdamWStep {
                     lr,
                     weight_decay: s.weight_decay,
