@@ -751,8 +751,22 @@ impl<M: TrainableModel> Trainer<M> {
         ferro_models::save::save_safetensors(&partial.join(OPTIMIZER_FILE), &opt.state_dict()?)?;
         let text = serde_json::to_string_pretty(state).unwrap_or_default();
         ferro_models::save::write_atomic(&partial.join(STATE_FILE), text.as_bytes())?;
+        // A checkpoint leaves by an atomic rename to a hidden name before it is deleted, so
+        // a kill mid-deletion never leaves a half-deleted `checkpoint-N` behind.
+        let remove = |d: &Path| -> Result<()> {
+            let name = d
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("checkpoint");
+            let doomed = d.with_file_name(format!(".{name}.deleting"));
+            if doomed.exists() {
+                std::fs::remove_dir_all(&doomed).map_err(|e| file_err(&doomed, e))?;
+            }
+            std::fs::rename(d, &doomed).map_err(|e| file_err(d, e))?;
+            std::fs::remove_dir_all(&doomed).map_err(|e| file_err(&doomed, e))
+        };
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| file_err(dir, e))?;
+            remove(dir)?;
         }
         std::fs::rename(&partial, dir).map_err(|e| file_err(dir, e))?;
         if let Some(limit) = self.args.save_total_limit {
@@ -763,7 +777,7 @@ impl<M: TrainableModel> Trainer<M> {
                 .max(1);
             while all.len() > keep {
                 let (_, oldest) = all.remove(0);
-                std::fs::remove_dir_all(&oldest).map_err(|e| file_err(&oldest, e))?;
+                remove(&oldest)?;
             }
         }
         Ok(())
