@@ -24,12 +24,15 @@ pub fn keep_freed_memory() {}
 /// until its backward pass and then frees them all; with the default trimming the next
 /// step faulted all those pages in again (a third of a LoRA step on Qwen 0.5B went to page
 /// faults and zeroing). The heap stays at the step's peak, which the next step needs anyway.
+/// Blocks over glibc's 32 MiB mmap cap (MiniLM's 47 MB word-embedding gradient, a batch's
+/// logits) would still be fresh `mmap`s every step, so `mmap` is turned off as well.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn keep_training_memory() {
     // SAFETY: as in `keep_freed_memory`; mallopt takes the allocator's lock.
     #[allow(unsafe_code)]
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
     }
 }
 

@@ -230,9 +230,10 @@ fn softmax(x: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Bidirectional attention of `q`, `k`, `v (b, heads, t, d)` (an encoder's): each query
-/// sees every key whose `key_mask (b, t)` entry is 1 (padding is 0); softmax in f32, then
-/// `dropout` on the probabilities (training). Gives `(b, t, heads · d)`.
+/// Bidirectional attention of `q (b, heads, tq, d)` over `k`, `v (b, heads, t, d)` (an
+/// encoder's; `tq` is `t`, or fewer when only some positions' outputs are wanted): each
+/// query sees every key whose `key_mask (b, t)` entry is 1 (padding is 0); softmax in f32,
+/// then `dropout` on the probabilities (training). Gives `(b, tq, heads · d)`.
 pub fn bidirectional_attention(
     q: &Tensor,
     k: &Tensor,
@@ -241,7 +242,8 @@ pub fn bidirectional_attention(
     scale: f64,
     dropout: &Dropout,
 ) -> Result<Tensor> {
-    let (b, h, t, d) = q.dims4()?;
+    let (b, h, tq, d) = q.dims4()?;
+    let t = k.dim(2)?;
     let dtype = q.dtype();
     if let Some(keys) = fused_key_spans(q, key_mask, dropout)? {
         let fused = crate::attention_cpu::BidirectionalCpuAttention {
@@ -270,7 +272,7 @@ pub fn bidirectional_attention(
     let probs = dropout.forward(&softmax(&scores.broadcast_add(&bias)?)?)?;
     Ok(crate::matmul(&probs.to_dtype(dtype)?, &v)?
         .transpose(1, 2)?
-        .reshape((b, t, h * d))?)
+        .reshape((b, tq, h * d))?)
 }
 
 /// For the fused CPU kernel (f32 on the CPU, no gradients, no dropout): the span of keys

@@ -160,18 +160,20 @@ impl CustomOp3 for BidirectionalCpuAttention {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (q, k, v) = f32_qkv(qs, ks, vs)?;
+        // Fewer queries than keys when only some positions' outputs are wanted.
         let (b, heads, t, d) = ql.shape().dims4()?;
-        if kl.shape() != ql.shape() || vl.shape() != ql.shape() {
+        let (kb, kh, keys, kd) = kl.shape().dims4()?;
+        if (kb, kh, kd) != (b, heads, d) || vl.shape() != kl.shape() {
             return Err(candle_core::Error::Msg(format!(
-                "cpu attention: q {:?}, k {:?} and v {:?} must have one shape",
+                "cpu attention: q {:?}, k {:?} and v {:?} do not fit together",
                 ql.shape(),
                 kl.shape(),
                 vl.shape()
             )));
         }
-        if self.keys.len() != b || self.keys.iter().any(|r| r.is_empty() || r.end > t) {
+        if self.keys.len() != b || self.keys.iter().any(|r| r.is_empty() || r.end > keys) {
             return Err(candle_core::Error::Msg(format!(
-                "cpu attention: key spans {:?} for {b} rows of {t} keys",
+                "cpu attention: key spans {:?} for {b} rows of {keys} keys",
                 self.keys
             )));
         }

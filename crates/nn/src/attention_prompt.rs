@@ -19,6 +19,7 @@ pub(crate) struct Dims {
     pub b: usize,
     pub heads: usize,
     pub kv_heads: usize,
+    /// Query positions (the keys each sees come from `seen`).
     pub t: usize,
     pub d: usize,
 }
