@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use ferro_nn::{
-    bidirectional_attention, Activation, Dropout, Embedding, LayerNorm, Linear, Parameters, Weights,
+    encoder_attention, Activation, Dropout, Embedding, LayerNorm, Linear, Parameters, Weights,
 };
 use serde::Deserialize;
 
@@ -445,18 +445,12 @@ impl BertLayer {
     /// `tq`), attending over all of `x (b, t, hidden)`. Other positions' outputs are
     /// never computed: a classifier's last layer needs only the first token's.
     fn forward_at(&self, queries: &Tensor, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let tq = queries.dim(1)?;
-        let d = h / self.heads;
-        // Views: the attention reads them in place (or copies what it must).
-        let heads = |y: Tensor, t: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.heads, d))?.transpose(1, 2)?)
-        };
-        let q = heads(self.query.forward(queries)?, tq)?;
-        let k = heads(self.key.forward(x)?, t)?;
-        let v = heads(self.value.forward(x)?, t)?;
+        let d = x.dim(2)? / self.heads;
+        let q = self.query.forward(queries)?;
+        let k = self.key.forward(x)?;
+        let v = self.value.forward(x)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let attn = bidirectional_attention(&q, &k, &v, mask, scale, &self.attention_dropout)?;
+        let attn = encoder_attention(&q, &k, &v, self.heads, mask, scale, &self.attention_dropout)?;
         let attn = self
             .attention_output_dropout
             .forward(&self.attention_output.forward(&attn)?)?;

@@ -275,6 +275,57 @@ pub fn bidirectional_attention(
         .reshape((b, tq, h * d))?)
 }
 
+/// Encoder attention from the projections: `q (b, tq, heads · d)` (the first `tq`
+/// positions' queries) over `k`, `v (b, t, heads · d)`, as [`bidirectional_attention`]
+/// computes it on their heads. Gives `(b, tq, heads · d)`. In training on the CPU (f32,
+/// each row's mask one span of keys) it is one fused op with its own backward pass.
+pub fn encoder_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    key_mask: &Tensor,
+    scale: f64,
+    dropout: &Dropout,
+) -> Result<Tensor> {
+    let (b, tq, w) = q.dims3()?;
+    let t = k.dim(1)?;
+    let tracked = q.track_op() || k.track_op() || v.track_op();
+    let cpu_f32 = q.device().is_cpu() && [q, k, v].iter().all(|x| x.dtype() == DType::F32);
+    if tracked && cpu_f32 {
+        if let Some(keys) = key_spans(key_mask)? {
+            let op = crate::attention_train_cpu::EncoderAttentionCpu {
+                heads,
+                scale: scale as f32,
+                keys,
+                drop: dropout.draw(),
+            };
+            return Ok(q
+                .contiguous()?
+                .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?);
+        }
+    }
+    if heads == 0 || w % heads != 0 {
+        return Err(NnError::InvalidArgument {
+            param: "heads",
+            msg: format!("{heads} heads do not divide a width of {w}"),
+        });
+    }
+    let d = w / heads;
+    // Views: the attention reads them in place (or copies what it must).
+    let split = |x: &Tensor, t: usize| -> Result<Tensor> {
+        Ok(x.reshape((b, t, heads, d))?.transpose(1, 2)?)
+    };
+    bidirectional_attention(
+        &split(q, tq)?,
+        &split(k, t)?,
+        &split(v, t)?,
+        key_mask,
+        scale,
+        dropout,
+    )
+}
+
 /// For the fused CPU kernel (f32 on the CPU, no gradients, no dropout): the span of keys
 /// each batch row's mask marks, when each row marks one non-empty span (right or left
 /// padding). `None` sends the call through the tensor ops.
@@ -286,6 +337,12 @@ fn fused_key_spans(
     if !q.device().is_cpu() || q.dtype() != DType::F32 || q.track_op() || dropout.is_active() {
         return Ok(None);
     }
+    key_spans(key_mask)
+}
+
+/// The span of keys each batch row of `key_mask (b, t)` marks, when each row marks one
+/// non-empty span (right or left padding); `None` otherwise.
+fn key_spans(key_mask: &Tensor) -> Result<Option<Vec<std::ops::Range<usize>>>> {
     let mask: Vec<Vec<f32>> = key_mask.to_dtype(DType::F32)?.to_vec2()?;
     let mut spans = Vec::with_capacity(mask.len());
     for row in &mask {
@@ -428,6 +485,81 @@ mod tests {
         let empty = Tensor::new(&[[0f32, 0.0, 0.0]], &dev).unwrap();
         for m in [hole, empty] {
             assert_eq!(fused_key_spans(&q, &m, &dropout).unwrap(), None);
+        }
+    }
+
+    /// The fused training op (own backward pass) against the tensor ops on the heads'
+    /// views: outputs and the gradients of q, k and v, with and without dropout (the same
+    /// mask drawn from the same stream), for every query and for the first one only.
+    #[test]
+    fn fused_training_attention_equals_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let (b, t, h, d) = (4, 37, 3, 8);
+        let spans = [(0, 37), (0, 20), (5, 37), (0, 1)];
+        let mut mask = vec![0f32; b * t];
+        for (r, &(lo, hi)) in spans.iter().enumerate() {
+            mask[r * t + lo..r * t + hi].fill(1.0);
+        }
+        let mask = Tensor::from_vec(mask, (b, t), &dev).unwrap();
+        let values = |seed: u64, rows: usize| {
+            let vals: Vec<f32> = (0..(b * rows * h * d) as u64)
+                .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            Tensor::from_vec(vals, (b, rows, h * d), &dev).unwrap()
+        };
+        for (p, tq) in [(0.0, t), (0.3, t), (0.3, 1)] {
+            let dropout = || {
+                let params = crate::Parameters::default();
+                params.set_training(true);
+                params.set_dropout_step(7, 3);
+                Dropout::new(p, "attention_probs_dropout_prob", &params).unwrap()
+            };
+            let var = |x: Tensor| candle_core::Var::from_tensor(&x).unwrap();
+            let (q, k, v) = (var(values(1, tq)), var(values(2, t)), var(values(3, t)));
+            let weights = values(4, tq);
+            let fused = encoder_attention(&q, &k, &v, h, &mask, 0.35, &dropout()).unwrap();
+            let split = |x: &Tensor, rows: usize| {
+                x.reshape((b, rows, h, d)).unwrap().transpose(1, 2).unwrap()
+            };
+            let reference = bidirectional_attention(
+                &split(&q, tq),
+                &split(&k, t),
+                &split(&v, t),
+                &mask,
+                0.35,
+                &dropout(),
+            )
+            .unwrap();
+            let diff = crate::test_util::max_diff(&fused, &reference);
+            assert!(diff < 1e-5, "p {p}, tq {tq}: outputs differ by {diff}");
+            let grads = |y: &Tensor| {
+                (y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap()
+            };
+            let (gf, gr) = (grads(&fused), grads(&reference));
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, r) = (gf.get(x).unwrap(), gr.get(x).unwrap());
+                let diff = crate::test_util::max_diff(a, r);
+                assert!(diff < 1e-5, "p {p}, tq {tq}: d{name} differs by {diff}");
+            }
+            if p > 0.0 {
+                // Dropout did act: the outputs differ from no dropout's.
+                let plain = encoder_attention(
+                    &q,
+                    &k,
+                    &v,
+                    h,
+                    &mask,
+                    0.35,
+                    &Dropout::new(0.0, "p", &crate::Parameters::default()).unwrap(),
+                )
+                .unwrap();
+                assert!(crate::test_util::max_diff(&fused, &plain) > 1e-2);
+            }
         }
     }
 }

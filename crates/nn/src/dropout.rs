@@ -61,25 +61,51 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The keep-mask of `n` elements under `key`: `scale` where kept, 0 where dropped. An
-/// element is dropped when 24 bits of its hash fall below `p · 2²⁴`.
-fn mask(key: u64, n: usize, p: f64, scale: f32) -> Vec<f32> {
-    let threshold = (p * f64::from(1u32 << 24)).round() as u64;
-    let mut mask = vec![0f32; n];
-    const CHUNK: usize = 1 << 16;
-    mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-        let base = (c * CHUNK) as u64;
-        for (i, m) in out.iter_mut().enumerate() {
-            let h = mix(key ^ (base + i as u64).wrapping_mul(0xd6e8_feb8_6659_fd93));
-            if h >> 40 >= threshold {
-                *m = scale;
-            }
-        }
-    });
-    mask
+/// One draw of a dropout mask: element `i`'s value is a pure function of the draw's key
+/// and `i`, so a fused op can make any element of it without the whole mask. An element
+/// is dropped when 24 bits of its hash fall below `p · 2²⁴`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct DropMask {
+    key: u64,
+    threshold: u64,
+    /// A kept element's value, `1 / (1 - p)`.
+    scale: f32,
 }
 
-/// One dropout layer: its probability and the model's training mode and mask stream.
+impl DropMask {
+    fn new(key: u64, p: f64) -> Self {
+        Self {
+            key,
+            threshold: (p * f64::from(1u32 << 24)).round() as u64,
+            scale: (1.0 / (1.0 - p)) as f32,
+        }
+    }
+
+    /// Element `i`: `scale` where kept, 0 where dropped.
+    #[inline]
+    pub(crate) fn at(&self, i: u64) -> f32 {
+        let h = mix(self.key ^ i.wrapping_mul(0xd6e8_feb8_6659_fd93));
+        if h >> 40 >= self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+
+    /// The first `n` elements.
+    fn values(&self, n: usize) -> Vec<f32> {
+        let mut mask = vec![0f32; n];
+        const CHUNK: usize = 1 << 16;
+        mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+            let base = (c * CHUNK) as u64;
+            for (i, m) in out.iter_mut().enumerate() {
+                *m = self.at(base + i as u64);
+            }
+        });
+        mask
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Dropout {
     p: f64,
@@ -113,13 +139,19 @@ impl Dropout {
         self.p > 0.0 && self.training.load(Ordering::Relaxed)
     }
 
+    /// The mask `forward` would apply next (it takes the same place in the stream), for
+    /// an op that applies it itself; `None` when inactive.
+    pub(crate) fn draw(&self) -> Option<DropMask> {
+        self.is_active()
+            .then(|| DropMask::new(self.stream.next_key(), self.p))
+    }
+
     /// `x` with dropout applied (training mode), or `x` itself.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !self.is_active() {
             return Ok(x.clone());
         }
-        let scale = (1.0 / (1.0 - self.p)) as f32;
-        let values = mask(self.stream.next_key(), x.elem_count(), self.p, scale);
+        let values = DropMask::new(self.stream.next_key(), self.p).values(x.elem_count());
         let mask = Tensor::from_vec(values, x.shape(), x.device())?;
         let mask = if x.dtype() == DType::F32 {
             mask

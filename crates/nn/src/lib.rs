@@ -7,6 +7,7 @@
 pub mod attention;
 mod attention_cpu;
 mod attention_prompt;
+mod attention_train_cpu;
 mod bias_cpu;
 pub mod cache;
 pub mod checkpoint;
@@ -35,7 +36,7 @@ mod test_util;
 mod vec_math;
 pub mod weights;
 
-pub use attention::{bidirectional_attention, Attention, AttentionConfig};
+pub use attention::{bidirectional_attention, encoder_attention, Attention, AttentionConfig};
 pub use cache::{Cache, Caches, KvCache, KvLayout};
 pub use dropout::Dropout;
 pub use embedding::Embedding;
