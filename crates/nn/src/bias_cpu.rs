@@ -55,12 +55,14 @@ impl CustomOp2 for BiasAdd {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let db = grad
-            .contiguous()?
-            .apply_op1_no_bwd(&ColumnSums(bias.elem_count()))?
-            .reshape(bias.shape())?;
+        let db = column_sums(&grad.reshape(((), bias.elem_count()))?)?.reshape(bias.shape())?;
         Ok((Some(grad.clone()), Some(db)))
     }
+}
+
+/// The sums over the rows of `g (rows, d)`: `(d)`.
+pub(crate) fn column_sums(g: &Tensor) -> candle_core::Result<Tensor> {
+    g.contiguous()?.apply_op1_no_bwd(&ColumnSums(g.dim(1)?))
 }
 
 /// The sums over the rows of `g (..., d)`: `(d)`.

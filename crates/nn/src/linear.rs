@@ -214,8 +214,16 @@ impl Linear {
     /// `x (..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.matmul {
-            LinearImpl::Dense(l) if x.device().is_cpu() && x.dtype() == DType::F32 => {
-                dense_forward(l.weight(), x)?
+            LinearImpl::Dense(l)
+                if x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && l.weight().dtype() == DType::F32 =>
+            {
+                // Product and bias in one op (see matmul_cpu::linear).
+                let bias = self.bias.as_ref().filter(|b| b.dtype() == DType::F32);
+                let y = crate::matmul_cpu::linear(x, l.weight(), bias)?;
+                let y = if bias.is_some() { y } else { self.add_bias(y)? };
+                return self.add_lora(x, y);
             }
             LinearImpl::Dense(l) => l.forward(x)?,
             // Frozen quantized weights that pass gradients on to `x`.
@@ -233,15 +241,6 @@ impl Linear {
         let y = self.add_bias(y)?;
         self.add_lora(x, y)
     }
-}
-
-/// `x (..., in) -> (..., out)` for a dense f32 weight on the CPU: one product over all of
-/// `x`'s rows on the kernels' pool (`crate::matmul`).
-fn dense_forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
-    let (k, m) = row_shape(x);
-    let n = w.dim(0)?;
-    let y = crate::matmul(&x.reshape((m, k))?, &w.t()?)?;
-    Ok(y.reshape(out_dims(x, n))?)
 }
 
 /// `x (..., in) -> (..., out)` with our kernels (f32 in and out).
