@@ -91,12 +91,10 @@ impl GatedMlp {
             Activation::Silu
                 if gate.device().is_cpu()
                     && gate.dtype() == DType::F32
-                    && up.dtype() == DType::F32
-                    && !gate.track_op()
-                    && !up.track_op() =>
+                    && up.dtype() == DType::F32 =>
             {
                 gate.contiguous()?
-                    .apply_op2_no_bwd(&up.contiguous()?, &crate::gated_cpu::SiluMul)?
+                    .apply_op2(&up.contiguous()?, crate::gated_cpu::SiluMul)?
             }
             act => (act.apply(&gate)? * up)?,
         };
