@@ -164,6 +164,15 @@ impl Linear {
         &self.weight
     }
 
+    /// The weight, when the layer is only a dense f32 product (no bias, no LoRA), for ops
+    /// that fuse it with what comes before.
+    pub(crate) fn plain_f32_weight(&self) -> Option<&Tensor> {
+        match (&self.weight, &self.bias, &self.lora) {
+            (LinearWeight::Dense(w), None, None) if w.dtype() == DType::F32 => Some(w),
+            _ => None,
+        }
+    }
+
     /// Several layers on the same input (q, k, v; gate, up): quantized ones in one parallel
     /// loop when the input is a few rows (decoding), each on its own otherwise.
     pub fn forward_many(layers: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {

@@ -319,6 +319,33 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> candle_co
     }
 }
 
+/// `x (m, k) · wᵀ (+ bias)` for `w (n, k)`, both row-major slices of exactly that size.
+pub(crate) fn rows_times_transposed(
+    x: &[f32],
+    w: &[f32],
+    [m, k, n]: [usize; 3],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(
+        x.len() == m * k && w.len() == n * k,
+        "linear operands of the wrong size"
+    );
+    // x by rows; wᵀ read through w's rows.
+    let oa = Operand {
+        start: 0,
+        batch_stride: 0,
+        row_stride: k,
+        col_stride: 1,
+    };
+    let ob = Operand {
+        start: 0,
+        batch_stride: 0,
+        row_stride: 1,
+        col_stride: k,
+    };
+    product((x, oa), (w, ob), [1, m, k, n], bias)
+}
+
 const LINEAR: &str = "linear-cpu";
 
 struct DenseLinear;
@@ -360,20 +387,7 @@ impl DenseLinear {
         } else if m * n == 0 {
             Vec::new()
         } else {
-            // x (m, k) by rows; wᵀ (k, n) read through w's rows.
-            let oa = Operand {
-                start: 0,
-                batch_stride: 0,
-                row_stride: k,
-                col_stride: 1,
-            };
-            let ob = Operand {
-                start: 0,
-                batch_stride: 0,
-                row_stride: 1,
-                col_stride: k,
-            };
-            product((x, oa), (w, ob), [1, m, k, n], bias)
+            rows_times_transposed(x, w, [m, k, n], bias)
         };
         Ok((CpuStorage::F32(y), Shape::from(dims)))
     }

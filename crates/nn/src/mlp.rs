@@ -87,15 +87,24 @@ impl GatedMlp {
                 param: "mlp",
                 msg: "gate and up projections gave no output".into(),
             })?;
-        let gated = match self.act {
-            Activation::Silu
-                if gate.device().is_cpu()
-                    && gate.dtype() == DType::F32
-                    && up.dtype() == DType::F32 =>
-            {
-                gate.contiguous()?
-                    .apply_op2(&up.contiguous()?, crate::gated_cpu::SiluMul)?
+        let fused =
+            gate.device().is_cpu() && gate.dtype() == DType::F32 && up.dtype() == DType::F32;
+        if let (Activation::Silu, true, Some(w)) =
+            (self.act, fused, self.down_proj.plain_f32_weight())
+        {
+            if gate.track_op() || up.track_op() || w.track_op() {
+                // Training: the gated product never becomes a graph node (see gated_cpu).
+                return Ok(gate.contiguous()?.apply_op3(
+                    &up.contiguous()?,
+                    &w.contiguous()?,
+                    crate::gated_cpu::SiluMulDown,
+                )?);
             }
+        }
+        let gated = match self.act {
+            Activation::Silu if fused => gate
+                .contiguous()?
+                .apply_op2(&up.contiguous()?, crate::gated_cpu::SiluMul)?,
             act => (act.apply(&gate)? * up)?,
         };
         self.down_proj.forward(&gated)
