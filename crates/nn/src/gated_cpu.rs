@@ -45,17 +45,10 @@ impl CustomOp2 for SiluMul {
                 ul.shape()
             )));
         }
-        let (g, u) = (&g[g0..g1], &u[u0..u1]);
-        let mut y = vec![0f32; g.len()];
-        if g.len() <= CHUNK {
-            silu_mul(g, u, &mut y);
-        } else {
-            crate::quant::for_each_chunk_mut(&mut y, CHUNK, &|i, out| {
-                let at = i * CHUNK;
-                silu_mul(&g[at..at + out.len()], &u[at..at + out.len()], out);
-            });
-        }
-        Ok((CpuStorage::F32(y), gl.shape().clone()))
+        Ok((
+            CpuStorage::F32(gated(&g[g0..g1], &u[u0..u1])),
+            gl.shape().clone(),
+        ))
     }
 
     /// `d up = dy · silu(g)` (this op again) and `d gate = dy · u · silu'(g)`.
@@ -88,17 +81,6 @@ impl CustomOp2 for SiluMul {
 /// itself needs a gradient.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SiluMulDown;
-
-impl SiluMulDown {
-    fn gated(g: &[f32], u: &[f32]) -> Vec<f32> {
-        let mut y = vec![0f32; g.len()];
-        crate::quant::for_each_chunk_mut(&mut y, CHUNK, &|i, out| {
-            let at = i * CHUNK;
-            silu_mul(&g[at..at + out.len()], &u[at..at + out.len()], out);
-        });
-        y
-    }
-}
 
 impl CustomOp3 for SiluMulDown {
     fn name(&self) -> &'static str {
@@ -134,7 +116,7 @@ impl CustomOp3 for SiluMulDown {
             ));
         }
         let m = g.len() / k;
-        let h = Self::gated(g, u);
+        let h = gated(g, u);
         let y = crate::matmul_cpu::rows_times_transposed(&h, w, [m, k, n], None);
         if let Some(last) = dims.last_mut() {
             *last = n;
@@ -232,6 +214,20 @@ fn gate_grad_portable(g: &[f32], u: &[f32], dy: &[f32], out: &mut [f32]) {
         let s = 1.0 / (1.0 + (-x).exp());
         *o = d * y * s * (1.0 + x * (1.0 - s));
     }
+}
+
+/// `silu(g) · u`, split over the pool when large.
+fn gated(g: &[f32], u: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; g.len()];
+    if g.len() <= CHUNK {
+        silu_mul(g, u, &mut y);
+    } else {
+        crate::quant::for_each_chunk_mut(&mut y, CHUNK, &|i, out| {
+            let at = i * CHUNK;
+            silu_mul(&g[at..at + out.len()], &u[at..at + out.len()], out);
+        });
+    }
+    y
 }
 
 /// `out = g / (1 + e^-g) · u`.
@@ -403,23 +399,11 @@ mod tests {
             .unwrap();
         let h = (candle_nn::ops::silu(g.as_tensor()).unwrap() * u.as_tensor()).unwrap();
         let want = h.broadcast_matmul(&w.as_tensor().t().unwrap()).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(diff(&ours, &want) < 1e-4);
+        assert!(crate::test_util::max_diff(&ours, &want) < 1e-4);
         let grads = |y: &Tensor| (y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
         let (go, gw) = (grads(&ours), grads(&want));
         for x in [&g, &u, &w] {
-            let d = diff(
+            let d = crate::test_util::max_diff(
                 go.get(x.as_tensor()).unwrap(),
                 gw.get(x.as_tensor()).unwrap(),
             );
