@@ -561,11 +561,22 @@ impl BertModel {
         token_type_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
+        self.states_after(&self.layers, input_ids, token_type_ids, attention_mask)
+    }
+
+    /// The hidden states after the embeddings and `layers` (the first of the model's).
+    fn states_after(
+        &self,
+        layers: &[BertLayer],
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
         self.check_length(input_ids)?;
         let mut x = self
             .embeddings
             .forward(input_ids, token_type_ids, self.dtype)?;
-        for layer in &self.layers {
+        for layer in layers {
             x = layer.forward(&x, attention_mask)?;
         }
         Ok(x)
@@ -587,13 +598,7 @@ impl BertModel {
                 .forward(input_ids, token_type_ids, attention_mask)?
                 .narrow(1, 0, 1)?);
         };
-        self.check_length(input_ids)?;
-        let mut x = self
-            .embeddings
-            .forward(input_ids, token_type_ids, self.dtype)?;
-        for layer in rest {
-            x = layer.forward(&x, attention_mask)?;
-        }
+        let x = self.states_after(rest, input_ids, token_type_ids, attention_mask)?;
         last.forward_at(&x.narrow(1, 0, 1)?, &x, attention_mask)
     }
 }

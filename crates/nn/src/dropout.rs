@@ -148,10 +148,10 @@ impl Dropout {
 
     /// `x` with dropout applied (training mode), or `x` itself.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.is_active() {
+        let Some(drop) = self.draw() else {
             return Ok(x.clone());
-        }
-        let values = DropMask::new(self.stream.next_key(), self.p).values(x.elem_count());
+        };
+        let values = drop.values(x.elem_count());
         let mask = Tensor::from_vec(values, x.shape(), x.device())?;
         let mask = if x.dtype() == DType::F32 {
             mask

@@ -59,19 +59,29 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, u, dy) = (gate.contiguous()?, up.contiguous()?, grad.contiguous()?);
-        let d_gate = if gate.track_op() {
-            Some(g.apply_op3_no_bwd(&u, &dy, &SiluMulGateGrad)?)
-        } else {
-            None
-        };
-        let d_up = if up.track_op() {
-            Some(g.apply_op2_no_bwd(&dy, &SiluMul)?)
-        } else {
-            None
-        };
-        Ok((d_gate, d_up))
+        gating_grads(gate, up, &grad.contiguous()?)
     }
+}
+
+/// The gradients of `gate` and `up` (those tracked) from that of `silu(gate) · up`,
+/// `dy` (contiguous).
+fn gating_grads(
+    gate: &Tensor,
+    up: &Tensor,
+    dy: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let (g, u) = (gate.contiguous()?, up.contiguous()?);
+    let d_gate = if gate.track_op() {
+        Some(g.apply_op3_no_bwd(&u, dy, &SiluMulGateGrad)?)
+    } else {
+        None
+    };
+    let d_up = if up.track_op() {
+        Some(g.apply_op2_no_bwd(dy, &SiluMul)?)
+    } else {
+        None
+    };
+    Ok((d_gate, d_up))
 }
 
 /// `silu(gate) · up` times `wᵀ` (a gated MLP's down projection, dense f32 without bias)
@@ -133,26 +143,19 @@ impl CustomOp3 for SiluMulDown {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, k) = w.dims2()?;
-        let (g, u) = (gate.contiguous()?, up.contiguous()?);
         let dy = grad.contiguous()?.reshape(((), n))?;
         let dw = if w.track_op() {
-            let h = g.apply_op2_no_bwd(&u, &SiluMul)?.reshape(((), k))?;
+            let h = gate
+                .contiguous()?
+                .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?
+                .reshape(((), k))?;
             Some(crate::matmul(&dy.t()?, &h)?)
         } else {
             None
         };
         // The gradient of silu(gate) · up, then through the gating as `SiluMul` does.
-        let dh = crate::matmul(&dy, w)?.reshape(g.shape())?;
-        let d_gate = if gate.track_op() {
-            Some(g.apply_op3_no_bwd(&u, &dh, &SiluMulGateGrad)?)
-        } else {
-            None
-        };
-        let d_up = if up.track_op() {
-            Some(g.apply_op2_no_bwd(&dh, &SiluMul)?)
-        } else {
-            None
-        };
+        let dh = crate::matmul(&dy, w)?.reshape(gate.shape())?;
+        let (d_gate, d_up) = gating_grads(gate, up, &dh)?;
         Ok((d_gate, d_up, dw))
     }
 }
