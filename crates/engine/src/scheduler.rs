@@ -417,13 +417,13 @@ impl<'t, M: StepModel> Scheduler<'t, M> {
                 return;
             }
         };
-        for (&i, row) in index.iter().zip(&logits) {
+        for (&i, row) in index.iter().zip(logits) {
             let fed = wanted.get(&i).copied().unwrap_or(0);
             self.seqs[i].computed += fed;
             if self.seqs[i].unfed() == 0 {
                 let first = self.seqs[i].ids.len() == self.seqs[i].prompt_len;
                 if first && self.seqs[i].index == 0 {
-                    self.start_forks(i, row);
+                    self.start_forks(i, &row);
                 }
                 self.sample(i, row);
             }
@@ -445,7 +445,7 @@ impl<'t, M: StepModel> Scheduler<'t, M> {
                 Ok(copy) => {
                     self.seqs[j].cache = Some(copy);
                     self.seqs[j].computed = len;
-                    self.sample(j, logits);
+                    self.sample(j, logits.to_vec());
                 }
                 Err(e) => {
                     if let Some(r) = self.requests.get_mut(&key) {
@@ -457,15 +457,15 @@ impl<'t, M: StepModel> Scheduler<'t, M> {
         }
     }
 
-    /// Picks sequence `i`'s next token from `logits` and tells its client.
-    fn sample(&mut self, i: usize, logits: &[f32]) {
+    /// Picks sequence `i`'s next token from its `logits` (processed in place) and tells its
+    /// client.
+    fn sample(&mut self, i: usize, mut scores: Vec<f32>) {
         let context = self.shared.context;
         let s = &mut self.seqs[i];
         let Some(req) = self.requests.get_mut(&s.key) else {
             return;
         };
         let cfg = &req.config;
-        let mut scores = logits.to_vec();
         let raw = cfg.top_logprobs.map(|_| log_softmax(&scores));
         req.processors.process(
             Sequence {

@@ -87,6 +87,50 @@ fn packed_sequences_equal_each_alone() {
     }
 }
 
+/// A decode step (one token per sequence) gives each sequence exactly the bits it gets
+/// alone, over caches of different lengths: what makes a server's greedy output equal
+/// `ferro run`'s whatever else is in the batch. Quantized weights (`rows_alone` holds for
+/// their kernels; an f32 GEMM's bits may depend on the row count).
+#[test]
+fn packed_decode_step_has_the_bits_of_each_alone() {
+    for name in ["tiny-llama-q8_0.gguf", "tiny-llama-q4_0.gguf"] {
+        let model = load(&format!("llama_gguf/{name}"));
+        let prompts: [&[u32]; 4] = [
+            &[5, 17, 30, 2, 9],
+            &[44, 3, 8],
+            &[1, 2, 3, 4, 5, 6, 7],
+            &[8],
+        ];
+        let mut alone_caches = Vec::new();
+        for p in prompts {
+            let mut cache = model.new_cache();
+            alone(&model, &mut cache, p);
+            alone_caches.push(cache);
+        }
+        let mut packed_caches: Vec<Cache> = alone_caches.clone();
+        for step in 0..3u32 {
+            let tokens: Vec<[u32; 1]> = (0..4).map(|i| [20 + 3 * step + i]).collect();
+            let want: Vec<Vec<f32>> = alone_caches
+                .iter_mut()
+                .zip(&tokens)
+                .map(|(c, t)| alone(&model, c, t))
+                .collect();
+            let mut seqs: Vec<(&[u32], &mut Cache)> = tokens
+                .iter()
+                .map(|t| &t[..])
+                .zip(packed_caches.iter_mut())
+                .collect();
+            let got: Vec<Vec<f32>> = model.forward_packed(&mut seqs).unwrap().to_vec2().unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g == w,
+                    "{name}: step {step}, sequence {i}: not the bits it gets alone"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn packed_misuse_is_refused() {
     let model = load("qwen2");

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::attention_cpu::MAX_QUERIES;
 use crate::cache::{KvCache, KvLayout};
 use crate::dropout::Dropout;
 use crate::error::{NnError, Result};
@@ -120,19 +121,82 @@ impl Attention {
                         ),
                     });
                 }
-                // Projections ran on every token at once; each sequence attends over its
-                // own cache.
-                let mut outs = Vec::with_capacity(lens.len());
-                let mut start = 0;
-                for (cache, &len) in caches.iter_mut().zip(lens.iter()) {
-                    let part = |y: &Tensor| y.narrow(1, start, len);
-                    outs.push(self.attend(part(&q)?, part(&k)?, part(&v)?, rope, cache, &[])?);
-                    start += len;
+                if self.fused_cpu(&q) && lens.iter().all(|&len| len <= MAX_QUERIES) {
+                    self.attend_packed(q, k, v, rope, caches, lens)?
+                } else {
+                    // Projections ran on every token at once; each sequence attends over
+                    // its own cache.
+                    let mut outs = Vec::with_capacity(lens.len());
+                    let mut start = 0;
+                    for (cache, &len) in caches.iter_mut().zip(lens.iter()) {
+                        let part = |y: &Tensor| y.narrow(1, start, len);
+                        outs.push(self.attend(
+                            part(&q)?,
+                            part(&k)?,
+                            part(&v)?,
+                            rope,
+                            cache,
+                            &[],
+                        )?);
+                        start += len;
+                    }
+                    Tensor::cat(&outs, 1)?
                 }
-                Tensor::cat(&outs, 1)?
             }
         };
         self.o_proj.forward(&out)
+    }
+
+    /// Whether the fused inference kernels take `q`: f32 on the CPU, not being trained.
+    fn fused_cpu(&self, q: &Tensor) -> bool {
+        q.device().is_cpu() && q.dtype() == DType::F32 && !q.track_op() && !self.dropout.is_active()
+    }
+
+    /// The packed sequences' attention in one pass for all of them (each chunk at most
+    /// `MAX_QUERIES` tokens): the projections `q`, `k`, `v (1, Σ lens, heads · d)` are
+    /// normed and rotated at once, each token at its own position, each sequence's keys
+    /// and values appended to its cache, and one parallel loop attends every sequence over
+    /// its cache. A sequence gets the bits `attend` gives it alone.
+    fn attend_packed(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: &RotaryEmbedding,
+        caches: &mut [&mut KvCache],
+        lens: &[usize],
+    ) -> Result<Tensor> {
+        let total = q.dim(1)?;
+        let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((1, total, n, d))?.transpose(1, 2)?)
+        };
+        let mut q = heads(q, nh)?;
+        let mut k = heads(k, nkv)?;
+        let v = heads(v, nkv)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let positions: Vec<usize> = caches
+            .iter()
+            .zip(lens)
+            .flat_map(|(cache, &len)| cache.len()..cache.len() + len)
+            .collect();
+        let (q, k) = rope.apply_at(&q, &k, &positions)?;
+        let mut kvs = Vec::with_capacity(lens.len());
+        let mut start = 0;
+        for (cache, &len) in caches.iter_mut().zip(lens) {
+            kvs.push(cache.append(k.narrow(2, start, len)?, v.narrow(2, start, len)?)?);
+            start += len;
+        }
+        Ok(crate::attention_cpu::packed_attention(
+            &q,
+            &kvs,
+            lens,
+            self.cfg.scale as f32,
+            self.cfg.sliding_window,
+        )?)
     }
 
     /// Attention of the projections `q`, `k`, `v (b, t, heads · d)` in slots `cache.len()..`
@@ -162,11 +226,7 @@ impl Attention {
         }
         let (q, k) = rope.apply(&q, &k, offset, left_pad)?;
         let (k, v) = cache.append(k, v)?;
-        if q.device().is_cpu()
-            && q.dtype() == DType::F32
-            && !q.track_op()
-            && !self.dropout.is_active()
-        {
+        if self.fused_cpu(&q) {
             let fused = crate::attention_cpu::CpuAttention {
                 offset,
                 scale: self.cfg.scale as f32,

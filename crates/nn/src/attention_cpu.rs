@@ -107,13 +107,7 @@ impl CustomOp3 for CpuAttention<'_> {
                 d,
             };
             let pad = self.left_pad.get(group.row).copied().unwrap_or(0);
-            #[cfg(target_arch = "x86_64")]
-            if lanes::has_avx2() {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                #[allow(unsafe_code)]
-                return unsafe { group.attend_avx2(self, pad) };
-            }
-            group.attend::<lanes::Portable>(self, pad)
+            group.attend_fastest(self, pad)
         };
         let tasks = b * kv_heads;
         let parts: Vec<Vec<f32>> = if tasks * n_rep * t * total * d < PARALLEL_MIN_WORK {
@@ -132,6 +126,117 @@ impl CustomOp3 for CpuAttention<'_> {
         }
         Ok((CpuStorage::F32(y), Shape::from((b, t, heads * d))))
     }
+}
+
+/// The attention of a packed row (a serving engine's step): `q (1, heads, Σ lens, d)`
+/// holds several sequences' queries end to end, sequence `s` has `lens[s]` of them
+/// (at most `MAX_QUERIES`) and attends over its own cache's keys and values `kvs[s]`,
+/// `(1, kv_heads, slots, d)` views whose last `lens[s]` slots are its queries'. Gives
+/// `(1, Σ lens, heads · d)`. One parallel loop over every (sequence, kv head), each the
+/// same computation as `CpuAttention` on that sequence alone (so a decoded token gets the
+/// bits it gets alone), instead of a small op and a pool wake-up per sequence.
+pub(crate) fn packed_attention(
+    q: &candle_core::Tensor,
+    kvs: &[(candle_core::Tensor, candle_core::Tensor)],
+    lens: &[usize],
+    scale: f32,
+    window: Option<usize>,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::Storage;
+    let err = |msg: String| candle_core::Error::Msg(format!("packed attention: {msg}"));
+    let (qb, heads, total, d) = q.dims4()?;
+    if qb != 1 || kvs.len() != lens.len() || lens.iter().sum::<usize>() != total {
+        return Err(err(format!(
+            "q {:?} with {} caches and lengths {lens:?}",
+            q.shape(),
+            kvs.len()
+        )));
+    }
+    if let Some(&len) = lens.iter().find(|&&len| len == 0 || len > MAX_QUERIES) {
+        return Err(err(format!(
+            "a sequence of {len} queries (1 to {MAX_QUERIES})"
+        )));
+    }
+    let (qs, ql) = q.storage_and_layout();
+    let guards: Vec<_> = kvs
+        .iter()
+        .map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()))
+        .collect();
+    fn f32s(s: &Storage) -> candle_core::Result<&[f32]> {
+        match s {
+            Storage::Cpu(CpuStorage::F32(v)) => Ok(v.as_slice()),
+            _ => Err(candle_core::Error::Msg(
+                "packed attention: q, k and v must be f32 CPU tensors".into(),
+            )),
+        }
+    }
+    let qv = View::new(f32s(&qs)?, ql, "q")?;
+    let mut views = Vec::with_capacity(kvs.len());
+    let (mut kv_heads, mut starts, mut start) = (0, Vec::with_capacity(lens.len()), 0);
+    for (((ks, kl), (vs, vl)), &len) in guards.iter().zip(lens) {
+        let (kb, kh, slots, kd) = kl.shape().dims4()?;
+        if kb != 1 || kd != d || vl.shape() != kl.shape() || kh == 0 || slots < len {
+            return Err(err(format!(
+                "q {:?} does not fit k {:?} / v {:?}",
+                ql.shape(),
+                kl.shape(),
+                vl.shape()
+            )));
+        }
+        if !heads.is_multiple_of(kh) || (kv_heads != 0 && kh != kv_heads) {
+            return Err(err(format!("{heads} heads over {kh} kv heads")));
+        }
+        kv_heads = kh;
+        views.push((
+            View::new(f32s(ks)?, kl, "k")?,
+            View::new(f32s(vs)?, vl, "v")?,
+            slots,
+        ));
+        starts.push(start);
+        start += len;
+    }
+    let n_rep = heads / kv_heads.max(1);
+    // Sequence `s`'s queries: `q` from its first token on (their own `t` rows).
+    let queries: Vec<View<'_>> = starts
+        .iter()
+        .map(|&at| View {
+            offset: qv.offset + at * qv.strides[2],
+            ..qv
+        })
+        .collect();
+    let run = |task: usize| -> Vec<f32> {
+        let (s, kv_head) = (task / kv_heads, task % kv_heads);
+        let (k, v, slots) = &views[s];
+        let op = CpuAttention {
+            offset: slots - lens[s],
+            scale,
+            window,
+            left_pad: &[],
+        };
+        let group = Group {
+            q: &queries[s],
+            k,
+            v,
+            row: 0,
+            kv_head,
+            n_rep,
+            t: lens[s],
+            d,
+        };
+        group.attend_fastest(&op, 0)
+    };
+    let parts = crate::quant::map_tasks(lens.len() * kv_heads, &run);
+    // (t, n_rep, d) pieces of each (sequence, kv head) into (1, Σ lens, heads · d).
+    let mut y = vec![0f32; total * heads * d];
+    for (task, part) in parts.iter().enumerate() {
+        let (s, g) = (task / kv_heads, task % kv_heads);
+        for (i, o) in part.chunks_exact(n_rep * d).enumerate() {
+            let at = ((starts[s] + i) * heads + g * n_rep) * d;
+            y[at..at + n_rep * d].copy_from_slice(o);
+        }
+    }
+    drop((qs, guards));
+    candle_core::Tensor::from_vec(y, (1, total, heads * d), q.device())
 }
 
 /// An encoder's attention over `q`, `k`, `v (b, heads, t, d)` (last dimension contiguous;
@@ -220,6 +325,7 @@ pub(crate) fn visible(slot: usize, pad: usize, window: Option<usize>) -> std::op
 }
 
 /// A 4-d f32 tensor read in place.
+#[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
     data: &'a [f32],
     offset: usize,
@@ -303,6 +409,17 @@ impl Group<'_, '_> {
             }
         }
         out
+    }
+
+    /// `attend` with the fastest lanes this CPU has.
+    fn attend_fastest(&self, op: &CpuAttention<'_>, pad: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if lanes::has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            #[allow(unsafe_code)]
+            return unsafe { self.attend_avx2(op, pad) };
+        }
+        self.attend::<lanes::Portable>(op, pad)
     }
 
     /// `attend` compiled for AVX2 and FMA.

@@ -48,12 +48,12 @@ pub struct RotaryEmbedding {
     last: Arc<Mutex<Option<Angles>>>,
 }
 
-/// cos and sin for one set of slots.
+/// cos and sin for one list of positions.
 #[derive(Debug)]
 struct Angles {
-    offset: usize,
-    t: usize,
-    pads: Vec<usize>,
+    positions: Vec<usize>,
+    /// Batch rows the angles are shaped for (1: `(t, head_dim / 2)`).
+    rows: usize,
     dtype: DType,
     cos: Tensor,
     sin: Tensor,
@@ -193,6 +193,41 @@ impl RotaryEmbedding {
         Ok((q, k))
     }
 
+    /// Rotates each token of a packed row by its own position: `q`, `k (1, heads, t, d)`,
+    /// token `i` at `positions[i]` (several sequences' tokens end to end, each continuing
+    /// its own cache). A token gets the bits `apply` gives it alone.
+    pub fn apply_at(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        positions: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let t = q.dim(2)?;
+        if positions.len() != t || q.dim(0)? != 1 {
+            return Err(NnError::InvalidArgument {
+                param: "positions",
+                msg: format!(
+                    "{} positions for a packed row of {t} tokens",
+                    positions.len()
+                ),
+            });
+        }
+        if let Some(&p) = positions.iter().find(|&&p| p >= self.max_positions) {
+            return Err(NnError::InvalidArgument {
+                param: "positions",
+                msg: format!(
+                    "position {} is past the model's context of {}",
+                    p + 1,
+                    self.max_positions
+                ),
+            });
+        }
+        let (cos, sin) = self.angles_at(positions.to_vec(), 1, q.dtype())?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
+        Ok((q, k))
+    }
+
     /// cos and sin for slots `offset..offset + t` of rows padded by `pads` (one entry: the
     /// same for all `b` rows), `(t, head_dim / 2)` or `(b, t, head_dim / 2)`.
     fn angles(
@@ -203,23 +238,38 @@ impl RotaryEmbedding {
         pads: &[usize],
         dtype: DType,
     ) -> Result<(Tensor, Tensor)> {
+        // Slot `s` of a row padded by `p` is position `s - p` (padding slots get 0).
+        let positions: Vec<usize> = pads
+            .iter()
+            .flat_map(|&p| (offset..offset + t).map(move |s| s.saturating_sub(p)))
+            .collect();
+        let rows = if pads.len() > 1 { b } else { 1 };
+        self.angles_at(positions, rows, dtype)
+    }
+
+    /// cos and sin of `positions`, `(n, head_dim / 2)` for one row or `(rows, n / rows,
+    /// head_dim / 2)`. Every layer of a forward pass asks for the same ones: the last are
+    /// kept.
+    fn angles_at(
+        &self,
+        positions: Vec<usize>,
+        rows: usize,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = last
             .as_ref()
-            .filter(|a| (a.offset, a.t, a.dtype) == (offset, t, dtype) && a.pads == pads)
+            .filter(|a| (a.rows, a.dtype) == (rows, dtype) && a.positions == positions)
         {
             return Ok((a.cos.clone(), a.sin.clone()));
         }
-        // Slot `s` of a row padded by `p` is position `s - p` (padding slots get 0).
-        let positions: Vec<f32> = pads
-            .iter()
-            .flat_map(|&p| (offset..offset + t).map(move |s| s.saturating_sub(p) as f32))
-            .collect();
-        let positions = Tensor::from_vec(positions, (pads.len() * t, 1), self.inv_freq.device())?;
+        let n = positions.len();
+        let values: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+        let values = Tensor::from_vec(values, (n, 1), self.inv_freq.device())?;
         // An outer product: each angle is one f32 product, as transformers' matmul gives.
-        let freqs = positions.broadcast_mul(&self.inv_freq)?;
-        let freqs = if pads.len() > 1 {
-            freqs.reshape((b, t, ()))?
+        let freqs = values.broadcast_mul(&self.inv_freq)?;
+        let freqs = if rows > 1 {
+            freqs.reshape((rows, n / rows, ()))?
         } else {
             freqs
         };
@@ -234,9 +284,8 @@ impl RotaryEmbedding {
         };
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
         *last = Some(Angles {
-            offset,
-            t,
-            pads: pads.to_vec(),
+            positions,
+            rows,
             dtype,
             cos: cos.clone(),
             sin: sin.clone(),

@@ -81,6 +81,10 @@ pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
         None
     }
+    /// `expand` of every group, appended to `out` (with SIMD where the type has it).
+    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
+        out.extend(groups.iter().filter_map(Self::expand));
+    }
 }
 
 /// A group's weights expanded to the bytes the kernel multiplies (chunk `c` in `q[c]`) and
@@ -172,6 +176,14 @@ impl Group for GroupQ5_0 {
         }
         None
     }
+
+    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::expand_q5_0(groups, out);
+        }
+        out.extend(groups.iter().filter_map(Self::expand));
+    }
 }
 
 impl Group for GroupQ4_0 {
@@ -219,6 +231,14 @@ impl Group for GroupQ4_0 {
 
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
         GroupQ5_0::expanded_kernel()
+    }
+
+    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx2() {
+            return avx2::expand_q4_0(groups, out);
+        }
+        out.extend(groups.iter().filter_map(Self::expand));
     }
 }
 
@@ -329,11 +349,7 @@ impl<G: Group> QuantRows for Interleaved<G> {
         for first in bands.clone().step_by(EXPAND_BANDS) {
             let some = first..(first + EXPAND_BANDS).min(bands.end);
             buf.clear();
-            buf.extend(
-                self.0[some.start * nb..some.end * nb]
-                    .iter()
-                    .filter_map(G::expand),
-            );
+            G::expand_all(&self.0[some.start * nb..some.end * nb], &mut buf);
             let buf = &buf;
             multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
                 let at = (g - some.start) * nb;
@@ -451,6 +467,61 @@ pub(super) mod avx2 {
         unsafe { dispatch(w, acts, out) }
     }
 
+    /// `GroupQ5_0::expand` of every group, with the packed kernel's instructions.
+    pub(super) fn expand_q5_0(groups: &[GroupQ5_0], out: &mut Vec<Expanded>) {
+        // SAFETY: `expand_all` calls this only when the CPU has AVX2.
+        unsafe { expand_q5_0_avx2(groups, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn expand_q5_0_avx2(groups: &[GroupQ5_0], out: &mut Vec<Expanded>) {
+        // SAFETY: AVX2 per the caller (closures inherit the target features).
+        unsafe {
+            expand(groups, out, |g| {
+                let fifth = g.fifth_bits();
+                let c = |c: usize| _mm256_or_si256(nibbles(&g.qs, c), fifth[c]);
+                (g.d, [c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7)])
+            })
+        }
+    }
+
+    /// `GroupQ4_0::expand` of every group (q + 8, as its kernel builds them).
+    pub(super) fn expand_q4_0(groups: &[GroupQ4_0], out: &mut Vec<Expanded>) {
+        // SAFETY: as above.
+        unsafe { expand_q4_0_avx2(groups, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn expand_q4_0_avx2(groups: &[GroupQ4_0], out: &mut Vec<Expanded>) {
+        // SAFETY: AVX2 per the caller.
+        unsafe {
+            expand(groups, out, |g| {
+                let eight = _mm256_set1_epi8(8);
+                let c = |c: usize| _mm256_add_epi8(nibbles(&g.qs, c), eight);
+                (g.d, [c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7)])
+            })
+        }
+    }
+
+    /// Appends `chunks(g)`'s scales and chunk registers for every group.
+    #[inline(always)]
+    unsafe fn expand<G>(
+        groups: &[G],
+        out: &mut Vec<Expanded>,
+        chunks: impl Fn(&G) -> ([u16; 8], [__m256i; 8]),
+    ) {
+        out.reserve(groups.len());
+        for g in groups {
+            let (d, regs) = chunks(g);
+            let mut e = Expanded { q: [[0; 32]; 8], d };
+            for (q, r) in e.q.iter_mut().zip(regs) {
+                // SAFETY: the store writes the 32 bytes of `q`; AVX2 per the caller.
+                unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), r) };
+            }
+            out.push(e);
+        }
+    }
+
     /// A band of groups against up to four activation rows, for every interleaved type
     /// (`interleaved_k.rs` too): lane `l` of `result[r]` is row `l` times row `r`.
     pub(in crate::quant) trait Band<A>: Sized {
@@ -545,12 +616,24 @@ pub(super) mod avx2 {
 
         #[inline(always)]
         unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
-            // SAFETY: loads inside `qs` and `qh`; AVX2 per the contract.
+            // SAFETY: loads inside `qs`; AVX2 per the contract.
+            unsafe {
+                let fifth = self.fifth_bits();
+                unsigned_dots(acts, |c| _mm256_or_si256(nibbles(&self.qs, c), fifth[c]))
+            }
+        }
+    }
+
+    impl GroupQ5_0 {
+        /// Chunk `c`'s fifth bits as 16s, to OR onto its low nibbles: q = low nibble | fifth
+        /// bit · 16, for the unsigned-weight `maddubs`.
+        #[inline(always)]
+        unsafe fn fifth_bits(&self) -> [__m256i; 8] {
+            // SAFETY: the load reads the 32 bytes of `qh`; AVX2 per the caller.
             unsafe {
                 let bit4 = _mm256_set1_epi8(0x10);
                 let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
-                // q = low nibble | fifth bit · 16, for the unsigned-weight `maddubs`.
-                let fifth = [
+                [
                     _mm256_and_si256(_mm256_slli_epi16::<4>(qh), bit4),
                     _mm256_and_si256(_mm256_slli_epi16::<3>(qh), bit4),
                     _mm256_and_si256(_mm256_slli_epi16::<2>(qh), bit4),
@@ -559,8 +642,7 @@ pub(super) mod avx2 {
                     _mm256_and_si256(_mm256_srli_epi16::<1>(qh), bit4),
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), bit4),
                     _mm256_and_si256(_mm256_srli_epi16::<3>(qh), bit4),
-                ];
-                unsigned_dots(acts, |c| _mm256_or_si256(nibbles(&self.qs, c), fifth[c]))
+                ]
             }
         }
     }
@@ -726,6 +808,10 @@ mod tests {
                 // Expanded once for a prompt's rows: the very same results.
                 if let Some(expanded) = G::expanded_kernel() {
                     let x: Vec<Expanded> = band.iter().filter_map(G::expand).collect();
+                    let mut simd = Vec::new();
+                    G::expand_all(band, &mut simd);
+                    assert!(x.iter().zip(&simd).all(|(a, b)| a.q == b.q && a.d == b.d));
+                    assert_eq!(simd.len(), x.len());
                     let mut same = vec![[0f32; 8]; n];
                     expanded(&x, &a, &mut same);
                     assert_eq!(same, fast);

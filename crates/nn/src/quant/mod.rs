@@ -227,18 +227,21 @@ impl QuantMatrix {
                     .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
             })
             .collect();
-        let parts = pool::map_tasks(tasks.len(), &|t| {
-            let (a, rows) = &tasks[t];
-            mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1)
-        });
         let mut outs: Vec<Vec<f32>> = mats.iter().map(|q| vec![0f32; m * q.rows]).collect();
-        for ((a, rows), part) in tasks.iter().zip(parts) {
-            let (n, len) = (mats[*a].rows, rows.len());
-            for i in 0..m {
-                outs[*a][i * n + rows.start..i * n + rows.end]
-                    .copy_from_slice(&part[i * len..(i + 1) * len]);
-            }
-        }
+        // Each task writes its columns of every input row straight into the outputs, in
+        // parallel (with 16 rows through a 150k-row output head, a serial copy afterwards
+        // was ~5 % of a serving step).
+        let targets: Vec<Columns> = outs
+            .iter_mut()
+            .zip(mats)
+            .map(|(o, q)| Columns::new(o, q.rows))
+            .collect();
+        pool::for_each_task(tasks.len(), &|t| {
+            let (a, rows) = &tasks[t];
+            let part = mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1);
+            targets[*a].write(rows, &part);
+        });
+        drop(targets);
         outs
     }
 
@@ -273,6 +276,49 @@ impl QuantMatrix {
     /// Row `row` expanded to f32 (`cols` values), for embedding lookups.
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
         self.data.row_to_f32(row, self.cols, out);
+    }
+}
+
+/// An `(m, n)` row-major output that parallel tasks fill, each a disjoint range of
+/// columns.
+struct Columns {
+    ptr: *mut f32,
+    len: usize,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint columns (`QuantMatrix::matmul_many`'s row ranges do not
+// overlap), and the buffer outlives them.
+#[allow(unsafe_code)]
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn new(out: &mut [f32], n: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            n,
+        }
+    }
+
+    /// Columns `cols` of every row from `part` (input row major, `cols.len()` per row).
+    fn write(&self, cols: &Range<usize>, part: &[f32]) {
+        let len = cols.len();
+        if len == 0 || cols.end > self.n {
+            return;
+        }
+        for (i, src) in part.chunks_exact(len).enumerate() {
+            let at = i * self.n + cols.start;
+            if at + len > self.len {
+                return;
+            }
+            // SAFETY: `at + len ≤ self.len`, inside the buffer; no other task writes these
+            // columns, and nothing reads the buffer until every task is done.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), len);
+            }
+        }
     }
 }
 
