@@ -211,6 +211,65 @@ impl Attention {
         cache: &mut KvCache,
         left_pad: &[usize],
     ) -> Result<Tensor> {
+        let offset = cache.len();
+        let tracked = q.track_op() || k.track_op() || v.track_op();
+        let cpu_f32 = q.device().is_cpu() && [&q, &k, &v].iter().all(|x| x.dtype() == DType::F32);
+        if tracked
+            && cpu_f32
+            && offset == 0
+            && left_pad.iter().all(|&p| p == 0)
+            && self.q_norm.is_none()
+        {
+            return self.attend_training(q, k, v, rope, cache);
+        }
+        self.attend_ops(q, k, v, rope, cache, left_pad)
+    }
+
+    /// Training from an empty cache: one fused op with its own backward pass
+    /// (`CausalAttentionCpu`). The cache gets the rotated keys and the values, detached
+    /// (only what continued it in training would miss their gradients).
+    fn attend_training(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: &RotaryEmbedding,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t, _) = q.dims3()?;
+        let (nkv, d) = (self.cfg.num_kv_heads, self.cfg.head_dim);
+        let (cos, sin) = rope.cos_sin(t)?;
+        let op = crate::attention_train_cpu::CausalAttentionCpu {
+            heads: self.cfg.num_heads,
+            kv_heads: nkv,
+            scale: self.cfg.scale as f32,
+            window: self.cfg.sliding_window,
+            cos,
+            sin,
+            drop: self.dropout.draw(),
+        };
+        let out = q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?;
+        let heads = |y: Tensor| -> Result<Tensor> {
+            Ok(y.detach().reshape((b, t, nkv, d))?.transpose(1, 2)?)
+        };
+        let k = heads(k)?;
+        let (_, k) = rope.apply(&k, &k, 0, &[])?;
+        cache.append(k, heads(v)?.contiguous()?)?;
+        Ok(out)
+    }
+
+    /// `attend` through tensor ops (with the fused inference kernel on the CPU).
+    fn attend_ops(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: &RotaryEmbedding,
+        cache: &mut KvCache,
+        left_pad: &[usize],
+    ) -> Result<Tensor> {
         let (b, t, _) = q.dims3()?;
         let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let offset = cache.len();
@@ -620,6 +679,93 @@ mod tests {
                 .unwrap();
                 assert!(crate::test_util::max_diff(&fused, &plain) > 1e-2);
             }
+        }
+    }
+
+    /// The fused causal training op (rotary embedding, causal and sliding-window mask,
+    /// grouped-query heads, dropout; own backward pass) against the tensor ops: outputs,
+    /// the gradients of the q, k and v projections, and what the cache is left holding.
+    #[test]
+    fn fused_causal_training_attention_equals_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let (b, t, nh, nkv, d) = (2, 19, 4, 2, 8);
+        let values = |seed: u64, w: usize| {
+            let vals: Vec<f32> = (0..(b * t * w) as u64)
+                .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            Tensor::from_vec(vals, (b, t, w), &dev).unwrap()
+        };
+        let rope =
+            RotaryEmbedding::new(10_000.0, d, 64, &crate::rotary::RopeScaling::None, &dev).unwrap();
+        for (p, window) in [(0.0, None), (0.0, Some(5)), (0.3, Some(7))] {
+            let cfg = AttentionConfig {
+                hidden_size: 16,
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: d,
+                qkv_bias: false,
+                qk_norm: None,
+                scale: 0.35,
+                sliding_window: window,
+                dropout: p,
+            };
+            let make: crate::InitFn =
+                Box::new(|_, shape, dev| Ok(Tensor::ones(shape, DType::F32, dev)?));
+            let w = Weights::from_init(std::path::Path::new("test"), make, &dev, DType::F32)
+                .trainable();
+            let attn = Attention::load(&w, "attn", cfg).unwrap();
+            let params = w.parameters();
+            params.set_training(true);
+            let var = |x: Tensor| candle_core::Var::from_tensor(&x).unwrap();
+            let (q, k, v) = (
+                var(values(1, nh * d)),
+                var(values(2, nkv * d)),
+                var(values(3, nkv * d)),
+            );
+            let weights = values(4, nh * d);
+            let run = |fused: bool| {
+                params.set_dropout_step(7, 3);
+                let mut cache = KvCache::default();
+                let (qt, kt, vt) = (
+                    q.as_tensor().clone(),
+                    k.as_tensor().clone(),
+                    v.as_tensor().clone(),
+                );
+                let y = if fused {
+                    attn.attend_training(qt, kt, vt, &rope, &mut cache)
+                } else {
+                    attn.attend_ops(qt, kt, vt, &rope, &mut cache, &[])
+                }
+                .unwrap();
+                let grads = (&y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                // What the cache holds: one more token continued from it.
+                let next = |x: &Tensor| x.narrow(1, t - 1, 1).unwrap().detach();
+                let after = attn
+                    .attend_ops(next(&q), next(&k), next(&v), &rope, &mut cache, &[])
+                    .unwrap();
+                (y, grads, after)
+            };
+            let (yf, gf, af) = run(true);
+            let (yr, gr, ar) = run(false);
+            let diff = crate::test_util::max_diff(&yf, &yr);
+            assert!(
+                diff < 1e-5,
+                "p {p}, window {window:?}: outputs differ by {diff}"
+            );
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let diff = crate::test_util::max_diff(gf.get(x).unwrap(), gr.get(x).unwrap());
+                assert!(
+                    diff < 1e-5,
+                    "p {p}, window {window:?}: d{name} differs by {diff}"
+                );
+            }
+            let diff = crate::test_util::max_diff(&af, &ar.detach());
+            assert!(diff < 1e-5, "p {p}: continuing the cache differs by {diff}");
         }
     }
 }

@@ -228,6 +228,22 @@ impl RotaryEmbedding {
         Ok((q, k))
     }
 
+    /// cos and sin of positions `0..t`, `(t, head_dim / 2)` row-major each, f32 (for the
+    /// fused training attention, which rotates inside its op).
+    pub(crate) fn cos_sin(&self, t: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if t > self.max_positions {
+            return Err(NnError::InvalidArgument {
+                param: "positions",
+                msg: format!(
+                    "{t} positions exceed the model's context of {}",
+                    self.max_positions
+                ),
+            });
+        }
+        let (cos, sin) = self.angles(0, t, 1, &[0], DType::F32)?;
+        Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?))
+    }
+
     /// cos and sin for slots `offset..offset + t` of rows padded by `pads` (one entry: the
     /// same for all `b` rows), `(t, head_dim / 2)` or `(b, t, head_dim / 2)`.
     fn angles(
