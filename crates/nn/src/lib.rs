@@ -8,6 +8,7 @@ pub mod attention;
 mod attention_cpu;
 mod attention_prompt;
 mod attention_train_cpu;
+mod autocast;
 mod bias_cpu;
 pub mod cache;
 pub mod checkpoint;
@@ -37,6 +38,7 @@ mod vec_math;
 pub mod weights;
 
 pub use attention::{bidirectional_attention, encoder_attention, Attention, AttentionConfig};
+pub use autocast::{autocast_dtype, device_supports, with_autocast};
 pub use cache::{Cache, Caches, KvCache, KvLayout};
 pub use dropout::Dropout;
 pub use embedding::Embedding;

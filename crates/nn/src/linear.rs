@@ -164,9 +164,12 @@ impl Linear {
         &self.weight
     }
 
-    /// The weight, when the layer is only a dense f32 product (no bias, no LoRA), for ops
-    /// that fuse it with what comes before.
+    /// The weight, when the layer is only a dense f32 product (no bias, no LoRA, no
+    /// autocast), for ops that fuse it with what comes before.
     pub(crate) fn plain_f32_weight(&self) -> Option<&Tensor> {
+        if crate::autocast::autocast_dtype().is_some() {
+            return None;
+        }
         match (&self.weight, &self.bias, &self.lora) {
             (LinearWeight::Dense(w), None, None) if w.dtype() == DType::F32 => Some(w),
             _ => None,
@@ -222,6 +225,14 @@ impl Linear {
 
     /// `x (..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Some(dtype), LinearImpl::Dense(l)) =
+            (crate::autocast::autocast_dtype(), &self.matmul)
+        {
+            if dtype != x.dtype() {
+                let y = crate::autocast::linear(x, l.weight(), self.bias.as_ref(), dtype)?;
+                return self.add_lora(x, y);
+            }
+        }
         let y = match &self.matmul {
             LinearImpl::Dense(l)
                 if x.device().is_cpu()

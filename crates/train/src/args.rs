@@ -62,7 +62,11 @@ pub struct TrainingArguments {
     pub early_stopping_threshold: f64,
     /// A checkpoint folder to continue from, or `latest` (the newest in output_dir).
     pub resume_from_checkpoint: Option<String>,
-    /// bf16 autocast: refused where the device has no bf16 support (CPUs here).
+    /// bf16 autocast (`ferro_nn::with_autocast`): the dense linear layers multiply in bf16
+    /// over f32 master weights, in training and evaluation, as transformers' `bf16=True`.
+    /// Refused where the device cannot multiply bf16 matrices. On a CPU without bf16
+    /// instructions (these machines) candle widens the operands to f32 for each product:
+    /// bf16's rounding, not its speed.
     pub bf16: bool,
     /// Recompute each decoder layer's activations in the backward pass instead of keeping
     /// them (causal LMs; `ferro_nn::checkpoint`): less memory, about one more forward pass.
@@ -201,13 +205,6 @@ impl TrainingArguments {
         }
         if self.early_stopping_patience.is_some() && self.eval_strategy == IntervalStrategy::No {
             return Err(invalid("early_stopping_patience", "needs an eval_strategy"));
-        }
-        if self.bf16 {
-            return Err(invalid(
-                "bf16",
-                "bf16 autocast needs a device with bf16 support; this build trains on the CPU \
-                 in f32",
-            ));
         }
         Ok(())
     }

@@ -370,6 +370,13 @@ impl<M: TrainableModel> Trainer<M> {
         pad_id: u32,
     ) -> Result<Self> {
         args.validate()?;
+        let device = Device::Cpu;
+        if args.bf16 && !ferro_nn::device_supports(candle_core::DType::BF16, &device) {
+            return Err(TrainError::InvalidArgument {
+                param: "bf16",
+                msg: format!("bf16 autocast needs a device that multiplies bf16 matrices; {device:?} does not"),
+            });
+        }
         if train.is_empty() {
             return Err(TrainError::InvalidArgument {
                 param: "train_dataset",
@@ -400,7 +407,7 @@ impl<M: TrainableModel> Trainer<M> {
             train,
             eval,
             pad_id,
-            device: Device::Cpu,
+            device,
             compute_metrics: None,
         })
     }
@@ -549,10 +556,14 @@ impl<M: TrainableModel> Trainer<M> {
                 let examples = self.micro_batch(epoch, b);
                 let refs: Vec<&Example> = examples.iter().map(|e| e.as_ref()).collect();
                 let batch = collate(&refs, self.pad_id, per_token, &self.device)?;
-                let loss = self.model.loss(&batch)?;
+                let autocast = self.autocast();
+                let loss = ferro_nn::with_autocast(autocast, || self.model.loss(&batch))?;
                 step_loss += f64::from(loss.to_scalar::<f32>()?) / micro.len() as f64;
-                // With checkpointed layers, their parameters' gradients come from here too.
-                let g = ferro_nn::checkpoint::backward(&(loss / micro.len() as f64)?)?;
+                // With checkpointed layers, their parameters' gradients come from here too
+                // (the layers recomputed under the same autocast).
+                let g = ferro_nn::with_autocast(autocast, || {
+                    ferro_nn::checkpoint::backward(&(loss / micro.len() as f64)?)
+                })?;
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {
@@ -681,26 +692,35 @@ impl<M: TrainableModel> Trainer<M> {
         })
     }
 
+    /// The autocast dtype `bf16` asks for.
+    fn autocast(&self) -> Option<candle_core::DType> {
+        self.args.bf16.then_some(candle_core::DType::BF16)
+    }
+
     /// Loss and metrics on the evaluation examples (`eval_loss`, `eval_<metric>`).
     pub fn evaluate(&self) -> Result<BTreeMap<String, f64>> {
-        evaluate(
-            &self.model,
-            self.eval.as_deref().unwrap_or_default(),
-            self.args.per_device_eval_batch_size,
-            self.pad_id,
-            self.compute_metrics.as_ref(),
-        )
+        ferro_nn::with_autocast(self.autocast(), || {
+            evaluate(
+                &self.model,
+                self.eval.as_deref().unwrap_or_default(),
+                self.args.per_device_eval_batch_size,
+                self.pad_id,
+                self.compute_metrics.as_ref(),
+            )
+        })
     }
 
     /// Predictions of `examples` (in batches of per_device_eval_batch_size) and the mean
     /// loss over them.
     pub fn predict(&self, examples: &[Example]) -> Result<(EvalPrediction, f64)> {
-        predict(
-            &self.model,
-            examples,
-            self.args.per_device_eval_batch_size,
-            self.pad_id,
-        )
+        ferro_nn::with_autocast(self.autocast(), || {
+            predict(
+                &self.model,
+                examples,
+                self.args.per_device_eval_batch_size,
+                self.pad_id,
+            )
+        })
     }
 
     /// Appends `entry` to the history, log.jsonl and the TensorBoard event file.

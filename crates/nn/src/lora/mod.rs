@@ -128,9 +128,19 @@ impl LoraAdapter {
         let h = self
             .dropout
             .forward(&x.to_dtype(DType::F32)?.reshape((rows, inp))?)?;
-        let h = crate::matmul(&h, &self.a.t()?)?;
-        debug_assert_eq!(h.dim(1).ok(), Some(rank));
-        let y = (crate::matmul(&h, &self.b.t()?)? * self.scaling)?;
+        let y = match crate::autocast::autocast_dtype().filter(|&d| d != DType::F32) {
+            // Under autocast, both products in its dtype (as PEFT's layers under
+            // `torch.autocast`).
+            Some(low) => {
+                let h = crate::autocast::linear(&h, &self.a, None, low)?;
+                (crate::autocast::linear(&h, &self.b, None, low)? * self.scaling)?
+            }
+            None => {
+                let h = crate::matmul(&h, &self.a.t()?)?;
+                debug_assert_eq!(h.dim(1).ok(), Some(rank));
+                (crate::matmul(&h, &self.b.t()?)? * self.scaling)?
+            }
+        };
         if let Some(last) = dims.last_mut() {
             *last = out;
         }

@@ -67,11 +67,13 @@ fn spin_pool() -> &'static SpinPool {
 
 /// Runs `f` (a whole forward pass) on the kernels' rayon pool: the parallel loops inside
 /// then start from a pool thread, which works along instead of waiting for each loop.
+/// The calling thread's autocast setting goes along (`crate::autocast`).
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
-    rayon_pool().install(f)
+    let autocast = crate::autocast::autocast_dtype();
+    rayon_pool().install(move || crate::autocast::with_autocast(autocast, f))
 }
 
 /// Calls `f(0) .. f(n - 1)` on the spinning pool and the calling thread, returning when
