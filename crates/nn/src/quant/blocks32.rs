@@ -8,8 +8,6 @@
 //! nibble) and the fifth bits in a u32 (bit `j` for weight `j`); weight = d · (q − 16).
 //! A Q8_0 block holds an f16 scale and 32 signed bytes; weight = d · q.
 
-use rayon::prelude::*;
-
 use std::ops::Range;
 
 use super::{Prepared, QuantRows};
@@ -105,11 +103,7 @@ impl BlockQ8 {
 
 /// `x (m, k)` in 32-value blocks of 8-bit activations, row after row.
 pub(super) fn quantize_activations(x: &[f32], m: usize) -> Vec<BlockQ8> {
-    if m < super::PARALLEL_QUANTIZE_ROWS {
-        x.chunks(32).map(BlockQ8::quantize).collect()
-    } else {
-        super::install(|| x.par_chunks(32).map(BlockQ8::quantize).collect())
-    }
+    super::quantize_blocks(x, m, 32, BlockQ8::quantize)
 }
 
 /// One weight row against up to 4 activation rows.

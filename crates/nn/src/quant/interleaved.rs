@@ -98,8 +98,12 @@ pub(super) struct Expanded {
     d: [u16; 8],
 }
 
-/// Bands expanded at a time: 64 rows of 896 weights stay in L2 with the inputs.
+/// Bands expanded at a time, at most: 64 rows of 896 weights stay near the core with the
+/// inputs.
 const EXPAND_BANDS: usize = 8;
+/// Bytes of expanded bands at a time, at most (a band of 4864 weights, the MLP's down
+/// projection, is 43 KB: one at a time).
+const EXPAND_BYTES: usize = 72 << 10;
 
 /// The low four bits of chunk `c`'s byte `p` (= `4l + j`) in a Q4_0 or Q5_0 group's `qs`.
 fn nibble(qs: &[u8; 128], c: usize, p: usize) -> u8 {
@@ -345,9 +349,11 @@ impl<G: Group> QuantRows for Interleaved<G> {
         let mut out = vec![0f32; m * rows.len()];
         let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
         let bands = rows.start / 8..rows.end.div_ceil(8);
-        let mut buf: Vec<Expanded> = Vec::with_capacity(EXPAND_BANDS * nb);
-        for first in bands.clone().step_by(EXPAND_BANDS) {
-            let some = first..(first + EXPAND_BANDS).min(bands.end);
+        let at_once =
+            (EXPAND_BYTES / (nb * std::mem::size_of::<Expanded>()).max(1)).clamp(1, EXPAND_BANDS);
+        let mut buf: Vec<Expanded> = Vec::with_capacity(at_once * nb);
+        for first in bands.clone().step_by(at_once) {
+            let some = first..(first + at_once).min(bands.end);
             buf.clear();
             G::expand_all(&self.0[some.start * nb..some.end * nb], &mut buf);
             let buf = &buf;

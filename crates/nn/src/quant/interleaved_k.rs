@@ -18,8 +18,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::interleaved::{band_dots, repack_bands, BandDotsFn};
 use super::{Prepared, QuantRows};
 
@@ -147,11 +145,7 @@ impl BlockQ8K {
 
 /// `x (m, k)` in 256-value blocks, row after row.
 fn quantize_activations(x: &[f32], m: usize) -> Vec<BlockQ8K> {
-    if m < super::PARALLEL_QUANTIZE_ROWS {
-        x.chunks(256).map(BlockQ8K::quantize).collect()
-    } else {
-        super::install(|| x.par_chunks(256).map(BlockQ8K::quantize).collect())
-    }
+    super::quantize_blocks(x, m, 256, BlockQ8K::quantize)
 }
 
 /// Eight rows' Q4_K super-block.

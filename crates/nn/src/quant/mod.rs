@@ -279,6 +279,35 @@ impl QuantMatrix {
     }
 }
 
+/// `x (m rows)` quantized `block` values at a time by `quantize`: on the calling thread for
+/// a few rows, else in parallel on the spinning pool (whose worker is already awake between
+/// a step's products; rayon's would have to be woken).
+fn quantize_blocks<B: Send + Sync>(
+    x: &[f32],
+    m: usize,
+    block: usize,
+    quantize: fn(&[f32]) -> B,
+) -> Vec<B> {
+    if m < PARALLEL_QUANTIZE_ROWS {
+        return x.chunks(block).map(quantize).collect();
+    }
+    let per = x
+        .len()
+        .div_ceil(2 * num_threads())
+        .next_multiple_of(block)
+        .max(block);
+    let tasks = x.len().div_ceil(per);
+    pool::map_tasks(tasks, &|i| {
+        x[i * per..((i + 1) * per).min(x.len())]
+            .chunks(block)
+            .map(quantize)
+            .collect::<Vec<B>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// An `(m, n)` row-major output that parallel tasks fill, each a disjoint range of
 /// columns.
 struct Columns {
