@@ -81,9 +81,20 @@ pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
         None
     }
-    /// `expand` of every group, appended to `out` (with SIMD where the type has it).
-    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
-        out.extend(groups.iter().filter_map(Self::expand));
+    /// `expand` of a run of groups with SIMD, appending to `out`, where this CPU has it.
+    fn expand_kernel() -> Option<ExpandFn<Self>> {
+        None
+    }
+}
+
+/// Appends the `expand` of every group to `out`.
+pub(super) type ExpandFn<G> = fn(&[G], &mut Vec<Expanded>);
+
+/// `G::expand` of every group, appended to `out`: the SIMD expansion where the CPU has it.
+fn expand_all<G: Group>(groups: &[G], out: &mut Vec<Expanded>) {
+    match G::expand_kernel() {
+        Some(expand) => expand(groups, out),
+        None => out.extend(groups.iter().filter_map(G::expand)),
     }
 }
 
@@ -181,12 +192,12 @@ impl Group for GroupQ5_0 {
         None
     }
 
-    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
+    fn expand_kernel() -> Option<ExpandFn<Self>> {
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
-            return avx2::expand_q5_0(groups, out);
+            return Some(avx2::expand_q5_0);
         }
-        out.extend(groups.iter().filter_map(Self::expand));
+        None
     }
 }
 
@@ -237,12 +248,12 @@ impl Group for GroupQ4_0 {
         GroupQ5_0::expanded_kernel()
     }
 
-    fn expand_all(groups: &[Self], out: &mut Vec<Expanded>) {
+    fn expand_kernel() -> Option<ExpandFn<Self>> {
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
-            return avx2::expand_q4_0(groups, out);
+            return Some(avx2::expand_q4_0);
         }
-        out.extend(groups.iter().filter_map(Self::expand));
+        None
     }
 }
 
@@ -355,7 +366,7 @@ impl<G: Group> QuantRows for Interleaved<G> {
         for first in bands.clone().step_by(at_once) {
             let some = first..(first + at_once).min(bands.end);
             buf.clear();
-            G::expand_all(&self.0[some.start * nb..some.end * nb], &mut buf);
+            expand_all(&self.0[some.start * nb..some.end * nb], &mut buf);
             let buf = &buf;
             multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
                 let at = (g - some.start) * nb;
@@ -475,7 +486,7 @@ pub(super) mod avx2 {
 
     /// `GroupQ5_0::expand` of every group, with the packed kernel's instructions.
     pub(super) fn expand_q5_0(groups: &[GroupQ5_0], out: &mut Vec<Expanded>) {
-        // SAFETY: `expand_all` calls this only when the CPU has AVX2.
+        // SAFETY: `expand_kernel` hands this out only when the CPU has AVX2.
         unsafe { expand_q5_0_avx2(groups, out) }
     }
 
@@ -815,7 +826,7 @@ mod tests {
                 if let Some(expanded) = G::expanded_kernel() {
                     let x: Vec<Expanded> = band.iter().filter_map(G::expand).collect();
                     let mut simd = Vec::new();
-                    G::expand_all(band, &mut simd);
+                    expand_all(band, &mut simd);
                     assert!(x.iter().zip(&simd).all(|(a, b)| a.q == b.q && a.d == b.d));
                     assert_eq!(simd.len(), x.len());
                     let mut same = vec![[0f32; 8]; n];
