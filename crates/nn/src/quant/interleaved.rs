@@ -115,6 +115,8 @@ const EXPAND_BANDS: usize = 8;
 /// Bytes of expanded bands at a time, at most (a band of 4864 weights, the MLP's down
 /// projection, is 43 KB: one at a time).
 const EXPAND_BYTES: usize = 72 << 10;
+/// Bytes of packed bands that meet every input row before the next ones, at most.
+const TILE_BYTES: usize = 64 << 10;
 
 /// The low four bits of chunk `c`'s byte `p` (= `4l + j`) in a Q4_0 or Q5_0 group's `qs`.
 fn nibble(qs: &[u8; 128], c: usize, p: usize) -> u8 {
@@ -185,6 +187,10 @@ impl Group for GroupQ5_0 {
     }
 
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
+        #[cfg(target_arch = "x86_64")]
+        if vnni::available() {
+            return Some(vnni::dots_expanded);
+        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return Some(avx2::dots_expanded_q5_0);
@@ -281,6 +287,10 @@ impl Group for GroupQ8_0 {
     }
 
     fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if vnni::available() {
+            return vnni::dots_q8_0;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q8_0;
@@ -433,9 +443,16 @@ pub(super) fn band_dots<G, A>(
     let inputs: Vec<&[A]> = act.chunks(nb).collect();
     let mut out = vec![0f32; inputs.len() * rows.len()];
     let bands = rows.start / 8..rows.end.div_ceil(8);
-    multiply_bands(bands, &rows, &inputs, &mut out, |g, acts, res| {
-        dots(&groups[g * nb..(g + 1) * nb], acts, res)
-    });
+    // A few bands at a time meet every input row while they are in cache: with the inputs
+    // outside a task's whole range, a 150k-row output head came from memory once per four
+    // input rows (four times a 16-sequence serving step).
+    let at_once = (TILE_BYTES / (nb * std::mem::size_of::<G>()).max(1)).max(1);
+    for first in bands.clone().step_by(at_once) {
+        let tile = first..(first + at_once).min(bands.end);
+        multiply_bands(tile, &rows, &inputs, &mut out, |g, acts, res| {
+            dots(&groups[g * nb..(g + 1) * nb], acts, res)
+        });
+    }
     out
 }
 
@@ -456,6 +473,10 @@ fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod vnni;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -560,14 +581,47 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
     ) {
         // SAFETY: AVX2, FMA and F16C per the caller.
+        unsafe { by_rows(&Bands(w), acts, out) }
+    }
+
+    /// A band kernel with the band bound: what `by_rows` calls for 1 to 4 input rows.
+    pub(in crate::quant) trait Kernel<A> {
+        /// # Safety
+        /// Only on CPUs with the kernel's features (inlined into its `dispatch`).
+        unsafe fn band<const R: usize>(&self, acts: [&[A]; R]) -> [__m256; R];
+    }
+
+    /// The AVX2 kernel of groups `G`.
+    struct Bands<'a, G>(&'a [G]);
+
+    impl<A, G: Band<A>> Kernel<A> for Bands<'_, G> {
+        #[inline(always)]
+        unsafe fn band<const R: usize>(&self, acts: [&[A]; R]) -> [__m256; R] {
+            // SAFETY: as the caller's.
+            unsafe { G::band(self.0, acts) }
+        }
+    }
+
+    /// `kernel` for every input row into `out`: two to four rows in one pass over the
+    /// band, else one at a time.
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX and the kernel's features (inlined into a `dispatch`).
+    #[inline(always)]
+    pub(in crate::quant) unsafe fn by_rows<A>(
+        kernel: &impl Kernel<A>,
+        acts: &[&[A]],
+        out: &mut [[f32; 8]],
+    ) {
+        // SAFETY: per the caller.
         unsafe {
             match acts {
-                [a, b] => store(&G::band(w, [*a, *b]), out),
-                [a, b, c] => store(&G::band(w, [*a, *b, *c]), out),
-                [a, b, c, d] => store(&G::band(w, [*a, *b, *c, *d]), out),
+                [a, b] => store(&kernel.band([*a, *b]), out),
+                [a, b, c] => store(&kernel.band([*a, *b, *c]), out),
+                [a, b, c, d] => store(&kernel.band([*a, *b, *c, *d]), out),
                 _ => {
                     for (o, a) in out.iter_mut().zip(acts) {
-                        store(&G::band(w, [*a]), std::slice::from_mut(o));
+                        store(&kernel.band([*a]), std::slice::from_mut(o));
                     }
                 }
             }
@@ -594,12 +648,30 @@ pub(super) mod avx2 {
     /// times row `r`.
     #[inline(always)]
     unsafe fn band<G: Chunks, const R: usize>(w: &[G], acts: [&[BlockQ8]; R]) -> [__m256; R] {
+        // SAFETY: as the caller's.
+        unsafe { band_with(w, acts, G::scales, |g, a| g.dots(a)) }
+    }
+
+    /// `band` with the integer dot products of a group and `R` activation blocks given by
+    /// `dots` (one i32 lane per row) and the f16 scales of its rows by `scales`: the float
+    /// steps every 32-weight kernel shares, so that kernels whose integers agree give the
+    /// same bits.
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2, FMA and F16C (inlined into a kernel).
+    #[inline(always)]
+    pub(super) unsafe fn band_with<G, const R: usize>(
+        w: &[G],
+        acts: [&[BlockQ8]; R],
+        scales: impl Fn(&G) -> &[u16; 8],
+        dots: impl Fn(&G, [&BlockQ8; R]) -> [__m256i; R],
+    ) -> [__m256; R] {
         // SAFETY: AVX2, FMA and F16C per the caller; the loads read inside the blocks.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); R];
             for (b, g) in w.iter().enumerate() {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(g.scales().as_ptr().cast()));
-                let sums = g.dots::<R>(std::array::from_fn(|r| &acts[r][b]));
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(scales(g).as_ptr().cast()));
+                let sums = dots(g, std::array::from_fn(|r| &acts[r][b]));
                 for r in 0..R {
                     let a = &acts[r][b];
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.scale()));
@@ -612,7 +684,7 @@ pub(super) mod avx2 {
 
     /// Four activations (chunk `c` of the block) in every lane.
     #[inline(always)]
-    unsafe fn broadcast(a: &BlockQ8, c: usize) -> __m256i {
+    pub(super) unsafe fn broadcast(a: &BlockQ8, c: usize) -> __m256i {
         let q = a.quants();
         // SAFETY: bytes `4c .. 4c + 4` of the 32 quants.
         unsafe { _mm256_set1_epi32(q.as_ptr().add(4 * c).cast::<i32>().read_unaligned()) }
@@ -773,6 +845,8 @@ pub(super) mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "x86_64")]
+    use crate::quant::blocks32::has_avx2;
     use crate::quant::blocks32::tests::quantize_q5_0;
     use crate::quant::test_random as random;
 
@@ -833,6 +907,42 @@ mod tests {
                     expanded(&x, &a, &mut same);
                     assert_eq!(same, fast);
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 VNNI kernels give the AVX2 kernels' bits, with every weight byte (Q8_0's
+    /// −128 too) and activations at ±127.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernels_give_the_avx2_bits() {
+        if !(vnni::available() && has_avx2()) {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let (rows, blocks) = (24, 7);
+        let mut x = random(4 * 32 * blocks, 11);
+        x[3] = 50.0;
+        x[32 * blocks + 8] = -50.0;
+        let acts = quantize_activations(&x, 4);
+        let acts: Vec<&[BlockQ8]> = acts.chunks(blocks).collect();
+        let q8 = Interleaved::<GroupQ8_0>::repack(from_bytes(&q8_0_bytes(rows, blocks)), blocks);
+        let q5 = Interleaved::<GroupQ5_0>::repack(
+            from_bytes(&quantize_q5_0(&random(rows * blocks * 32, 3))),
+            blocks,
+        );
+        for n in 1..=4 {
+            for g in 0..rows / 8 {
+                let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
+                let band = &q8.0[g * blocks..(g + 1) * blocks];
+                avx2::dots_q8_0(band, &acts[..n], &mut want);
+                vnni::dots_q8_0(band, &acts[..n], &mut got);
+                assert_eq!(got, want, "Q8_0, {n} rows, band {g}");
+                let mut expanded = Vec::new();
+                expand_all(&q5.0[g * blocks..(g + 1) * blocks], &mut expanded);
+                avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want);
+                vnni::dots_expanded(&expanded, &acts[..n], &mut got);
+                assert_eq!(got, want, "expanded Q5_0, {n} rows, band {g}");
             }
         }
     }
