@@ -55,6 +55,15 @@ pub struct BlockQ8 {
     d: f32,
 }
 
+/// `y.round().clamp(-127.0, 127.0) as i8` for |y| ≤ 127.5 (an activation over its block's
+/// scale), without `round`'s library call, so that loops of it vectorize: y + 0.49999997 ·
+/// sign(y) truncates to round(y), half away from zero (0.5 itself still reaches 1:
+/// 0.99999997 rounds to 1.0 in f32). NaN gives 0, as the cast of a NaN does.
+#[inline(always)]
+pub(super) fn round_to_i8(y: f32) -> i8 {
+    ((y + 0.499_999_97f32.copysign(y)) as i32).clamp(-127, 127) as i8
+}
+
 impl BlockQ8 {
     /// Rounds 32 values to the nearest multiple of `max|x| / 127`.
     fn quantize(x: &[f32]) -> Self {
@@ -63,11 +72,7 @@ impl BlockQ8 {
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 32];
         for (q, v) in qs.iter_mut().zip(x) {
-            // `round` (half away from zero) without its library call, so that the loop
-            // vectorizes: for |y| ≤ 127.5, y + 0.49999997·sign(y) truncates to round(y)
-            // (0.5 itself still reaches 1: 0.99999997 rounds to 1.0 in f32). NaN gives 0.
-            let y = v * inv;
-            *q = ((y + 0.499_999_97f32.copysign(y)) as i32).clamp(-127, 127) as i8;
+            *q = round_to_i8(v * inv);
         }
         let sums16 = std::array::from_fn(|l| {
             16 * qs[4 * l..4 * l + 4]
@@ -190,6 +195,16 @@ pub(crate) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// Whether the CPU has AVX-512 VNNI (with AVX2, FMA and F16C) for the interleaved kernels'
+/// `vpdpbusd` variants.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512_vnni() -> bool {
+    has_avx2()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// Rows of a 32-weight block type.
@@ -418,6 +433,22 @@ pub(super) mod tests {
     use super::*;
     use crate::quant::test_random as random;
     use candle_core::quantized::k_quants::{BlockQ5_0 as CandleQ5_0, GgmlType};
+
+    /// `round_to_i8` is `round` then the clamp, at every half, on either side of it, at
+    /// the ends of the range and for NaN.
+    #[test]
+    fn rounding_without_the_library_call_is_round() {
+        let mut ys: Vec<f32> = vec![0.0, -0.0, f32::NAN, 127.0, -127.0, 127.5, -127.5];
+        for k in -128..128 {
+            let half = k as f32 + 0.5;
+            ys.extend([half, half.next_up(), half.next_down(), k as f32]);
+        }
+        ys.extend(random(10_000, 3).iter().map(|v| v * 60.0));
+        for y in ys {
+            let want = y.round().clamp(-127.0, 127.0) as i8;
+            assert_eq!(round_to_i8(y), want, "{y:e}");
+        }
+    }
 
     /// Quantizes with candle (llama.cpp's Q5_0 quantizer), as GGUF bytes.
     pub(crate) fn quantize_q5_0(w: &[f32]) -> Vec<u8> {

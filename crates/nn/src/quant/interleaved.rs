@@ -188,7 +188,7 @@ impl Group for GroupQ5_0 {
 
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
         #[cfg(target_arch = "x86_64")]
-        if vnni::available() {
+        if super::blocks32::has_avx512_vnni() {
             return Some(vnni::dots_expanded);
         }
         #[cfg(target_arch = "x86_64")]
@@ -288,7 +288,7 @@ impl Group for GroupQ8_0 {
 
     fn kernel() -> GroupDotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
-        if vnni::available() {
+        if super::blocks32::has_avx512_vnni() {
             return vnni::dots_q8_0;
         }
         #[cfg(target_arch = "x86_64")]
@@ -378,10 +378,17 @@ impl<G: Group> QuantRows for Interleaved<G> {
             buf.clear();
             expand_all(&self.0[some.start * nb..some.end * nb], &mut buf);
             let buf = &buf;
-            multiply_bands(some.clone(), &rows, &inputs, &mut out, |g, acts, res| {
-                let at = (g - some.start) * nb;
-                dots(&buf[at..at + nb], acts, res)
-            });
+            multiply_bands(
+                some.clone(),
+                &rows,
+                &inputs,
+                &mut out,
+                |g, acts, res| {
+                    let at = (g - some.start) * nb;
+                    dots(&buf[at..at + nb], acts, res)
+                },
+                |g| prefetch_band(&self.0, nb, g + at_once, bands.end),
+            );
         }
         out
     }
@@ -415,11 +422,18 @@ fn multiply_bands<A>(
     inputs: &[&[A]],
     out: &mut [f32],
     band_dots: impl Fn(usize, &[&[A]], &mut [[f32; 8]]),
+    prefetch: impl Fn(usize),
 ) {
     let len = rows.len();
     let mut res = [[0f32; 8]; 4];
+    // With one pass over the bands the kernel streams them, and the hardware's prefetcher
+    // does better alone.
+    let ahead = inputs.len() > 4;
     for (c, group) in inputs.chunks(4).enumerate() {
         for g in bands.clone() {
+            if ahead && c == 0 {
+                prefetch(g);
+            }
             // The lanes of this band inside `rows` (all eight unless `rows` is unaligned).
             let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
             band_dots(g, group, &mut res[..group.len()]);
@@ -449,11 +463,43 @@ pub(super) fn band_dots<G, A>(
     let at_once = (TILE_BYTES / (nb * std::mem::size_of::<G>()).max(1)).max(1);
     for first in bands.clone().step_by(at_once) {
         let tile = first..(first + at_once).min(bands.end);
-        multiply_bands(tile, &rows, &inputs, &mut out, |g, acts, res| {
-            dots(&groups[g * nb..(g + 1) * nb], acts, res)
-        });
+        multiply_bands(
+            tile,
+            &rows,
+            &inputs,
+            &mut out,
+            |g, acts, res| dots(&groups[g * nb..(g + 1) * nb], acts, res),
+            |g| prefetch_band(groups, nb, g + at_once, bands.end),
+        );
     }
     out
+}
+
+/// Asks for band `g` (of `nb` groups) ahead of its use, unless it lies at or past `end`:
+/// called for each band of a tile as the tile's first input rows meet it, so that the next
+/// tile's weights arrive from memory while this one's products run instead of stalling
+/// the expansion or kernel that first reads them.
+fn prefetch_band<G>(groups: &[G], nb: usize, g: usize, end: usize) {
+    if g >= end {
+        return;
+    }
+    let Some(band) = groups.get(g * nb..(g + 1) * nb) else {
+        return;
+    };
+    let bytes = std::mem::size_of_val(band);
+    let start = band.as_ptr().cast::<u8>();
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..bytes).step_by(64) {
+        // SAFETY: a prefetch only hints the cache and `at` lies inside `band`; SSE is part
+        // of x86_64.
+        #[allow(unsafe_code)]
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch::<_MM_HINT_T1>(start.add(at).cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, bytes);
 }
 
 fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
@@ -845,8 +891,6 @@ pub(super) mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(target_arch = "x86_64")]
-    use crate::quant::blocks32::has_avx2;
     use crate::quant::blocks32::tests::quantize_q5_0;
     use crate::quant::test_random as random;
 
@@ -916,7 +960,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_give_the_avx2_bits() {
-        if !(vnni::available() && has_avx2()) {
+        if !crate::quant::blocks32::has_avx512_vnni() {
             eprintln!("skipped: this CPU has no AVX-512 VNNI");
             return;
         }

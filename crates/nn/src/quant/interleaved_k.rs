@@ -130,7 +130,7 @@ impl BlockQ8K {
         let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 256];
         for (q, v) in qs.iter_mut().zip(x) {
-            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            *q = super::blocks32::round_to_i8(v * inv);
         }
         // At most 32 · 127 in magnitude: fits an i16.
         let sum = |r: &[i8]| r.iter().map(|&q| i16::from(q)).sum::<i16>();
@@ -344,6 +344,10 @@ impl GroupK for GroupQ4K {
 
     fn kernel() -> GroupDotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return vnni::dots_q4k;
+        }
+        #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q4k;
         }
@@ -405,6 +409,10 @@ impl GroupK for GroupQ5K {
     }
 
     fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return vnni::dots_q5k;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q5k;
@@ -486,6 +494,10 @@ impl GroupK for GroupQ6K {
 
     fn kernel() -> GroupDotsFn<Self> {
         #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return vnni::dots_q6k;
+        }
+        #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q6k;
         }
@@ -554,6 +566,10 @@ impl<G: GroupK> QuantRows for InterleavedK<G> {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+mod vnni;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::*;
 
@@ -591,7 +607,7 @@ mod avx2 {
 
     /// Four activations (bytes `at .. at + 4` of the block) in every lane.
     #[inline(always)]
-    unsafe fn broadcast(a: &BlockQ8K, at: usize) -> __m256i {
+    pub(in crate::quant) unsafe fn broadcast(a: &BlockQ8K, at: usize) -> __m256i {
         // SAFETY: `at + 4 ≤ 256` at every call.
         unsafe { _mm256_set1_epi32(a.qs.as_ptr().add(at).cast::<i32>().read_unaligned()) }
     }
@@ -659,7 +675,10 @@ mod avx2 {
     /// Q4_K's and Q5_K's scales and mins of sub-block pair `k` as i16, lane `2l + h` for
     /// sub-block `2k + h` of row `l` (the layout of `GroupQ4K`).
     #[inline(always)]
-    unsafe fn scales_k4(sm: &[u8; 64], mlo: &[u8; 32]) -> ([__m256i; 4], [__m256i; 4]) {
+    pub(in crate::quant) unsafe fn scales_k4(
+        sm: &[u8; 64],
+        mlo: &[u8; 32],
+    ) -> ([__m256i; 4], [__m256i; 4]) {
         // SAFETY: the loads read inside `sm` and `mlo`; AVX2 per the caller.
         unsafe {
             let low4 = _mm256_set1_epi8(0x0F);
@@ -692,7 +711,7 @@ mod avx2 {
     /// Adds `d · a.d · main − dmin · a.d · Σ_s m_s · (Σ a over sub-block s)` to each row's
     /// accumulator (Q4_K, Q5_K).
     #[inline(always)]
-    unsafe fn finish_k4<const R: usize>(
+    pub(in crate::quant) unsafe fn finish_k4<const R: usize>(
         d: &[u16; 8],
         dmin: &[u16; 8],
         mins: &[__m256i; 4],
@@ -783,38 +802,7 @@ mod avx2 {
                         } else {
                             duplicate::<1>(sck)
                         };
-                        let at = self.qs.as_ptr().add(160 * s);
-                        let v: [__m256i; 5] =
-                            std::array::from_fn(|i| _mm256_loadu_si256(at.add(32 * i).cast()));
-                        // Chunks 5–7 from the top bits (`SPREAD_Q5K`; 16-bit shifts, the masks
-                        // keep only bits that came from the same byte).
-                        let bits =
-                            |x: __m256i, mask: i8| _mm256_and_si256(x, _mm256_set1_epi8(mask));
-                        let w5 = _mm256_or_si256(
-                            bits(_mm256_srli_epi16::<5>(v[0]), 0x07),
-                            bits(_mm256_srli_epi16::<3>(v[1]), 0x18),
-                        );
-                        let w6 = _mm256_or_si256(
-                            _mm256_or_si256(
-                                bits(_mm256_srli_epi16::<5>(v[1]), 0x01),
-                                bits(_mm256_srli_epi16::<4>(v[2]), 0x0E),
-                            ),
-                            bits(_mm256_srli_epi16::<1>(v[3]), 0x10),
-                        );
-                        let w7 = _mm256_or_si256(
-                            bits(_mm256_srli_epi16::<6>(v[3]), 0x03),
-                            bits(_mm256_srli_epi16::<3>(v[4]), 0x1C),
-                        );
-                        let w = [
-                            bits(v[0], 0x1F),
-                            bits(v[1], 0x1F),
-                            bits(v[2], 0x1F),
-                            bits(v[3], 0x1F),
-                            bits(v[4], 0x1F),
-                            w5,
-                            w6,
-                            w7,
-                        ];
+                        let w = self.chunks(s);
                         let mut low = [_mm256_setzero_si256(); R];
                         let mut high = [_mm256_setzero_si256(); R];
                         for t in 0..4 {
@@ -840,6 +828,95 @@ mod avx2 {
         }
     }
 
+    impl GroupQ5K {
+        /// Sub-block `s`'s eight chunks of `q` (0..=31).
+        ///
+        /// # Safety
+        /// Only on CPUs with AVX2 (inlined into a kernel).
+        #[inline(always)]
+        pub(in crate::quant) unsafe fn chunks(&self, s: usize) -> [__m256i; 8] {
+            // SAFETY: the loads read the sub-block's 160 bytes; AVX2 per the caller.
+            unsafe {
+                let at = self.qs.as_ptr().add(160 * s);
+                let v: [__m256i; 5] =
+                    std::array::from_fn(|i| _mm256_loadu_si256(at.add(32 * i).cast()));
+                // Chunks 5–7 from the top bits (`SPREAD_Q5K`; 16-bit shifts, the masks keep
+                // only bits that came from the same byte).
+                let bits = |x: __m256i, mask: i8| _mm256_and_si256(x, _mm256_set1_epi8(mask));
+                let w5 = _mm256_or_si256(
+                    bits(_mm256_srli_epi16::<5>(v[0]), 0x07),
+                    bits(_mm256_srli_epi16::<3>(v[1]), 0x18),
+                );
+                let w6 = _mm256_or_si256(
+                    _mm256_or_si256(
+                        bits(_mm256_srli_epi16::<5>(v[1]), 0x01),
+                        bits(_mm256_srli_epi16::<4>(v[2]), 0x0E),
+                    ),
+                    bits(_mm256_srli_epi16::<1>(v[3]), 0x10),
+                );
+                let w7 = _mm256_or_si256(
+                    bits(_mm256_srli_epi16::<6>(v[3]), 0x03),
+                    bits(_mm256_srli_epi16::<3>(v[4]), 0x1C),
+                );
+                [
+                    bits(v[0], 0x1F),
+                    bits(v[1], 0x1F),
+                    bits(v[2], 0x1F),
+                    bits(v[3], 0x1F),
+                    bits(v[4], 0x1F),
+                    w5,
+                    w6,
+                    w7,
+                ]
+            }
+        }
+    }
+
+    impl GroupQ6K {
+        /// Sub-block `s`'s four chunks of unsigned `q` (0..=63).
+        ///
+        /// # Safety
+        /// Only on CPUs with AVX2 (inlined into a kernel).
+        #[inline(always)]
+        pub(in crate::quant) unsafe fn chunks(&self, s: usize) -> [__m256i; 4] {
+            // SAFETY: the loads read the sub-block's 96 bytes; AVX2 per the caller.
+            unsafe {
+                let six = _mm256_set1_epi8(0x3F);
+                let at = self.qs.as_ptr().add(96 * s);
+                let a = _mm256_loadu_si256(at.cast());
+                let b = _mm256_loadu_si256(at.add(32).cast());
+                let c = _mm256_loadu_si256(at.add(64).cast());
+                // Chunk 3 from the top bits of the three bytes (16-bit shifts: the masks
+                // keep only bits that came from the same byte).
+                let w3 = _mm256_or_si256(
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<6>(a), _mm256_set1_epi8(0x03)),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(b), _mm256_set1_epi8(0x0C)),
+                    ),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(c), _mm256_set1_epi8(0x30)),
+                );
+                [
+                    _mm256_and_si256(a, six),
+                    _mm256_and_si256(b, six),
+                    _mm256_and_si256(c, six),
+                    w3,
+                ]
+            }
+        }
+
+        /// Row `l`'s i8 scales of sub-blocks `2k`, `2k + 1` as i16, lane `2l + h`.
+        ///
+        /// # Safety
+        /// Only on CPUs with AVX2 (inlined into a kernel).
+        #[inline(always)]
+        pub(in crate::quant) unsafe fn scale_pair(&self, k: usize) -> __m256i {
+            // SAFETY: the load reads `scales[16k..16k + 16]`; AVX2 per the caller.
+            unsafe {
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().add(16 * k).cast()))
+            }
+        }
+    }
+
     impl Super for GroupQ6K {
         /// The kernel multiplies the unsigned `q` (0..=63) and subtracts 32 · Σ sc · Σ a.
         /// Bounds (`|a| ≤ 127`, `|sc| ≤ 128`): a `maddubs` pair is at most 2 · 63 · 127 =
@@ -851,17 +928,11 @@ mod avx2 {
             // SAFETY: the loads read inside the group's arrays; AVX2, FMA, F16C per the
             // contract.
             unsafe {
-                let six = _mm256_set1_epi8(0x3F);
                 let mut main = [_mm256_setzero_si256(); R];
                 let mut offset = [_mm256_setzero_si256(); R];
                 for k in 0..8 {
-                    let sck = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                        self.scales.as_ptr().add(16 * k).cast(),
-                    ));
-                    for r in 0..R {
-                        let sums = broadcast_pair(&acts[r].sums16, 2 * k);
-                        offset[r] = _mm256_add_epi32(offset[r], _mm256_madd_epi16(sck, sums));
-                    }
+                    let sck = self.scale_pair(k);
+                    add_q6k_offset(sck, k, acts, &mut offset);
                     for h in 0..2 {
                         let s = 2 * k + h;
                         let scale = if h == 0 {
@@ -869,25 +940,7 @@ mod avx2 {
                         } else {
                             duplicate::<1>(sck)
                         };
-                        let at = self.qs.as_ptr().add(96 * s);
-                        let a = _mm256_loadu_si256(at.cast());
-                        let b = _mm256_loadu_si256(at.add(32).cast());
-                        let c = _mm256_loadu_si256(at.add(64).cast());
-                        // Chunk 3 from the top bits of the three bytes (16-bit shifts: the
-                        // masks keep only bits that came from the same byte).
-                        let w3 = _mm256_or_si256(
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<6>(a), _mm256_set1_epi8(0x03)),
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(b), _mm256_set1_epi8(0x0C)),
-                            ),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(c), _mm256_set1_epi8(0x30)),
-                        );
-                        let w = [
-                            _mm256_and_si256(a, six),
-                            _mm256_and_si256(b, six),
-                            _mm256_and_si256(c, six),
-                            w3,
-                        ];
+                        let w = self.chunks(s);
                         for t in 0..2 {
                             for r in 0..R {
                                 let at = 16 * s + 8 * t;
@@ -900,14 +953,52 @@ mod avx2 {
                         }
                     }
                 }
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(self.d.as_ptr().cast()));
-                for r in 0..R {
-                    // Σ sc · Σ (q − 32) a = Σ sc · Σ q a − 32 Σ sc · Σ a, exactly.
-                    let total = _mm256_sub_epi32(main[r], _mm256_slli_epi32::<5>(offset[r]));
-                    let ad = _mm256_set1_ps(acts[r].d);
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(total), acc[r]);
-                }
+                finish_q6k(&self.d, main, offset, acts, acc);
+            }
+        }
+    }
+
+    /// Adds `Σ sc · Σ a` of sub-blocks `2k`, `2k + 1` (scales `sck` as `scale_pair`) to
+    /// each row's `offset` (Q6_K's `q − 32`).
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2 (inlined into a kernel).
+    #[inline(always)]
+    pub(in crate::quant) unsafe fn add_q6k_offset<const R: usize>(
+        sck: __m256i,
+        k: usize,
+        acts: [&BlockQ8K; R],
+        offset: &mut [__m256i; R],
+    ) {
+        // SAFETY: AVX2 per the caller.
+        unsafe {
+            for r in 0..R {
+                let sums = broadcast_pair(&acts[r].sums16, 2 * k);
+                offset[r] = _mm256_add_epi32(offset[r], _mm256_madd_epi16(sck, sums));
+            }
+        }
+    }
+
+    /// Adds `d · a.d · (main − 32 · offset)` to each row's accumulator (Q6_K).
+    ///
+    /// # Safety
+    /// Only on CPUs with AVX2, FMA and F16C (inlined into a kernel).
+    #[inline(always)]
+    pub(in crate::quant) unsafe fn finish_q6k<const R: usize>(
+        d: &[u16; 8],
+        main: [__m256i; R],
+        offset: [__m256i; R],
+        acts: [&BlockQ8K; R],
+        acc: &mut [__m256; R],
+    ) {
+        // SAFETY: the load reads inside `d`; AVX2, FMA and F16C per the caller.
+        unsafe {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast()));
+            for r in 0..R {
+                // Σ sc · Σ (q − 32) a = Σ sc · Σ q a − 32 Σ sc · Σ a, exactly.
+                let total = _mm256_sub_epi32(main[r], _mm256_slli_epi32::<5>(offset[r]));
+                let ad = _mm256_set1_ps(acts[r].d);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(total), acc[r]);
             }
         }
     }
@@ -1044,6 +1135,53 @@ mod tests {
                 f,
             );
         }
+    }
+
+    /// The AVX-512 VNNI kernels give the AVX2 kernels' bits, over every scale, min and
+    /// weight pattern (raw bytes) and activations at ±127.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_kernels_give_the_avx2_bits() {
+        if !crate::quant::blocks32::has_avx512_vnni() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        fn same<G: GroupK>(bytes: &[u8], rows: usize, blocks: usize, avx2: GroupDotsFn<G>) {
+            let packed = InterleavedK::<G>::repack(from_bytes(bytes), blocks);
+            let mut x = random(4 * 256 * blocks, 13);
+            x[5] = 40.0;
+            x[256 * blocks + 300 % (256 * blocks)] = -40.0;
+            let acts = quantize_activations(&x, 4);
+            let acts: Vec<&[BlockQ8K]> = acts.chunks(blocks).collect();
+            for n in 1..=4 {
+                for g in 0..rows / 8 {
+                    let band = &packed.0[g * blocks..(g + 1) * blocks];
+                    let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
+                    avx2(band, &acts[..n], &mut want);
+                    G::kernel()(band, &acts[..n], &mut got);
+                    assert_eq!(got, want, "{n} rows, band {g}");
+                }
+            }
+        }
+        let (rows, blocks) = (16, 3);
+        same::<GroupQ4K>(
+            &raw_bytes::<BlockQ4K>(rows * blocks, 3, &[0, 2]),
+            rows,
+            blocks,
+            avx2::dots_q4k,
+        );
+        same::<GroupQ5K>(
+            &raw_bytes::<BlockQ5K>(rows * blocks, 9, &[0, 2]),
+            rows,
+            blocks,
+            avx2::dots_q5k,
+        );
+        same::<GroupQ6K>(
+            &raw_bytes::<BlockQ6K>(rows * blocks, 5, &[208]),
+            rows,
+            blocks,
+            avx2::dots_q6k,
+        );
     }
 
     #[test]

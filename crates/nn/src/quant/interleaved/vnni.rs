@@ -12,16 +12,8 @@ use std::arch::x86_64::*;
 use super::avx2::{band_with, broadcast, by_rows, Kernel};
 use super::{BlockQ8, Expanded, GroupQ8_0};
 
-/// Whether this CPU runs these kernels.
-pub(in crate::quant) fn available() -> bool {
-    super::super::blocks32::has_avx2()
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-}
-
 pub(in crate::quant) fn dots_expanded(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
-    // SAFETY: handed out only where `available()`.
+    // SAFETY: handed out only where `has_avx512_vnni()`.
     unsafe { dispatch(w, acts, out) }
 }
 
@@ -31,7 +23,7 @@ pub(in crate::quant) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mu
 }
 
 /// # Safety
-/// Only where `available()`.
+/// Only where `has_avx512_vnni()`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
     // SAFETY: the features per the caller.
@@ -52,7 +44,7 @@ impl<G: Chunks> Kernel<BlockQ8> for Bands<'_, G> {
 trait Chunks {
     fn scales(&self) -> &[u16; 8];
     /// # Safety
-    /// Only where `available()` (inlined into `dispatch`).
+    /// Only where `has_avx512_vnni()` (inlined into `dispatch`).
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R];
 }
 
