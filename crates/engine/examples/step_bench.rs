@@ -33,15 +33,36 @@ fn main() -> anyhow::Result<()> {
     };
     for n in sizes {
         let mut caches = prefill(&model, n)?;
+        let cpu_before = cpu_seconds();
         let per_step = time_steps(&model, &mut caches, steps)?;
+        // On a shared machine wall time also counts time the threads were not running; the
+        // CPU time of both threads (one spins between products) per thread does not.
+        let cpu = match (cpu_before, cpu_seconds()) {
+            (Some(a), Some(b)) => format!(
+                ", {:.1} ms CPU/step/thread",
+                (b - a) * 1e3 / steps as f64 / ferro_nn::quant::num_threads() as f64
+            ),
+            _ => String::new(),
+        };
         println!(
-            "{n:>2} sequences: {:.1} ms/step, {:.1} tok/s, {:.2}x one sequence",
+            "{n:>2} sequences: {:.1} ms/step, {:.1} tok/s, {:.2}x one sequence{cpu}",
             per_step * 1e3,
             n as f64 / per_step,
             n as f64 * single / per_step
         );
     }
     Ok(())
+}
+
+/// User and system CPU seconds of this process so far (Linux: /proc/self/stat, in ticks
+/// of 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn prefill(model: &ferro_models::CausalLm, n: usize) -> anyhow::Result<Vec<Cache>> {

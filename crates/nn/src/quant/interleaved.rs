@@ -115,6 +115,8 @@ const EXPAND_BANDS: usize = 8;
 /// Bytes of expanded bands at a time, at most (a band of 4864 weights, the MLP's down
 /// projection, is 43 KB: one at a time).
 const EXPAND_BYTES: usize = 72 << 10;
+/// Input rows up to which the packed kernel runs rather than expanding the bands first.
+const PACKED_MAX_ROWS: usize = 16;
 /// Bytes of packed bands that meet every input row before the next ones, at most.
 const TILE_BYTES: usize = 64 << 10;
 
@@ -169,6 +171,10 @@ impl Group for GroupQ5_0 {
     }
 
     fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return vnni::dots_q5_0;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q5_0;
@@ -235,6 +241,10 @@ impl Group for GroupQ4_0 {
     }
 
     fn kernel() -> GroupDotsFn<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return vnni::dots_q4_0;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return avx2::dots_q4_0;
@@ -364,7 +374,7 @@ impl<G: Group> QuantRows for Interleaved<G> {
         };
         let nb = k / 32;
         // A prompt's many input rows: each task expands its bands once for all of them.
-        let Some(dots) = G::expanded_kernel().filter(|_| m > 4) else {
+        let Some(dots) = G::expanded_kernel().filter(|_| m > PACKED_MAX_ROWS) else {
             return band_dots(&self.0, nb, rows, act, G::kernel());
         };
         let mut out = vec![0f32; m * rows.len()];
@@ -412,10 +422,20 @@ impl<G: Group> QuantRows for Interleaved<G> {
     }
 }
 
+/// Input rows a kernel call takes, at most: eight where the kernels have AVX-512's 32
+/// registers for their accumulators, else four.
+fn rows_per_pass() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if super::blocks32::has_avx512_vnni() {
+        return 8;
+    }
+    4
+}
+
 /// Bands `bands` of the matrix times every input row, into `out` (input row major, the
-/// columns of `rows`): up to four input rows per kernel call, each group's weights
-/// expanded once for them; the input rows outside, so that with a prompt's many rows the
-/// bands stay in cache while the inputs stream past.
+/// columns of `rows`): up to `rows_per_pass()` input rows per kernel call, each group's
+/// weights expanded once for them; the input rows outside, so that with a prompt's many
+/// rows the bands stay in cache while the inputs stream past.
 fn multiply_bands<A>(
     bands: Range<usize>,
     rows: &Range<usize>,
@@ -425,11 +445,12 @@ fn multiply_bands<A>(
     prefetch: impl Fn(usize),
 ) {
     let len = rows.len();
-    let mut res = [[0f32; 8]; 4];
+    let per_pass = rows_per_pass();
+    let mut res = [[0f32; 8]; 8];
     // With one pass over the bands the kernel streams them, and the hardware's prefetcher
     // does better alone.
-    let ahead = inputs.len() > 4;
-    for (c, group) in inputs.chunks(4).enumerate() {
+    let ahead = inputs.len() > per_pass;
+    for (c, group) in inputs.chunks(per_pass).enumerate() {
         for g in bands.clone() {
             if ahead && c == 0 {
                 prefetch(g);
@@ -438,7 +459,7 @@ fn multiply_bands<A>(
             let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
             band_dots(g, group, &mut res[..group.len()]);
             for (r, vals) in res[..group.len()].iter().enumerate() {
-                let at = (c * 4 + r) * len + 8 * g + lanes.start - rows.start;
+                let at = (c * per_pass + r) * len + 8 * g + lanes.start - rows.start;
                 out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
             }
         }
@@ -627,7 +648,7 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
     ) {
         // SAFETY: AVX2, FMA and F16C per the caller.
-        unsafe { by_rows(&Bands(w), acts, out) }
+        unsafe { by_rows::<_, false>(&Bands(w), acts, out) }
     }
 
     /// A band kernel with the band bound: what `by_rows` calls for 1 to 4 input rows.
@@ -649,18 +670,33 @@ pub(super) mod avx2 {
     }
 
     /// `kernel` for every input row into `out`: two to four rows in one pass over the
-    /// band, else one at a time.
+    /// band (to eight if `WIDE`), else one at a time.
     ///
     /// # Safety
     /// Only on CPUs with AVX and the kernel's features (inlined into a `dispatch`).
     #[inline(always)]
-    pub(in crate::quant) unsafe fn by_rows<A>(
+    pub(in crate::quant) unsafe fn by_rows<A, const WIDE: bool>(
         kernel: &impl Kernel<A>,
         acts: &[&[A]],
         out: &mut [[f32; 8]],
     ) {
         // SAFETY: per the caller.
         unsafe {
+            if WIDE {
+                match acts {
+                    [a, b, c, d, e] => return store(&kernel.band([*a, *b, *c, *d, *e]), out),
+                    [a, b, c, d, e, f] => {
+                        return store(&kernel.band([*a, *b, *c, *d, *e, *f]), out);
+                    }
+                    [a, b, c, d, e, f, g] => {
+                        return store(&kernel.band([*a, *b, *c, *d, *e, *f, *g]), out);
+                    }
+                    [a, b, c, d, e, f, g, h] => {
+                        return store(&kernel.band([*a, *b, *c, *d, *e, *f, *g, *h]), out);
+                    }
+                    _ => {}
+                }
+            }
             match acts {
                 [a, b] => store(&kernel.band([*a, *b]), out),
                 [a, b, c] => store(&kernel.band([*a, *b, *c]), out),
@@ -763,7 +799,7 @@ pub(super) mod avx2 {
         /// Chunk `c`'s fifth bits as 16s, to OR onto its low nibbles: q = low nibble | fifth
         /// bit · 16, for the unsigned-weight `maddubs`.
         #[inline(always)]
-        unsafe fn fifth_bits(&self) -> [__m256i; 8] {
+        pub(super) unsafe fn fifth_bits(&self) -> [__m256i; 8] {
             // SAFETY: the load reads the 32 bytes of `qh`; AVX2 per the caller.
             unsafe {
                 let bit4 = _mm256_set1_epi8(0x10);
@@ -784,7 +820,7 @@ pub(super) mod avx2 {
 
     /// Chunk `c`'s low four bits from a Q4_0 or Q5_0 group's `qs` (the SIMD `nibble`).
     #[inline(always)]
-    unsafe fn nibbles(qs: &[u8; 128], c: usize) -> __m256i {
+    pub(super) unsafe fn nibbles(qs: &[u8; 128], c: usize) -> __m256i {
         // SAFETY: the load reads `qs[32 (c % 4) ..][..32]`, inside the 128 bytes; AVX2 per
         // the caller.
         unsafe {
@@ -923,10 +959,10 @@ mod tests {
                 assert_eq!(g.scale_bits(r % 8), want.scale_bits());
             }
         }
-        let acts: Vec<Vec<BlockQ8>> = (0..4)
+        let acts: Vec<Vec<BlockQ8>> = (0..8)
             .map(|i| quantize_activations(&random(32 * blocks, 7 + i), 1))
             .collect();
-        for n in 1..=4 {
+        for n in 1..=8 {
             let a: Vec<&[BlockQ8]> = acts[..n].iter().map(|v| v.as_slice()).collect();
             for g in 0..rows / 8 {
                 let band = &packed.0[g * blocks..(g + 1) * blocks];
@@ -965,25 +1001,30 @@ mod tests {
             return;
         }
         let (rows, blocks) = (24, 7);
-        let mut x = random(4 * 32 * blocks, 11);
+        let mut x = random(8 * 32 * blocks, 11);
         x[3] = 50.0;
         x[32 * blocks + 8] = -50.0;
-        let acts = quantize_activations(&x, 4);
+        let acts = quantize_activations(&x, 8);
         let acts: Vec<&[BlockQ8]> = acts.chunks(blocks).collect();
         let q8 = Interleaved::<GroupQ8_0>::repack(from_bytes(&q8_0_bytes(rows, blocks)), blocks);
         let q5 = Interleaved::<GroupQ5_0>::repack(
             from_bytes(&quantize_q5_0(&random(rows * blocks * 32, 3))),
             blocks,
         );
-        for n in 1..=4 {
+        // Up to eight rows a pass (the AVX2 kernels take more one at a time).
+        for n in 1..=8 {
             for g in 0..rows / 8 {
                 let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
                 let band = &q8.0[g * blocks..(g + 1) * blocks];
                 avx2::dots_q8_0(band, &acts[..n], &mut want);
                 vnni::dots_q8_0(band, &acts[..n], &mut got);
                 assert_eq!(got, want, "Q8_0, {n} rows, band {g}");
+                let band = &q5.0[g * blocks..(g + 1) * blocks];
+                avx2::dots_q5_0(band, &acts[..n], &mut want);
+                vnni::dots_q5_0(band, &acts[..n], &mut got);
+                assert_eq!(got, want, "Q5_0, {n} rows, band {g}");
                 let mut expanded = Vec::new();
-                expand_all(&q5.0[g * blocks..(g + 1) * blocks], &mut expanded);
+                expand_all(band, &mut expanded);
                 avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want);
                 vnni::dots_expanded(&expanded, &acts[..n], &mut got);
                 assert_eq!(got, want, "expanded Q5_0, {n} rows, band {g}");

@@ -1069,10 +1069,10 @@ mod tests {
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "row {r} of {rows}, {blocks} blocks");
         }
-        let acts: Vec<Vec<BlockQ8K>> = (0..4)
+        let acts: Vec<Vec<BlockQ8K>> = (0..8)
             .map(|i| quantize_activations(&random(k, 7 + i), 1))
             .collect();
-        for n in 1..=4 {
+        for n in 1..=8 {
             let a: Vec<&[BlockQ8K]> = acts[..n].iter().map(|v| v.as_slice()).collect();
             for g in 0..rows / 8 {
                 let band = &packed.0[g * blocks..(g + 1) * blocks];
@@ -1148,12 +1148,12 @@ mod tests {
         }
         fn same<G: GroupK>(bytes: &[u8], rows: usize, blocks: usize, avx2: GroupDotsFn<G>) {
             let packed = InterleavedK::<G>::repack(from_bytes(bytes), blocks);
-            let mut x = random(4 * 256 * blocks, 13);
+            let mut x = random(8 * 256 * blocks, 13);
             x[5] = 40.0;
             x[256 * blocks + 300 % (256 * blocks)] = -40.0;
-            let acts = quantize_activations(&x, 4);
+            let acts = quantize_activations(&x, 8);
             let acts: Vec<&[BlockQ8K]> = acts.chunks(blocks).collect();
-            for n in 1..=4 {
+            for n in 1..=8 {
                 for g in 0..rows / 8 {
                     let band = &packed.0[g * blocks..(g + 1) * blocks];
                     let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);

@@ -124,6 +124,8 @@ struct Job {
     /// Lifetime erased: the caller waits for every task before its closure goes away.
     f: *const (dyn Fn(usize) + Sync + 'static),
     n: usize,
+    /// The job's number (`Shared::claim`'s high half while it runs).
+    epoch: u64,
 }
 
 struct Shared {
@@ -191,10 +193,14 @@ impl SpinPool {
         // every task has run (`done == n`), and no task is claimed after that.
         #[allow(unsafe_code)]
         let f_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job { f: f_static, n });
+        let epoch = (s.claim.load(Ordering::SeqCst) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
+            f: f_static,
+            n,
+            epoch,
+        });
         s.done.store(0, Ordering::SeqCst);
         s.panicked.store(false, Ordering::SeqCst);
-        let epoch = (s.claim.load(Ordering::SeqCst) >> 32).wrapping_add(1) & 0xFFFF_FFFF;
         s.claim.store(epoch << 32, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _lock = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -220,11 +226,15 @@ fn work(s: &Shared, epoch: u64) {
             return;
         }
         let i = (v & 0xFFFF_FFFF) as usize;
-        // The job cannot change while one of its tasks is unclaimed or running.
+        // The job cannot change while one of its tasks is unclaimed or running. A worker
+        // that read the claim of a finished job may find the next one already here, whose
+        // claim still reads as the old one's until its caller resets it: without the epoch
+        // check it would take task `i` of the new job and run it twice, counting an extra
+        // `done` that could let that caller return while a task still runs.
         let Some(job) = *s.job.lock().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
-        if i >= job.n {
+        if job.epoch != epoch || i >= job.n {
             return;
         }
         if s.claim
@@ -299,6 +309,44 @@ mod tests {
             sum.fetch_add(i, Ordering::SeqCst);
         });
         assert_eq!(sum.load(Ordering::SeqCst), 4950);
+    }
+
+    /// Back-to-back jobs of growing sizes: a worker still leaving the last job must not
+    /// take a task of the next one (it would run twice, and its extra `done` could let the
+    /// caller return while a task still runs).
+    #[test]
+    fn a_worker_leaving_a_job_takes_no_task_of_the_next() {
+        let pool = SpinPool::new(2);
+        // Busy threads, so that the worker is preempted at random points of its loop.
+        let stop = Arc::new(AtomicBool::new(false));
+        let hogs: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for round in 0..20_000usize {
+            let n = 2 + round % 9;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(n, &|i| {
+                hits[i].fetch_add(1, Ordering::SeqCst);
+            });
+            for (i, h) in hits.iter().enumerate() {
+                assert_eq!(
+                    h.load(Ordering::SeqCst),
+                    1,
+                    "round {round}, task {i} of {n}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
     }
 
     #[test]

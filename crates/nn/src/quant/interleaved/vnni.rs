@@ -9,11 +9,21 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{band_with, broadcast, by_rows, Kernel};
-use super::{BlockQ8, Expanded, GroupQ8_0};
+use super::avx2::{band_with, broadcast, by_rows, nibbles, Kernel};
+use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
 pub(in crate::quant) fn dots_expanded(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
     // SAFETY: handed out only where `has_avx512_vnni()`.
+    unsafe { dispatch(w, acts, out) }
+}
+
+pub(in crate::quant) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    // SAFETY: as above.
+    unsafe { dispatch(w, acts, out) }
+}
+
+pub(in crate::quant) fn dots_q4_0(w: &[GroupQ4_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    // SAFETY: as above.
     unsafe { dispatch(w, acts, out) }
 }
 
@@ -27,7 +37,7 @@ pub(in crate::quant) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mu
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
     // SAFETY: the features per the caller.
-    unsafe { by_rows(&Bands(w), acts, out) }
+    unsafe { by_rows::<_, true>(&Bands(w), acts, out) }
 }
 
 struct Bands<'a, G>(&'a [G]);
@@ -61,6 +71,43 @@ impl Chunks for Expanded {
             let start = std::array::from_fn(|r| _mm256_set1_epi32(-acts[r].sum16()));
             unsigned_dots(acts, start, |c| {
                 _mm256_load_si256(self.q[c].as_ptr().cast())
+            })
+        }
+    }
+}
+
+impl Chunks for GroupQ5_0 {
+    fn scales(&self) -> &[u16; 8] {
+        &self.d
+    }
+
+    #[inline(always)]
+    unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+        // SAFETY: loads inside `qs` and `qh`; the features per the contract.
+        unsafe {
+            let fifth = self.fifth_bits();
+            let start = std::array::from_fn(|r| _mm256_set1_epi32(-acts[r].sum16()));
+            unsigned_dots(acts, start, |c| {
+                _mm256_or_si256(nibbles(&self.qs, c), fifth[c])
+            })
+        }
+    }
+}
+
+impl Chunks for GroupQ4_0 {
+    fn scales(&self) -> &[u16; 8] {
+        &self.d
+    }
+
+    #[inline(always)]
+    unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
+        // SAFETY: loads inside `qs`; the features per the contract.
+        unsafe {
+            // q + 8 (8..=23) less 16 Σ a, as the AVX2 kernel.
+            let eight = _mm256_set1_epi8(8);
+            let start = std::array::from_fn(|r| _mm256_set1_epi32(-acts[r].sum16()));
+            unsigned_dots(acts, start, |c| {
+                _mm256_add_epi8(nibbles(&self.qs, c), eight)
             })
         }
     }

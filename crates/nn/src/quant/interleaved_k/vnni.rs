@@ -31,7 +31,7 @@ pub(in crate::quant) fn dots_q6k(w: &[GroupQ6K], acts: &[&[BlockQ8K]], out: &mut
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn dispatch<G: Super>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
     // SAFETY: the features per the caller.
-    unsafe { by_rows(&Bands(w), acts, out) }
+    unsafe { by_rows::<_, true>(&Bands(w), acts, out) }
 }
 
 struct Bands<'a, G>(&'a [G]);
