@@ -385,11 +385,12 @@ impl Group<'_, '_> {
             let qs: Vec<&[f32]> = (0..n_rep)
                 .map(|r| self.q.row(self.row, self.kv_head * n_rep + r, i, d))
                 .collect();
-            for (jj, j) in keys.clone().enumerate() {
-                let kj = self.k.row(self.row, self.kv_head, j, d);
-                for (r, qr) in qs.iter().enumerate() {
-                    scores[r * n + jj] = L::dot(qr, kj) * op.scale;
-                }
+            // Head by head: a head's query (and below its output row) stays in registers
+            // while the keys stream past; the sums are the ones `dot` and `axpy` make.
+            let first = keys.start;
+            for (r, qr) in qs.iter().enumerate() {
+                let key = |jj: usize| self.k.row(self.row, self.kv_head, first + jj, d);
+                L::scaled_dots(qr, key, op.scale, &mut scores[r * n..(r + 1) * n]);
             }
             for s in scores[..n_rep * n].chunks_exact_mut(n) {
                 let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -401,11 +402,9 @@ impl Group<'_, '_> {
                 let inv = 1.0 / sum;
                 s.iter_mut().for_each(|x| *x *= inv);
             }
-            for (jj, j) in keys.enumerate() {
-                let vj = self.v.row(self.row, self.kv_head, j, d);
-                for (r, or) in o.chunks_exact_mut(d).enumerate() {
-                    L::axpy(scores[r * n + jj], vj, or);
-                }
+            for (r, or) in o.chunks_exact_mut(d).enumerate() {
+                let value = |jj: usize| self.v.row(self.row, self.kv_head, first + jj, d);
+                L::weighted_sum(&scores[r * n..(r + 1) * n], value, or);
             }
         }
         out
@@ -440,6 +439,27 @@ mod lanes {
         fn dot(a: &[f32], b: &[f32]) -> f32;
         /// `out += a · x`.
         fn axpy(a: f32, x: &[f32], out: &mut [f32]);
+
+        /// `out[j] = dot(q, key(j)) · scale` for every `j < out.len()`.
+        #[inline(always)]
+        fn scaled_dots<'a>(
+            q: &[f32],
+            key: impl Fn(usize) -> &'a [f32],
+            scale: f32,
+            out: &mut [f32],
+        ) {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = Self::dot(q, key(j)) * scale;
+            }
+        }
+
+        /// `axpy(p[j], value(j), out)` for `j = 0, 1, ..`, in that order.
+        #[inline(always)]
+        fn weighted_sum<'a>(p: &[f32], value: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+            for (j, &pj) in p.iter().enumerate() {
+                Self::axpy(pj, value(j), out);
+            }
+        }
     }
 
     pub(super) struct Portable;
@@ -481,6 +501,20 @@ mod lanes {
     #[cfg(target_arch = "x86_64")]
     pub(super) struct Avx2;
 
+    /// The sum of a register's eight lanes: ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn sum8(acc: std::arch::x86_64::__m256) -> f32 {
+        use std::arch::x86_64::*;
+        // SAFETY: AVX (only inlined into `attend_avx2`, which has AVX2).
+        unsafe {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[allow(unsafe_code)]
     impl Lanes for Avx2 {
@@ -500,14 +534,85 @@ mod lanes {
                         acc,
                     );
                 }
-                let quad = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-                let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-                _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+                sum8(acc)
             };
             for c in whole..n {
                 sum += a[c] * b[c];
             }
             sum
+        }
+
+        /// Heads of 64 (Qwen, Llama 3.2 1B, ...): the query in eight registers across
+        /// the keys, each dot product `dot`'s instructions.
+        #[inline(always)]
+        fn scaled_dots<'a>(
+            q: &[f32],
+            key: impl Fn(usize) -> &'a [f32],
+            scale: f32,
+            out: &mut [f32],
+        ) {
+            use std::arch::x86_64::*;
+            let Ok(q) = <&[f32; 64]>::try_from(q) else {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = Self::dot(q, key(j)) * scale;
+                }
+                return;
+            };
+            // SAFETY: AVX2/FMA (only inlined into `attend_avx2`); the loads read `q`'s 64
+            // values and the 64 of each key, checked by `try_from`.
+            unsafe {
+                let qv: [__m256; 8] =
+                    std::array::from_fn(|c| _mm256_loadu_ps(q.as_ptr().add(8 * c)));
+                for (j, o) in out.iter_mut().enumerate() {
+                    let Ok(k) = <&[f32; 64]>::try_from(key(j)) else {
+                        *o = Self::dot(q, key(j)) * scale;
+                        continue;
+                    };
+                    let mut acc = _mm256_setzero_ps();
+                    for (c, qc) in qv.iter().enumerate() {
+                        acc = _mm256_fmadd_ps(*qc, _mm256_loadu_ps(k.as_ptr().add(8 * c)), acc);
+                    }
+                    *o = sum8(acc) * scale;
+                }
+            }
+        }
+
+        /// Heads of 64: the output row in eight registers across the values, each step
+        /// `axpy`'s multiply-add.
+        #[inline(always)]
+        fn weighted_sum<'a>(p: &[f32], value: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
+            use std::arch::x86_64::*;
+            if out.len() != 64 {
+                for (j, &pj) in p.iter().enumerate() {
+                    Self::axpy(pj, value(j), out);
+                }
+                return;
+            }
+            // SAFETY: AVX2/FMA as above; loads and stores within `out`'s and each value's
+            // 64 values.
+            unsafe {
+                let mut acc: [__m256; 8] =
+                    std::array::from_fn(|c| _mm256_loadu_ps(out.as_ptr().add(8 * c)));
+                for (j, &pj) in p.iter().enumerate() {
+                    let v = value(j);
+                    if v.len() < 64 {
+                        // Not a head row (cannot happen); the plain path keeps it exact.
+                        for (c, a) in acc.iter().enumerate() {
+                            _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *a);
+                        }
+                        Self::axpy(pj, v, out);
+                        acc = std::array::from_fn(|c| _mm256_loadu_ps(out.as_ptr().add(8 * c)));
+                        continue;
+                    }
+                    let pv = _mm256_set1_ps(pj);
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.as_ptr().add(8 * c)), *a);
+                    }
+                }
+                for (c, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), *a);
+                }
+            }
         }
 
         #[inline(always)]
