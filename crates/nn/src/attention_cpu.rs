@@ -448,17 +448,38 @@ mod lanes {
             scale: f32,
             out: &mut [f32],
         ) {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = Self::dot(q, key(j)) * scale;
-            }
+            scaled_dots_each::<Self>(q, key, scale, out);
         }
 
         /// `axpy(p[j], value(j), out)` for `j = 0, 1, ..`, in that order.
         #[inline(always)]
         fn weighted_sum<'a>(p: &[f32], value: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
-            for (j, &pj) in p.iter().enumerate() {
-                Self::axpy(pj, value(j), out);
-            }
+            weighted_sum_each::<Self>(p, value, out);
+        }
+    }
+
+    /// `Lanes::scaled_dots` one `dot` at a time.
+    #[inline(always)]
+    fn scaled_dots_each<'a, L: Lanes + ?Sized>(
+        q: &[f32],
+        key: impl Fn(usize) -> &'a [f32],
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = L::dot(q, key(j)) * scale;
+        }
+    }
+
+    /// `Lanes::weighted_sum` one `axpy` at a time.
+    #[inline(always)]
+    fn weighted_sum_each<'a, L: Lanes + ?Sized>(
+        p: &[f32],
+        value: impl Fn(usize) -> &'a [f32],
+        out: &mut [f32],
+    ) {
+        for (j, &pj) in p.iter().enumerate() {
+            L::axpy(pj, value(j), out);
         }
     }
 
@@ -553,10 +574,7 @@ mod lanes {
         ) {
             use std::arch::x86_64::*;
             let Ok(q) = <&[f32; 64]>::try_from(q) else {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = Self::dot(q, key(j)) * scale;
-                }
-                return;
+                return scaled_dots_each::<Self>(q, key, scale, out);
             };
             // SAFETY: AVX2/FMA (only inlined into `attend_avx2`); the loads read `q`'s 64
             // values and the 64 of each key, checked by `try_from`.
@@ -583,10 +601,7 @@ mod lanes {
         fn weighted_sum<'a>(p: &[f32], value: impl Fn(usize) -> &'a [f32], out: &mut [f32]) {
             use std::arch::x86_64::*;
             if out.len() != 64 {
-                for (j, &pj) in p.iter().enumerate() {
-                    Self::axpy(pj, value(j), out);
-                }
-                return;
+                return weighted_sum_each::<Self>(p, value, out);
             }
             // SAFETY: AVX2/FMA as above; loads and stores within `out`'s and each value's
             // 64 values.

@@ -434,6 +434,17 @@ pub(super) mod tests {
     use crate::quant::test_random as random;
     use candle_core::quantized::k_quants::{BlockQ5_0 as CandleQ5_0, GgmlType};
 
+    /// Whether the CPU runs the VNNI kernels; a test comparing them with the AVX2 ones says
+    /// it is skipped where not.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn vnni_here() -> bool {
+        let here = has_avx512_vnni();
+        if !here {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        }
+        here
+    }
+
     /// `round_to_i8` is `round` then the clamp, at every half, on either side of it, at
     /// the ends of the range and for NaN.
     #[test]

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::super::interleaved::avx2::{by_rows, Kernel};
 use super::avx2::{add_q6k_offset, broadcast, finish_k4, finish_q6k, scales_k4};
-use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K};
+use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K, ScalesK4};
 
 pub(in crate::quant) fn dots_q4k(w: &[GroupQ4K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
     // SAFETY: handed out only where `has_avx512_vnni()`.
@@ -57,13 +57,13 @@ trait Super {
     unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]);
 }
 
-/// Lane `l` of an i16 vector whose lane `2l + h` is row `l`'s scale of sub-block `2k + H`
-/// → that scale as row `l`'s i32.
+/// Lane `l` of an i16 vector whose lane `2l + h` is row `l`'s scale of sub-block `2k + h`
+/// → that scale of sub-block `2k + h` as row `l`'s i32.
 #[inline(always)]
-unsafe fn row_scales<const H: usize>(pairs: __m256i) -> __m256i {
+unsafe fn row_scales(pairs: __m256i, h: usize) -> __m256i {
     // SAFETY: AVX2 per the caller.
     unsafe {
-        if H == 0 {
+        if h == 0 {
             _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pairs))
         } else {
             _mm256_srai_epi32::<16>(pairs)
@@ -96,68 +96,59 @@ unsafe fn add_scaled<const R: usize, const N: usize>(
     }
 }
 
-/// Sub-block `s` of a Q4_K or Q5_K group: chunk `i < 4` at activations `32s + 4i`, chunk
-/// `i + 4` sixteen further (the AVX2 kernels' order).
-fn at_k4(s: usize) -> impl Fn(usize) -> usize {
-    move |i| 32 * s + 4 * (i % 4) + 16 * (i / 4)
+/// A Q4_K or Q5_K super-block (`head`'s scales and mins; `chunks(s)` sub-block `s`'s eight
+/// chunks of `q`, chunk `i < 4` at activations `32s + 4i` and chunk `i + 4` sixteen further, the
+/// AVX2 kernels' order) added to `R` rows' accumulators. Bounds: a sub-block's sum is at most
+/// 32 · 31 · 127, times a scale ≤ 63, eight of them 63 M: inside i32.
+#[inline(always)]
+unsafe fn accumulate_k4<const R: usize>(
+    head: &ScalesK4,
+    chunks: impl Fn(usize) -> [__m256i; 8],
+    acts: [&BlockQ8K; R],
+    acc: &mut [__m256; R],
+) {
+    // SAFETY: the features per the caller.
+    unsafe {
+        let (sc, mins) = scales_k4(&head.sm, &head.mlo);
+        let mut main = [_mm256_setzero_si256(); R];
+        for (k, &sck) in sc.iter().enumerate() {
+            for h in 0..2 {
+                let s = 2 * k + h;
+                let at = |i: usize| 32 * s + 4 * (i % 4) + 16 * (i / 4);
+                add_scaled(&chunks(s), at, acts, row_scales(sck, h), &mut main);
+            }
+        }
+        finish_k4(&head.d, &head.dmin, &mins, main, acts, acc);
+    }
 }
 
 impl Super for GroupQ4K {
-    /// Bounds: a sub-block's sum is at most 32 · 15 · 127, times a scale ≤ 63, eight of
-    /// them 31 M: far inside i32.
     #[inline(always)]
     unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]) {
         // SAFETY: the loads read inside the group's arrays; the features per the contract.
         unsafe {
             let low4 = _mm256_set1_epi8(0x0F);
-            let (sc, mins) = scales_k4(&self.head.sm, &self.head.mlo);
-            let mut main = [_mm256_setzero_si256(); R];
-            for (k, &sck) in sc.iter().enumerate() {
-                for h in 0..2 {
-                    let s = 2 * k + h;
-                    let w: [__m256i; 8] = std::array::from_fn(|i| {
-                        let packed =
-                            _mm256_loadu_si256(self.qs.as_ptr().add(128 * s + 32 * (i % 4)).cast());
-                        if i < 4 {
-                            _mm256_and_si256(packed, low4)
-                        } else {
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
-                        }
-                    });
-                    let scale = if h == 0 {
-                        row_scales::<0>(sck)
+            let chunks = |s: usize| -> [__m256i; 8] {
+                std::array::from_fn(|i| {
+                    let packed =
+                        _mm256_loadu_si256(self.qs.as_ptr().add(128 * s + 32 * (i % 4)).cast());
+                    if i < 4 {
+                        _mm256_and_si256(packed, low4)
                     } else {
-                        row_scales::<1>(sck)
-                    };
-                    add_scaled(&w, at_k4(s), acts, scale, &mut main);
-                }
-            }
-            finish_k4(&self.head.d, &self.head.dmin, &mins, main, acts, acc);
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low4)
+                    }
+                })
+            };
+            accumulate_k4(&self.head, chunks, acts, acc);
         }
     }
 }
 
 impl Super for GroupQ5K {
-    /// Bounds: a sub-block's sum at most 32 · 31 · 127, times 63, eight of them 63 M.
     #[inline(always)]
     unsafe fn accumulate<const R: usize>(&self, acts: [&BlockQ8K; R], acc: &mut [__m256; R]) {
-        // SAFETY: the loads read inside the group's arrays; the features per the contract.
-        unsafe {
-            let (sc, mins) = scales_k4(&self.head.sm, &self.head.mlo);
-            let mut main = [_mm256_setzero_si256(); R];
-            for (k, &sck) in sc.iter().enumerate() {
-                for h in 0..2 {
-                    let s = 2 * k + h;
-                    let scale = if h == 0 {
-                        row_scales::<0>(sck)
-                    } else {
-                        row_scales::<1>(sck)
-                    };
-                    add_scaled(&self.chunks(s), at_k4(s), acts, scale, &mut main);
-                }
-            }
-            finish_k4(&self.head.d, &self.head.dmin, &mins, main, acts, acc);
-        }
+        // SAFETY: the features per the contract.
+        unsafe { accumulate_k4(&self.head, |s| self.chunks(s), acts, acc) }
     }
 }
 
@@ -175,11 +166,7 @@ impl Super for GroupQ6K {
                 add_q6k_offset(sck, k, acts, &mut offset);
                 for h in 0..2 {
                     let s = 2 * k + h;
-                    let scale = if h == 0 {
-                        row_scales::<0>(sck)
-                    } else {
-                        row_scales::<1>(sck)
-                    };
+                    let scale = row_scales(sck, h);
                     add_scaled(&self.chunks(s), |i| 16 * s + 4 * i, acts, scale, &mut main);
                 }
             }
