@@ -115,8 +115,6 @@ const EXPAND_BANDS: usize = 8;
 /// Bytes of expanded bands at a time, at most (a band of 4864 weights, the MLP's down
 /// projection, is 43 KB: one at a time).
 const EXPAND_BYTES: usize = 72 << 10;
-/// Input rows up to which the packed kernel runs rather than expanding the bands first.
-const PACKED_MAX_ROWS: usize = 16;
 /// Bytes of packed bands that meet every input row before the next ones, at most.
 const TILE_BYTES: usize = 64 << 10;
 
@@ -374,7 +372,7 @@ impl<G: Group> QuantRows for Interleaved<G> {
         };
         let nb = k / 32;
         // A prompt's many input rows: each task expands its bands once for all of them.
-        let Some(dots) = G::expanded_kernel().filter(|_| m > PACKED_MAX_ROWS) else {
+        let Some(dots) = G::expanded_kernel().filter(|_| m > packed_max_rows()) else {
             return band_dots(&self.0, nb, rows, act, G::kernel());
         };
         let mut out = vec![0f32; m * rows.len()];
@@ -428,6 +426,17 @@ fn rows_per_pass() -> usize {
     #[cfg(target_arch = "x86_64")]
     if super::blocks32::has_avx512_vnni() {
         return 8;
+    }
+    4
+}
+
+/// Input rows up to which the packed kernel runs rather than expanding the bands first:
+/// with VNNI, a 16-sequence decode step (two passes) was faster packed; the AVX2 kernels,
+/// whose packed decoding costs more next to their products, expand beyond one pass.
+fn packed_max_rows() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if super::blocks32::has_avx512_vnni() {
+        return 16;
     }
     4
 }
@@ -651,7 +660,7 @@ pub(super) mod avx2 {
         unsafe { by_rows::<_, false>(&Bands(w), acts, out) }
     }
 
-    /// A band kernel with the band bound: what `by_rows` calls for 1 to 4 input rows.
+    /// A band kernel with the band bound: what `by_rows` calls for 1 to 8 input rows.
     pub(in crate::quant) trait Kernel<A> {
         /// # Safety
         /// Only on CPUs with the kernel's features (inlined into its `dispatch`).
@@ -731,28 +740,26 @@ pub(super) mod avx2 {
     #[inline(always)]
     unsafe fn band<G: Chunks, const R: usize>(w: &[G], acts: [&[BlockQ8]; R]) -> [__m256; R] {
         // SAFETY: as the caller's.
-        unsafe { band_with(w, acts, G::scales, |g, a| g.dots(a)) }
+        unsafe { band_with(w, acts, |g, a| g.dots(a)) }
     }
 
     /// `band` with the integer dot products of a group and `R` activation blocks given by
-    /// `dots` (one i32 lane per row) and the f16 scales of its rows by `scales`: the float
-    /// steps every 32-weight kernel shares, so that kernels whose integers agree give the
-    /// same bits.
+    /// `dots` (one i32 lane per row): the float steps every 32-weight kernel shares, so that
+    /// kernels whose integers agree give the same bits.
     ///
     /// # Safety
     /// Only on CPUs with AVX2, FMA and F16C (inlined into a kernel).
     #[inline(always)]
-    pub(super) unsafe fn band_with<G, const R: usize>(
+    pub(super) unsafe fn band_with<G: Chunks, const R: usize>(
         w: &[G],
         acts: [&[BlockQ8]; R],
-        scales: impl Fn(&G) -> &[u16; 8],
         dots: impl Fn(&G, [&BlockQ8; R]) -> [__m256i; R],
     ) -> [__m256; R] {
         // SAFETY: AVX2, FMA and F16C per the caller; the loads read inside the blocks.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); R];
             for (b, g) in w.iter().enumerate() {
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(scales(g).as_ptr().cast()));
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(g.scales().as_ptr().cast()));
                 let sums = dots(g, std::array::from_fn(|r| &acts[r][b]));
                 for r in 0..R {
                     let a = &acts[r][b];
@@ -992,7 +999,7 @@ mod tests {
     }
 
     /// The AVX-512 VNNI kernels give the AVX2 kernels' bits, with every weight byte (Q8_0's
-    /// −128 too) and activations at ±127.
+    /// −128 too, every Q4_0 nibble) and activations at ±127.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn vnni_kernels_give_the_avx2_bits() {
@@ -1010,6 +1017,15 @@ mod tests {
             from_bytes(&quantize_q5_0(&random(rows * blocks * 32, 3))),
             blocks,
         );
+        // Q4_0 blocks of every nibble pattern: an f16 scale, then 16 bytes.
+        let q4_bytes: Vec<u8> = (0..rows * blocks)
+            .flat_map(|i| {
+                let d = half::f16::from_f32(0.01 + (i % 5) as f32 * 1e-3).to_le_bytes();
+                d.into_iter()
+                    .chain((0..16).map(move |j| ((i * 37 + j * 29) % 256) as u8))
+            })
+            .collect();
+        let q4 = Interleaved::<GroupQ4_0>::repack(from_bytes(&q4_bytes), blocks);
         // Up to eight rows a pass (the AVX2 kernels take more one at a time).
         for n in 1..=8 {
             for g in 0..rows / 8 {
@@ -1022,6 +1038,10 @@ mod tests {
                 avx2::dots_q5_0(band, &acts[..n], &mut want);
                 vnni::dots_q5_0(band, &acts[..n], &mut got);
                 assert_eq!(got, want, "Q5_0, {n} rows, band {g}");
+                let q4_band = &q4.0[g * blocks..(g + 1) * blocks];
+                avx2::dots_q4_0(q4_band, &acts[..n], &mut want);
+                vnni::dots_q4_0(q4_band, &acts[..n], &mut got);
+                assert_eq!(got, want, "Q4_0, {n} rows, band {g}");
                 let mut expanded = Vec::new();
                 expand_all(band, &mut expanded);
                 avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want);

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{band_with, broadcast, by_rows, nibbles, Kernel};
+use super::avx2::{self, band_with, broadcast, by_rows, nibbles, Kernel};
 use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
 pub(in crate::quant) fn dots_expanded(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
@@ -46,23 +46,19 @@ impl<G: Chunks> Kernel<BlockQ8> for Bands<'_, G> {
     #[inline(always)]
     unsafe fn band<const R: usize>(&self, acts: [&[BlockQ8]; R]) -> [__m256; R] {
         // SAFETY: as the caller's.
-        unsafe { band_with(self.0, acts, G::scales, |g, a| g.dots(a)) }
+        unsafe { band_with(self.0, acts, |g, a| Chunks::dots(g, a)) }
     }
 }
 
-/// The integer dot products of one group with `R` activation blocks, a row per lane.
-trait Chunks {
-    fn scales(&self) -> &[u16; 8];
+/// The integer dot products of one group with `R` activation blocks, a row per lane, by
+/// `vpdpbusd` (the scales are the AVX2 kernel's `Chunks::scales`).
+trait Chunks: avx2::Chunks {
     /// # Safety
     /// Only where `has_avx512_vnni()` (inlined into `dispatch`).
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R];
 }
 
 impl Chunks for Expanded {
-    fn scales(&self) -> &[u16; 8] {
-        &self.d
-    }
-
     #[inline(always)]
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
         // SAFETY: loads inside `q`; the features per the contract.
@@ -77,10 +73,6 @@ impl Chunks for Expanded {
 }
 
 impl Chunks for GroupQ5_0 {
-    fn scales(&self) -> &[u16; 8] {
-        &self.d
-    }
-
     #[inline(always)]
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
         // SAFETY: loads inside `qs` and `qh`; the features per the contract.
@@ -95,10 +87,6 @@ impl Chunks for GroupQ5_0 {
 }
 
 impl Chunks for GroupQ4_0 {
-    fn scales(&self) -> &[u16; 8] {
-        &self.d
-    }
-
     #[inline(always)]
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
         // SAFETY: loads inside `qs`; the features per the contract.
@@ -114,10 +102,6 @@ impl Chunks for GroupQ4_0 {
 }
 
 impl Chunks for GroupQ8_0 {
-    fn scales(&self) -> &[u16; 8] {
-        &self.d
-    }
-
     #[inline(always)]
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
         // SAFETY: loads inside `qs`; the features per the contract.
