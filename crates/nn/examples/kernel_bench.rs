@@ -11,8 +11,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2);
     ferro_nn::quant::set_num_threads(threads)?;
+    // `KERNEL_ROWS=1,4,16`: the input rows (decode batch sizes) to time.
+    let sizes: Vec<usize> = std::env::var("KERNEL_ROWS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     for (dtype, rows, cols) in [
         (GgmlDType::Q8_0, 151936, 896),
+        (GgmlDType::Q8_0, 8192, 896),
+        (GgmlDType::Q8_0, 32768, 896),
         (GgmlDType::Q5_0, 512, 896),
         (GgmlDType::Q8_0, 512, 896),
         (GgmlDType::Q5_0, 4864, 896),
@@ -32,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let q = QuantMatrix::from_bytes(dtype, rows, cols, &data).ok_or("unsupported type")?;
         let x: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
-        for m in [1usize, 4] {
+        for &m in &sizes {
             let xs: Vec<f32> = x.iter().cycle().take(m * cols).copied().collect();
             let reps = (400_000_000 / bytes).max(3);
             q.matmul(&xs, m);
@@ -45,9 +53,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 t.elapsed().as_secs_f64() / reps as f64
             });
             println!(
-                "{dtype:?} {rows}x{cols} m={m}: {:.3} ms  {:.2} GB/s",
+                "{dtype:?} {rows}x{cols} m={m}: {:.3} ms  {:.2} GB/s  {:.0} GFLOP/s",
                 dt * 1e3,
-                bytes as f64 / dt / 1e9
+                bytes as f64 / dt / 1e9,
+                2.0 * (m * rows * cols) as f64 / dt / 1e9
             );
         }
     }

@@ -193,8 +193,7 @@ impl Linear {
         else {
             return layers.iter().map(|l| l.forward(x)).collect();
         };
-        let input = f32_values(x)?;
-        let outs = QuantMatrix::matmul_many(&mats, &input, m);
+        let outs = with_f32_values(x, |input| QuantMatrix::matmul_many(&mats, input, m))?;
         layers
             .iter()
             .zip(mats)
@@ -272,13 +271,14 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
             msg: format!("last dimension {k}, the weight takes {}", q.cols()),
         });
     }
-    let input = f32_values(x)?;
-    let y = if q.prefers_dense(m) {
-        // A prompt: expand the weights once and run an f32 GEMM over all its rows.
-        crate::quant::dense_matmul(q, &input, m)
-    } else {
-        q.matmul(&input, m)
-    };
+    let y = with_f32_values(x, |input| {
+        if q.prefers_dense(m) {
+            // A prompt: expand the weights once and run an f32 GEMM over all its rows.
+            crate::quant::dense_matmul(q, input, m)
+        } else {
+            q.matmul(input, m)
+        }
+    })?;
     rows_like(y, x, q.rows())
 }
 
@@ -288,11 +288,21 @@ fn row_shape(x: &Tensor) -> (usize, usize) {
     (k, x.elem_count() / k.max(1))
 }
 
-/// `x`'s values in f32, row-major, for our kernels.
-fn f32_values(x: &Tensor) -> Result<Vec<f32>> {
-    Ok(x.to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1()?)
+/// `f` of `x`'s values in f32, row-major, for our kernels: borrowed where `x` is a
+/// contiguous f32 tensor on the CPU (a decode step's inputs were copied ~100 times), else
+/// converted.
+fn with_f32_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    if x.dtype() == DType::F32 && x.is_contiguous() {
+        let (storage, layout) = x.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let start = layout.start_offset();
+            if let Some(values) = cpu.as_slice::<f32>()?.get(start..start + x.elem_count()) {
+                return Ok(f(values));
+            }
+        }
+    }
+    let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&values))
 }
 
 /// `x`'s shape with the last dimension `n`.

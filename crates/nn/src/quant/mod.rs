@@ -227,21 +227,23 @@ impl QuantMatrix {
                     .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
             })
             .collect();
-        let mut outs: Vec<Vec<f32>> = mats.iter().map(|q| vec![0f32; m * q.rows]).collect();
         // Each task writes its columns of every input row straight into the outputs, in
         // parallel (with 16 rows through a 150k-row output head, a serial copy afterwards
-        // was ~5 % of a serving step).
+        // was ~5 % of a serving step, and zeroing the outputs first ~2 %).
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|_| Vec::new()).collect();
         let targets: Vec<Columns> = outs
             .iter_mut()
             .zip(mats)
-            .map(|(o, q)| Columns::new(o, q.rows))
+            .map(|(o, q)| Columns::new(o, m, q.rows))
             .collect();
         pool::for_each_task(tasks.len(), &|t| {
             let (a, rows) = &tasks[t];
             let part = mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1);
             targets[*a].write(rows, &part);
         });
-        drop(targets);
+        for (target, out) in targets.into_iter().zip(&mut outs) {
+            target.finish(out);
+        }
         outs
     }
 
@@ -291,29 +293,35 @@ fn quantize_blocks<B: Send + Sync>(
     if m < PARALLEL_QUANTIZE_ROWS {
         return x.chunks(block).map(quantize).collect();
     }
-    let per = x
-        .len()
-        .div_ceil(2 * num_threads())
-        .next_multiple_of(block)
-        .max(block);
-    let tasks = x.len().div_ceil(per);
-    pool::map_tasks(tasks, &|i| {
-        x[i * per..((i + 1) * per).min(x.len())]
-            .chunks(block)
-            .map(quantize)
-            .collect::<Vec<B>>()
-    })
-    .into_iter()
-    .flatten()
-    .collect()
+    // Each task writes its blocks in place (collecting per-task vectors and joining them
+    // was a serial copy, with reallocations, on the forward thread).
+    let blocks = x.len().div_ceil(block);
+    let per = blocks.div_ceil(2 * num_threads()).max(1);
+    let mut out: Vec<B> = Vec::with_capacity(blocks);
+    pool::for_each_chunk_mut(&mut out.spare_capacity_mut()[..blocks], per, &|i, chunk| {
+        let values = &x[i * per * block..];
+        for (slot, v) in chunk.iter_mut().zip(values.chunks(block)) {
+            slot.write(quantize(v));
+        }
+    });
+    // SAFETY: every task wrote each slot of its chunk (the chunks cover `..blocks`, and
+    // chunk `i` holds blocks `i · per ..`, whose values `x` has); a panic in a task is
+    // re-raised by the pool before this point.
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(blocks);
+    }
+    out
 }
 
 /// An `(m, n)` row-major output that parallel tasks fill, each a disjoint range of
-/// columns.
+/// columns, in a vector's spare capacity: nothing is zeroed first, and the length is set
+/// once every value has been written.
 struct Columns {
     ptr: *mut f32,
     len: usize,
     n: usize,
+    written: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: tasks write disjoint columns (`QuantMatrix::matmul_many`'s row ranges do not
@@ -322,11 +330,15 @@ struct Columns {
 unsafe impl Sync for Columns {}
 
 impl Columns {
-    fn new(out: &mut [f32], n: usize) -> Self {
+    /// `out` (emptied) made to hold `m · n` values.
+    fn new(out: &mut Vec<f32>, m: usize, n: usize) -> Self {
+        out.clear();
+        out.reserve_exact(m * n);
         Self {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
+            ptr: out.spare_capacity_mut().as_mut_ptr().cast(),
+            len: m * n,
             n,
+            written: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -341,12 +353,32 @@ impl Columns {
             if at + len > self.len {
                 return;
             }
-            // SAFETY: `at + len ≤ self.len`, inside the buffer; no other task writes these
-            // columns, and nothing reads the buffer until every task is done.
+            // SAFETY: `at + len ≤ self.len`, inside the reserved buffer; no other task
+            // writes these columns, and nothing reads the buffer until every task is done.
             #[allow(unsafe_code)]
             unsafe {
                 std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), len);
             }
+            self.written
+                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Gives `out` (the vector `new` was given) its values, once every task is done.
+    fn finish(self, out: &mut Vec<f32>) {
+        let complete = self.written.into_inner() == self.len;
+        debug_assert!(complete, "a product's tasks left outputs unwritten");
+        // SAFETY: the tasks wrote disjoint values, so `len` of them written means all;
+        // otherwise every value is written here (NaN: a result that was never computed),
+        // and only then is the length set.
+        #[allow(unsafe_code)]
+        unsafe {
+            if !complete {
+                for i in 0..self.len {
+                    self.ptr.add(i).write(f32::NAN);
+                }
+            }
+            out.set_len(self.len);
         }
     }
 }

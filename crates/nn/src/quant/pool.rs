@@ -101,12 +101,12 @@ pub(crate) fn map_tasks<T: Send + Sync>(n: usize, f: &(dyn Fn(usize) -> T + Sync
 
 /// `f(i, chunk)` for the chunks of `chunk` values of `out`, run as `for_each_task` runs
 /// them, each task writing its own chunk in place.
-pub(crate) fn for_each_chunk_mut(
-    out: &mut [f32],
+pub(crate) fn for_each_chunk_mut<T: Send>(
+    out: &mut [T],
     chunk: usize,
-    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
 ) {
-    let chunks: Vec<std::sync::Mutex<&mut [f32]>> = out
+    let chunks: Vec<std::sync::Mutex<&mut [T]>> = out
         .chunks_mut(chunk.max(1))
         .map(std::sync::Mutex::new)
         .collect();
