@@ -30,6 +30,7 @@ pub mod norm;
 pub mod optim_cpu;
 pub mod parameters;
 pub mod quant;
+mod rms_norm_cpu;
 pub mod rotary;
 mod softmax_cpu;
 #[cfg(test)]

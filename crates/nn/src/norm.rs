@@ -39,6 +39,16 @@ impl RmsNorm {
             let zeros = self.weight.zeros_like()?;
             return Ok(x.contiguous()?.apply_op3(&self.weight, &zeros, op)?);
         }
+        if x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && x.is_contiguous()
+            && self.weight.dtype() == DType::F32
+            && crate::rms_norm_cpu::RmsNormInference::available()
+        {
+            // One op with the composite form's bits (see rms_norm_cpu).
+            let op = crate::rms_norm_cpu::RmsNormInference { eps: self.eps };
+            return Ok(x.apply_op2_no_bwd(&self.weight, &op)?);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let var = x.sqr()?.mean_keepdim(D::Minus1)?;
