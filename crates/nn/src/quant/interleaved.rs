@@ -85,6 +85,11 @@ pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn expand_kernel() -> Option<ExpandFn<Self>> {
         None
     }
+    /// The lane kernel (16 input rows a pass) and the expansion it takes the bands in,
+    /// where this CPU has them.
+    fn lanes_kernel() -> Option<(ExpandFn<Self>, LanesFn)> {
+        None
+    }
 }
 
 /// Appends the `expand` of every group to `out`.
@@ -108,6 +113,57 @@ pub(super) struct Expanded {
     q: [[u8; 32]; 8],
     d: [u16; 8],
 }
+
+/// Input rows in a pass of the lane kernels (`lanes16.rs`).
+const LANES: usize = 16;
+
+/// Block `b` of up to 16 input rows for the lane kernels: chunk `c`'s four activations of
+/// row `r` at `q[c][4r..4r + 4]`, the start of the unsigned products (−16 × the sum of the
+/// row's 32 activations) and the scales; rows past the input's are zero.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct Lanes16 {
+    q: [[i8; 64]; 8],
+    neg_sum16: [i32; LANES],
+    d: [f32; LANES],
+}
+
+/// `acts` (`m` rows of `nb` blocks) as passes of 16 rows: pass `p`'s block `b` at
+/// `p · nb + b`.
+fn lay_out(acts: &[BlockQ8], m: usize, nb: usize) -> Vec<Lanes16> {
+    let zero = Lanes16 {
+        q: [[0; 64]; 8],
+        neg_sum16: [0; LANES],
+        d: [0.0; LANES],
+    };
+    let mut out = vec![zero; m.div_ceil(LANES) * nb];
+    for (i, row) in acts.chunks(nb.max(1)).take(m).enumerate() {
+        let (p, r) = (i / LANES, i % LANES);
+        for (l, a) in out[p * nb..(p + 1) * nb].iter_mut().zip(row) {
+            for (c, q) in l.q.iter_mut().enumerate() {
+                q[4 * r..4 * r + 4].copy_from_slice(&a.quants()[4 * c..4 * c + 4]);
+            }
+            l.neg_sum16[r] = -a.sum16();
+            l.d[r] = a.scale();
+        }
+    }
+    out
+}
+
+/// A lane kernel: one expanded band times one pass of 16 input rows, `out[j][r]` for band
+/// row `j` and pass row `r`.
+pub(super) type LanesFn = fn(&[Expanded], &[Lanes16], &mut [[f32; LANES]; 8]);
+
+/// The activations the interleaved kernels take: 8-bit blocks row after row, and, for a
+/// batch the lane kernels take, the same as passes of 16 rows.
+pub(super) struct Activations {
+    rows: Vec<BlockQ8>,
+    lanes: Vec<Lanes16>,
+}
+
+/// Input rows from which the lane kernels take a product, where the CPU has them: with
+/// fewer, most of their lanes would be idle and the packed kernels do better.
+const LANES_MIN_ROWS: usize = 9;
 
 /// Bands expanded at a time, at most: 64 rows of 896 weights stay near the core with the
 /// inputs.
@@ -209,6 +265,14 @@ impl Group for GroupQ5_0 {
         }
         None
     }
+
+    fn lanes_kernel() -> Option<(ExpandFn<Self>, LanesFn)> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return Some((avx2::expand_q5_0, lanes16::band::<0>));
+        }
+        None
+    }
 }
 
 impl Group for GroupQ4_0 {
@@ -269,6 +333,14 @@ impl Group for GroupQ4_0 {
         }
         None
     }
+
+    fn lanes_kernel() -> Option<(ExpandFn<Self>, LanesFn)> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return Some((avx2::expand_q4_0, lanes16::band::<0>));
+        }
+        None
+    }
 }
 
 impl Group for GroupQ8_0 {
@@ -304,6 +376,14 @@ impl Group for GroupQ8_0 {
             return avx2::dots_q8_0;
         }
         dots_portable
+    }
+
+    fn lanes_kernel() -> Option<(ExpandFn<Self>, LanesFn)> {
+        #[cfg(target_arch = "x86_64")]
+        if super::blocks32::has_avx512_vnni() {
+            return Some((avx2::expand_q8_0, lanes16::band::<3>));
+        }
+        None
     }
 }
 
@@ -358,19 +438,29 @@ pub(super) fn repack_bands<G: Copy + Send, R: Copy + Send>(
 }
 
 impl<G: Group> QuantRows for Interleaved<G> {
-    fn prepare(&self, x: &[f32], m: usize, _k: usize) -> Prepared {
-        Box::new(quantize_activations(x, m))
+    fn prepare(&self, x: &[f32], m: usize, k: usize) -> Prepared {
+        let rows = quantize_activations(x, m);
+        let lanes = if m >= LANES_MIN_ROWS && G::lanes_kernel().is_some() {
+            lay_out(&rows, m, k / 32)
+        } else {
+            Vec::new()
+        };
+        Box::new(Activations { rows, lanes })
     }
 
     fn input_type(&self) -> std::any::TypeId {
-        std::any::TypeId::of::<Vec<BlockQ8>>()
+        std::any::TypeId::of::<Activations>()
     }
 
     fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
-        let Some(act) = input.downcast_ref::<Vec<BlockQ8>>() else {
+        let Some(input) = input.downcast_ref::<Activations>() else {
             return vec![f32::NAN; m * rows.len()];
         };
         let nb = k / 32;
+        if let Some(kernel) = G::lanes_kernel().filter(|_| !input.lanes.is_empty()) {
+            return lanes_dots(&self.0, nb, rows, &input.lanes, m, kernel);
+        }
+        let act = &input.rows;
         // A prompt's many input rows: each task expands its bands once for all of them.
         let Some(dots) = G::expanded_kernel().filter(|_| m > packed_max_rows()) else {
             return band_dots(&self.0, nb, rows, act, G::kernel());
@@ -505,6 +595,56 @@ pub(super) fn band_dots<G, A>(
     out
 }
 
+/// Matrix rows `rows` (bands of `nb` groups) times every input row, input row major, by a
+/// lane kernel: the bands expanded a few at a time (`expand`), each meeting every pass of
+/// 16 input rows (`lanes`, `lay_out`'s) while it is in cache.
+fn lanes_dots<G>(
+    groups: &[G],
+    nb: usize,
+    rows: Range<usize>,
+    lanes: &[Lanes16],
+    m: usize,
+    (expand, kernel): (ExpandFn<G>, LanesFn),
+) -> Vec<f32> {
+    let len = rows.len();
+    let mut out = vec![0f32; m * len];
+    let bands = rows.start / 8..rows.end.div_ceil(8);
+    let passes = m.div_ceil(LANES);
+    let at_once =
+        (EXPAND_BYTES / (nb * std::mem::size_of::<Expanded>()).max(1)).clamp(1, EXPAND_BANDS);
+    let mut buf: Vec<Expanded> = Vec::with_capacity(at_once * nb);
+    let mut res = [[0f32; LANES]; 8];
+    for first in bands.clone().step_by(at_once) {
+        let some = first..(first + at_once).min(bands.end);
+        buf.clear();
+        expand(&groups[some.start * nb..some.end * nb], &mut buf);
+        for p in 0..passes {
+            let acts = &lanes[p * nb..(p + 1) * nb];
+            let n = (m - p * LANES).min(LANES);
+            for g in some.clone() {
+                if p == 0 {
+                    // The next bands come from memory while these are multiplied (16
+                    // input rows make the products, not memory, the bound).
+                    prefetch_band(groups, nb, g + at_once, bands.end);
+                }
+                let at = (g - some.start) * nb;
+                kernel(&buf[at..at + nb], acts, &mut res);
+                // The lanes of this band inside `rows` (all eight unless `rows` is
+                // unaligned).
+                let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
+                let col = 8 * g + lanes.start - rows.start;
+                for r in 0..n {
+                    let at = (p * LANES + r) * len + col;
+                    for (o, j) in out[at..at + lanes.len()].iter_mut().zip(lanes.clone()) {
+                        *o = res[j][r];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Asks for band `g` (of `nb` groups) ahead of its use, unless it lies at or past `end`:
 /// called for each band of a tile as the tile's first input rows meet it, so that the next
 /// tile's weights arrive from memory while this one's products run instead of stalling
@@ -553,6 +693,10 @@ fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod vnni;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod lanes16;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -612,6 +756,28 @@ pub(super) mod avx2 {
             expand(groups, out, |g| {
                 let eight = _mm256_set1_epi8(8);
                 let c = |c: usize| _mm256_add_epi8(nibbles(&g.qs, c), eight);
+                (g.d, [c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7)])
+            })
+        }
+    }
+
+    /// Q8_0 groups as unsigned bytes (w + 128, `w xor 0x80`) for the lane kernel, whose
+    /// start for them is −128 Σ a.
+    pub(super) fn expand_q8_0(groups: &[GroupQ8_0], out: &mut Vec<Expanded>) {
+        // SAFETY: as above.
+        unsafe { expand_q8_0_avx2(groups, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn expand_q8_0_avx2(groups: &[GroupQ8_0], out: &mut Vec<Expanded>) {
+        // SAFETY: AVX2 per the caller; the loads read inside `qs`.
+        unsafe {
+            expand(groups, out, |g| {
+                let flip = _mm256_set1_epi8(i8::MIN);
+                let c = |c: usize| {
+                    let w = _mm256_loadu_si256(g.qs.as_ptr().add(32 * c).cast());
+                    _mm256_xor_si256(w, flip)
+                };
                 (g.d, [c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7)])
             })
         }
@@ -998,6 +1164,17 @@ mod tests {
         }
     }
 
+    /// Q4_0 blocks of every nibble pattern: an f16 scale, then 16 bytes.
+    fn q4_0_bytes(rows: usize, blocks: usize) -> Vec<u8> {
+        (0..rows * blocks)
+            .flat_map(|i| {
+                let d = half::f16::from_f32(0.01 + (i % 5) as f32 * 1e-3).to_le_bytes();
+                d.into_iter()
+                    .chain((0..16).map(move |j| ((i * 37 + j * 29) % 256) as u8))
+            })
+            .collect()
+    }
+
     /// The AVX-512 VNNI kernels give the AVX2 kernels' bits, with every weight byte (Q8_0's
     /// −128 too, every Q4_0 nibble) and activations at ±127.
     #[cfg(target_arch = "x86_64")]
@@ -1017,15 +1194,7 @@ mod tests {
             from_bytes(&quantize_q5_0(&random(rows * blocks * 32, 3))),
             blocks,
         );
-        // Q4_0 blocks of every nibble pattern: an f16 scale, then 16 bytes.
-        let q4_bytes: Vec<u8> = (0..rows * blocks)
-            .flat_map(|i| {
-                let d = half::f16::from_f32(0.01 + (i % 5) as f32 * 1e-3).to_le_bytes();
-                d.into_iter()
-                    .chain((0..16).map(move |j| ((i * 37 + j * 29) % 256) as u8))
-            })
-            .collect();
-        let q4 = Interleaved::<GroupQ4_0>::repack(from_bytes(&q4_bytes), blocks);
+        let q4 = Interleaved::<GroupQ4_0>::repack(from_bytes(&q4_0_bytes(rows, blocks)), blocks);
         // Up to eight rows a pass (the AVX2 kernels take more one at a time).
         for n in 1..=8 {
             for g in 0..rows / 8 {
@@ -1049,6 +1218,91 @@ mod tests {
                 assert_eq!(got, want, "expanded Q5_0, {n} rows, band {g}");
             }
         }
+    }
+
+    /// The lane kernels give each input row the packed VNNI kernels' bits, for every pass
+    /// size, with every weight byte and activations at ±127.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn lanes16_give_the_packed_bits() {
+        if !crate::quant::blocks32::tests::vnni_here() {
+            return;
+        }
+        let (rows, blocks) = (24, 7);
+        let mut x = random(LANES * 32 * blocks, 13);
+        x[5] = 60.0;
+        x[32 * blocks + 9] = -60.0;
+        let q8 = Interleaved::<GroupQ8_0>::repack(from_bytes(&q8_0_bytes(rows, blocks)), blocks);
+        let q5 = Interleaved::<GroupQ5_0>::repack(
+            from_bytes(&quantize_q5_0(&random(rows * blocks * 32, 4))),
+            blocks,
+        );
+        let q4 = Interleaved::<GroupQ4_0>::repack(from_bytes(&q4_0_bytes(rows, blocks)), blocks);
+        for n in 1..=LANES {
+            let acts = quantize_activations(&x[..n * 32 * blocks], n);
+            let lanes = lay_out(&acts, n, blocks);
+            let acts: Vec<&[BlockQ8]> = acts.chunks(blocks).collect();
+            for g in 0..rows / 8 {
+                let band = g * blocks..(g + 1) * blocks;
+                let mut expanded = Vec::new();
+                expand_all(&q5.0[band.clone()], &mut expanded);
+                let cases: [(&str, Vec<[f32; 8]>, [[f32; LANES]; 8]); 4] = [
+                    (
+                        "Q8_0",
+                        packed(&q8.0[band.clone()], &acts, GroupQ8_0::kernel()),
+                        by_lanes(&q8.0[band.clone()], &lanes),
+                    ),
+                    (
+                        "Q5_0",
+                        packed(&q5.0[band.clone()], &acts, GroupQ5_0::kernel()),
+                        by_lanes(&q5.0[band.clone()], &lanes),
+                    ),
+                    (
+                        "Q4_0",
+                        packed(&q4.0[band.clone()], &acts, GroupQ4_0::kernel()),
+                        by_lanes(&q4.0[band.clone()], &lanes),
+                    ),
+                    (
+                        "expanded Q5_0",
+                        packed(&expanded, &acts, vnni::dots_expanded),
+                        by_lanes(&q5.0[band.clone()], &lanes),
+                    ),
+                ];
+                for (name, want, got) in cases {
+                    for (r, w) in want.iter().enumerate() {
+                        let got_r: [f32; 8] = std::array::from_fn(|j| got[j][r]);
+                        assert_eq!(
+                            got_r.map(f32::to_bits),
+                            w.map(f32::to_bits),
+                            "{name}, {n} rows, band {g}, row {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A band times one pass of input rows by its type's lane kernel.
+    #[cfg(target_arch = "x86_64")]
+    fn by_lanes<G: Group>(band: &[G], lanes: &[Lanes16]) -> [[f32; LANES]; 8] {
+        let (expand, kernel) = G::lanes_kernel().expect("a VNNI CPU has the lane kernels");
+        let mut expanded = Vec::new();
+        expand(band, &mut expanded);
+        let mut out = [[0.0; LANES]; 8];
+        kernel(&expanded, lanes, &mut out);
+        out
+    }
+
+    /// A band times each activation row alone by a packed kernel.
+    #[cfg(target_arch = "x86_64")]
+    fn packed<G>(band: &[G], acts: &[&[BlockQ8]], kernel: GroupDotsFn<G>) -> Vec<[f32; 8]> {
+        acts.iter()
+            .map(|a| {
+                let mut o = [[0f32; 8]];
+                kernel(band, std::slice::from_ref(a), &mut o);
+                o[0]
+            })
+            .collect()
     }
 
     #[test]
