@@ -168,6 +168,14 @@ impl Attention {
     ) -> Result<Tensor> {
         let total = q.dim(1)?;
         let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let positions: Vec<usize> = caches
+            .iter()
+            .zip(lens)
+            .flat_map(|(cache, &len)| cache.len()..cache.len() + len)
+            .collect();
+        if self.q_norm.is_none() && [&q, &k, &v].iter().all(|t| t.is_contiguous()) {
+            return self.attend_packed_rows(&q, &k, &v, rope, caches, lens, &positions);
+        }
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((1, total, n, d))?.transpose(1, 2)?)
         };
@@ -178,11 +186,6 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let positions: Vec<usize> = caches
-            .iter()
-            .zip(lens)
-            .flat_map(|(cache, &len)| cache.len()..cache.len() + len)
-            .collect();
         let (q, k) = rope.apply_at(&q, &k, &positions)?;
         let mut kvs = Vec::with_capacity(lens.len());
         let mut start = 0;
@@ -190,6 +193,68 @@ impl Attention {
             kvs.push(cache.append(k.narrow(2, start, len)?, v.narrow(2, start, len)?)?);
             start += len;
         }
+        Ok(crate::attention_cpu::packed_attention(
+            &q,
+            &kvs,
+            lens,
+            self.cfg.scale as f32,
+            self.cfg.sliding_window,
+        )?)
+    }
+
+    /// `attend_packed` without q/k norms, from the contiguous projections: the queries
+    /// rotated into heads in one pass and each sequence's keys (rotated) and values
+    /// written straight into its cache (`KvCache::append_rotated`), the values and
+    /// arithmetic of the general path without its dozen tensor ops per sequence.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_packed_rows(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        rope: &RotaryEmbedding,
+        caches: &mut [&mut KvCache],
+        lens: &[usize],
+        positions: &[usize],
+    ) -> Result<Tensor> {
+        let (nh, nkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let total = positions.len();
+        let (cos, sin) = rope.angles_for(positions, DType::F32)?;
+        let (guards, layouts): (Vec<_>, Vec<_>) = [q, k, v, &cos, &sin]
+            .iter()
+            .map(|t| t.storage_and_layout())
+            .unzip();
+        let mut slices = Vec::with_capacity(guards.len());
+        for (g, l) in guards.iter().zip(&layouts) {
+            let candle_core::Storage::Cpu(s) = &**g else {
+                return Err(NnError::InvalidArgument {
+                    param: "attention",
+                    msg: "the packed CPU path needs CPU tensors".into(),
+                });
+            };
+            slices.push(crate::cpu_op::f32_slice("attention", s, l)?);
+        }
+        let [qs, ks, vs, cos, sin] = slices[..] else {
+            unreachable!("five tensors were borrowed")
+        };
+        let half = d / 2;
+        let mut kvs = Vec::with_capacity(lens.len());
+        let mut start = 0;
+        for (cache, &len) in caches.iter_mut().zip(lens) {
+            let rows = crate::cache::HeadRows {
+                src: &ks[start * nkv * d..(start + len) * nkv * d],
+                values: &vs[start * nkv * d..(start + len) * nkv * d],
+                heads: nkv,
+                d,
+                len,
+            };
+            let angles = start * half..(start + len) * half;
+            kvs.push(cache.append_rotated(rows, &cos[angles.clone()], &sin[angles])?);
+            start += len;
+        }
+        let q = crate::rotary::rotate_to_heads(qs, cos, sin, nh, d);
+        drop(guards);
+        let q = Tensor::from_vec(q, (1, nh, total, d), &Device::Cpu)?;
         Ok(crate::attention_cpu::packed_attention(
             &q,
             &kvs,

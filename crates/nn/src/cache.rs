@@ -1,7 +1,7 @@
 //! The state a forward call continues from: each layer's keys and values, and where the
 //! rows of a left-padded batch really start.
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::error::{NnError, Result};
 
@@ -66,6 +66,52 @@ impl KvCache {
         Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
     }
 
+    /// Appends `len` tokens' keys and values straight from the projections, f32 on the
+    /// CPU: token `t`'s head `h` at `k[(t · heads + h) · d ..]` (and `v`), the keys rotated
+    /// by `cos`, `sin` (token `t`'s `d / 2` angles at `t · d / 2`) as `rope` rotates them;
+    /// returns everything cached. One write per buffer instead of a rotation, a copy and a
+    /// `slice_set` per tensor (`Attention`'s packed decode step, ~1 % of it).
+    pub(crate) fn append_rotated(
+        &mut self,
+        rows: HeadRows<'_>,
+        cos: &[f32],
+        sin: &[f32],
+    ) -> Result<(Tensor, Tensor)> {
+        let (heads, d, len) = (rows.heads, rows.d, rows.len);
+        let needed = self.len + len;
+        let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
+        if needed > capacity {
+            let new_capacity = needed.max(2 * capacity).max(MIN_CAPACITY);
+            let like = Tensor::zeros((1, heads, 1, d), candle_core::DType::F32, &Device::Cpu)?;
+            self.k = Some(grow(self.k.as_ref(), &like, self.len, new_capacity)?);
+            self.v = Some(grow(self.v.as_ref(), &like, self.len, new_capacity)?);
+        }
+        let (Some(kb), Some(vb)) = (&self.k, &self.v) else {
+            return Err(NnError::InvalidArgument {
+                param: "kv cache",
+                msg: "buffers missing after growing".into(),
+            });
+        };
+        kb.inplace_op1(&WriteRows {
+            rows: HeadRows {
+                src: rows.src,
+                ..rows
+            },
+            slot: self.len,
+            rotate: Some((cos, sin)),
+        })?;
+        vb.inplace_op1(&WriteRows {
+            rows: HeadRows {
+                src: rows.values,
+                ..rows
+            },
+            slot: self.len,
+            rotate: None,
+        })?;
+        self.len = needed;
+        Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
+    }
+
     /// Forgets the slots from `len` on (rejected draft tokens); the buffers stay.
     fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
@@ -92,6 +138,77 @@ impl KvCache {
         if let (Some(k), Some(v)) = (&self.k, &self.v) {
             self.k = Some(k.index_select(rows, 0)?);
             self.v = Some(v.index_select(rows, 0)?);
+        }
+        Ok(())
+    }
+}
+
+/// The keys (`src`) and values of `len` tokens as the projections give them, `heads`
+/// heads of `d` values per token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadRows<'a> {
+    pub(crate) src: &'a [f32],
+    pub(crate) values: &'a [f32],
+    pub(crate) heads: usize,
+    pub(crate) d: usize,
+    pub(crate) len: usize,
+}
+
+/// Writes `rows.src` into a `(1, heads, capacity, d)` buffer from slot `slot` on, each head
+/// rotated by `rotate`'s cos and sin if given.
+struct WriteRows<'a> {
+    rows: HeadRows<'a>,
+    slot: usize,
+    rotate: Option<(&'a [f32], &'a [f32])>,
+}
+
+impl candle_core::InplaceOp1 for WriteRows<'_> {
+    fn name(&self) -> &'static str {
+        "kv-cache-write"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &mut candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let HeadRows {
+            src, heads, d, len, ..
+        } = self.rows;
+        let capacity = l.dims().get(2).copied().unwrap_or(0);
+        let buf = crate::cpu_op::f32_slice_mut("kv-cache-write", s, l)?;
+        if l.dims() != [1, heads, capacity, d]
+            || self.slot + len > capacity
+            || src.len() < len * heads * d
+            || self
+                .rotate
+                .is_some_and(|(c, s)| c.len() < len * d / 2 || s.len() < len * d / 2)
+        {
+            return Err(crate::cpu_op::op_error(
+                "kv-cache-write",
+                &format!(
+                    "{len} tokens of {heads} × {d} do not fit a buffer {:?}",
+                    l.dims()
+                ),
+            ));
+        }
+        for h in 0..heads {
+            for t in 0..len {
+                let x = &src[(t * heads + h) * d..][..d];
+                let out = &mut buf[(h * capacity + self.slot + t) * d..][..d];
+                match self.rotate {
+                    Some((cos, sin)) => {
+                        let half = d / 2;
+                        crate::rotary::rotate_half_pairs(
+                            x,
+                            &cos[t * half..][..half],
+                            &sin[t * half..][..half],
+                            out,
+                        )
+                    }
+                    None => out.copy_from_slice(x),
+                }
+            }
         }
         Ok(())
     }

@@ -212,6 +212,15 @@ impl RotaryEmbedding {
                 ),
             });
         }
+        let (cos, sin) = self.angles_for(positions, q.dtype())?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
+        Ok((q, k))
+    }
+
+    /// cos and sin of each of `positions`, `(positions.len(), head_dim / 2)` each, checked
+    /// against the model's context.
+    pub(crate) fn angles_for(&self, positions: &[usize], dtype: DType) -> Result<(Tensor, Tensor)> {
         if let Some(&p) = positions.iter().find(|&&p| p >= self.max_positions) {
             return Err(NnError::InvalidArgument {
                 param: "positions",
@@ -222,10 +231,7 @@ impl RotaryEmbedding {
                 ),
             });
         }
-        let (cos, sin) = self.angles_at(positions.to_vec(), 1, q.dtype())?;
-        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-        Ok((q, k))
+        self.angles_at(positions.to_vec(), 1, dtype)
     }
 
     /// cos and sin of positions `0..t`, `(t, head_dim / 2)` row-major each, f32 (for the
@@ -308,4 +314,41 @@ impl RotaryEmbedding {
         });
         Ok((cos, sin))
     }
+}
+
+/// One head's `x` (`d` values) rotated by its token's `cos`, `sin` (`d / 2` each) into
+/// `out`, with the arithmetic of candle's `rope` (the halves rotated as pairs).
+pub(crate) fn rotate_half_pairs(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+    let half = x.len() / 2;
+    let (x1, x2) = x.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    for i in 0..half {
+        o1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+        o2[i] = x1[i] * sin[i] + x2[i] * cos[i];
+    }
+}
+
+/// `x` as the projections give it (token `t`'s head `h` at `(t · heads + h) · d`) rotated
+/// by each token's angles, laid out `(heads, tokens, d)` for attention.
+pub(crate) fn rotate_to_heads(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    heads: usize,
+    d: usize,
+) -> Vec<f32> {
+    let tokens = x.len() / (heads * d).max(1);
+    let half = d / 2;
+    let mut out = vec![0f32; x.len()];
+    for h in 0..heads {
+        for t in 0..tokens {
+            rotate_half_pairs(
+                &x[(t * heads + h) * d..][..d],
+                &cos[t * half..][..half],
+                &sin[t * half..][..half],
+                &mut out[(h * tokens + t) * d..][..d],
+            );
+        }
+    }
+    out
 }

@@ -19,7 +19,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::blocks32::{quantize_activations, Block32, BlockQ4_0, BlockQ5_0, BlockQ8, BlockQ8_0};
-use super::{Prepared, QuantRows};
+use super::{OutColumns, Prepared, QuantRows};
 
 /// Eight rows' Q5_0 block: their f16 scales, the low four bits of chunk `k` in the low
 /// nibbles of `qs[32k..32k + 32]` and of chunk `k + 4` in the high nibbles, and the fifth
@@ -57,8 +57,9 @@ const _: () = assert!(std::mem::size_of::<GroupQ8_0>() == 8 * std::mem::size_of:
 /// `acts[r]`.
 pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8>;
 
-/// A kernel for one band of groups `G` against up to 4 rows of activation blocks `A`.
-pub(super) type BandDotsFn<G, A> = fn(&[G], &[&[A]], &mut [[f32; 8]]);
+/// A kernel for one band of groups `G` against up to 8 rows of activation blocks `A`,
+/// asking for the bytes `ahead` (a later band's weights) as it goes.
+pub(super) type BandDotsFn<G, A> = fn(&[G], &[&[A]], &mut [[f32; 8]], &[u8]);
 
 /// An interleaved layout of a 32-weight block type.
 pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
@@ -151,8 +152,9 @@ fn lay_out(acts: &[BlockQ8], m: usize, nb: usize) -> Vec<Lanes16> {
 }
 
 /// A lane kernel: one expanded band times one pass of 16 input rows, `out[j][r]` for band
-/// row `j` and pass row `r`.
-pub(super) type LanesFn = fn(&[Expanded], &[Lanes16], &mut [[f32; LANES]; 8]);
+/// row `j` and pass row `r`, asking for the bytes `ahead` (weights a later band will
+/// read) a share per group as it goes.
+pub(super) type LanesFn = fn(&[Expanded], &[Lanes16], &mut [[f32; LANES]; 8], &[u8]);
 
 /// The activations the interleaved kernels take: 8-bit blocks row after row, and, for a
 /// batch the lane kernels take, the same as passes of 16 rows.
@@ -452,20 +454,26 @@ impl<G: Group> QuantRows for Interleaved<G> {
         std::any::TypeId::of::<Activations>()
     }
 
-    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
+    fn dots(
+        &self,
+        rows: Range<usize>,
+        k: usize,
+        m: usize,
+        input: &Prepared,
+        out: &mut OutColumns<'_>,
+    ) {
         let Some(input) = input.downcast_ref::<Activations>() else {
-            return vec![f32::NAN; m * rows.len()];
+            return out.fill(f32::NAN);
         };
         let nb = k / 32;
         if let Some(kernel) = G::lanes_kernel().filter(|_| !input.lanes.is_empty()) {
-            return lanes_dots(&self.0, nb, rows, &input.lanes, m, kernel);
+            return lanes_dots(&self.0, nb, rows, &input.lanes, m, kernel, out);
         }
         let act = &input.rows;
         // A prompt's many input rows: each task expands its bands once for all of them.
         let Some(dots) = G::expanded_kernel().filter(|_| m > packed_max_rows()) else {
-            return band_dots(&self.0, nb, rows, act, G::kernel());
+            return band_dots(&self.0, nb, rows, act, G::kernel(), out);
         };
-        let mut out = vec![0f32; m * rows.len()];
         let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
         let bands = rows.start / 8..rows.end.div_ceil(8);
         let at_once =
@@ -480,15 +488,21 @@ impl<G: Group> QuantRows for Interleaved<G> {
                 some.clone(),
                 &rows,
                 &inputs,
-                &mut out,
-                |g, acts, res| {
+                out,
+                |g, acts, res, ahead| {
                     let at = (g - some.start) * nb;
-                    dots(&buf[at..at + nb], acts, res)
+                    dots(&buf[at..at + nb], acts, res, ahead)
                 },
-                |g| prefetch_band(&self.0, nb, g + at_once, bands.end),
+                |g| {
+                    let a = g + at_once;
+                    if a < bands.end {
+                        band_bytes(&self.0, nb, a)
+                    } else {
+                        &[]
+                    }
+                },
             );
         }
-        out
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
@@ -531,19 +545,18 @@ fn packed_max_rows() -> usize {
     4
 }
 
-/// Bands `bands` of the matrix times every input row, into `out` (input row major, the
-/// columns of `rows`): up to `rows_per_pass()` input rows per kernel call, each group's
+/// Bands `bands` of the matrix times every input row, into `out` (the columns of `rows`):
+/// up to `rows_per_pass()` input rows per kernel call, each group's
 /// weights expanded once for them; the input rows outside, so that with a prompt's many
 /// rows the bands stay in cache while the inputs stream past.
-fn multiply_bands<A>(
+fn multiply_bands<'a, A>(
     bands: Range<usize>,
     rows: &Range<usize>,
     inputs: &[&[A]],
-    out: &mut [f32],
-    band_dots: impl Fn(usize, &[&[A]], &mut [[f32; 8]]),
-    prefetch: impl Fn(usize),
+    out: &mut OutColumns<'_>,
+    band_dots: impl Fn(usize, &[&[A]], &mut [[f32; 8]], &[u8]),
+    ahead_of: impl Fn(usize) -> &'a [u8],
 ) {
-    let len = rows.len();
     let per_pass = rows_per_pass();
     let mut res = [[0f32; 8]; 8];
     // With one pass over the bands the kernel streams them, and the hardware's prefetcher
@@ -551,31 +564,29 @@ fn multiply_bands<A>(
     let ahead = inputs.len() > per_pass;
     for (c, group) in inputs.chunks(per_pass).enumerate() {
         for g in bands.clone() {
-            if ahead && c == 0 {
-                prefetch(g);
-            }
+            let next: &[u8] = if ahead && c == 0 { ahead_of(g) } else { &[] };
             // The lanes of this band inside `rows` (all eight unless `rows` is unaligned).
             let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
-            band_dots(g, group, &mut res[..group.len()]);
+            band_dots(g, group, &mut res[..group.len()], next);
             for (r, vals) in res[..group.len()].iter().enumerate() {
-                let at = (c * per_pass + r) * len + 8 * g + lanes.start - rows.start;
-                out[at..at + lanes.len()].copy_from_slice(&vals[lanes.clone()]);
+                let at = 8 * g + lanes.start - rows.start;
+                out.set(c * per_pass + r, at, &vals[lanes.clone()]);
             }
         }
     }
 }
 
 /// Matrix rows `rows` (bands of `nb` groups) times every input row (`nb` blocks each),
-/// input row major, with a kernel that takes one band and up to four input rows.
+/// into `out`, with a kernel that takes one band and up to eight input rows.
 pub(super) fn band_dots<G, A>(
     groups: &[G],
     nb: usize,
     rows: Range<usize>,
     act: &[A],
     dots: BandDotsFn<G, A>,
-) -> Vec<f32> {
+    out: &mut OutColumns<'_>,
+) {
     let inputs: Vec<&[A]> = act.chunks(nb).collect();
-    let mut out = vec![0f32; inputs.len() * rows.len()];
     let bands = rows.start / 8..rows.end.div_ceil(8);
     // A few bands at a time meet every input row while they are in cache: with the inputs
     // outside a task's whole range, a 150k-row output head came from memory once per four
@@ -587,12 +598,18 @@ pub(super) fn band_dots<G, A>(
             tile,
             &rows,
             &inputs,
-            &mut out,
-            |g, acts, res| dots(&groups[g * nb..(g + 1) * nb], acts, res),
-            |g| prefetch_band(groups, nb, g + at_once, bands.end),
+            out,
+            |g, acts, res, ahead| dots(&groups[g * nb..(g + 1) * nb], acts, res, ahead),
+            |g| {
+                let a = g + at_once;
+                if a < bands.end {
+                    band_bytes(groups, nb, a)
+                } else {
+                    &[]
+                }
+            },
         );
     }
-    out
 }
 
 /// Matrix rows `rows` (bands of `nb` groups) times every input row, input row major, by a
@@ -605,9 +622,8 @@ fn lanes_dots<G>(
     lanes: &[Lanes16],
     m: usize,
     (expand, kernel): (ExpandFn<G>, LanesFn),
-) -> Vec<f32> {
-    let len = rows.len();
-    let mut out = vec![0f32; m * len];
+    out: &mut OutColumns<'_>,
+) {
     let bands = rows.start / 8..rows.end.div_ceil(8);
     let passes = m.div_ceil(LANES);
     let at_once =
@@ -622,57 +638,55 @@ fn lanes_dots<G>(
             let acts = &lanes[p * nb..(p + 1) * nb];
             let n = (m - p * LANES).min(LANES);
             for g in some.clone() {
-                if p == 0 {
-                    // The next bands come from memory while these are multiplied (16
-                    // input rows make the products, not memory, the bound).
-                    prefetch_band(groups, nb, g + at_once, bands.end);
-                }
+                // The next tile's bands come from memory while this one's products run, a
+                // few cache lines per group (16 input rows make the products, not memory,
+                // the bound; asking for a whole band at once stalls the products).
+                let ahead = Some(g + at_once)
+                    .filter(|&a| p == 0 && a < bands.end)
+                    .map_or(&[][..], |a| band_bytes(groups, nb, a));
                 let at = (g - some.start) * nb;
-                kernel(&buf[at..at + nb], acts, &mut res);
+                kernel(&buf[at..at + nb], acts, &mut res, ahead);
                 // The lanes of this band inside `rows` (all eight unless `rows` is
                 // unaligned).
                 let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
-                let col = 8 * g + lanes.start - rows.start;
-                for r in 0..n {
-                    let at = (p * LANES + r) * len + col;
-                    for (o, j) in out[at..at + lanes.len()].iter_mut().zip(lanes.clone()) {
-                        *o = res[j][r];
-                    }
+                let at = 8 * g + lanes.start - rows.start;
+                for (r, i) in (p * LANES..p * LANES + n).enumerate() {
+                    let vals: [f32; 8] = std::array::from_fn(|j| res[j][r]);
+                    out.set(i, at, &vals[lanes.clone()]);
                 }
             }
         }
     }
-    out
 }
 
-/// Asks for band `g` (of `nb` groups) ahead of its use, unless it lies at or past `end`:
-/// called for each band of a tile as the tile's first input rows meet it, so that the next
-/// tile's weights arrive from memory while this one's products run instead of stalling
-/// the expansion or kernel that first reads them.
-fn prefetch_band<G>(groups: &[G], nb: usize, g: usize, end: usize) {
-    if g >= end {
-        return;
+/// Band `g`'s bytes (of `nb` groups each).
+pub(super) fn band_bytes<G>(groups: &[G], nb: usize, g: usize) -> &[u8] {
+    let band = groups.get(g * nb..(g + 1) * nb).unwrap_or(&[]);
+    // SAFETY: the groups are `#[repr(C)]` records of integers, readable as their bytes.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts(band.as_ptr().cast::<u8>(), std::mem::size_of_val(band))
     }
-    let Some(band) = groups.get(g * nb..(g + 1) * nb) else {
-        return;
-    };
-    let bytes = std::mem::size_of_val(band);
-    let start = band.as_ptr().cast::<u8>();
+}
+
+/// Asks for `bytes` ahead of their use (a later band's weights), all at once: the kernels
+/// that do not spread the requests over their own loop (see `lanes16.rs`).
+pub(super) fn prefetch_bytes(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    for at in (0..bytes).step_by(64) {
-        // SAFETY: a prefetch only hints the cache and `at` lies inside `band`; SSE is part
+    for at in (0..bytes.len()).step_by(64) {
+        // SAFETY: a prefetch only hints the cache and `at` lies inside `bytes`; SSE is part
         // of x86_64.
         #[allow(unsafe_code)]
         unsafe {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch::<_MM_HINT_T1>(start.add(at).cast());
+            _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(at).cast());
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (start, bytes);
+    let _ = bytes;
 }
 
-fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+fn dots_portable<G: Group>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]], _ahead: &[u8]) {
     for (o, a) in out.iter_mut().zip(acts) {
         *o = [0.0; 8];
         for (g, q) in w.iter().zip(a.iter()) {
@@ -705,22 +719,46 @@ pub(super) mod avx2 {
 
     use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
-    pub(super) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q5_0(
+        w: &[GroupQ5_0],
+        acts: &[&[BlockQ8]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::prefetch_bytes(ahead);
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
         unsafe { dispatch(w, acts, out) }
     }
 
-    pub(super) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q8_0(
+        w: &[GroupQ8_0],
+        acts: &[&[BlockQ8]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::prefetch_bytes(ahead);
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
 
-    pub(super) fn dots_q4_0(w: &[GroupQ4_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q4_0(
+        w: &[GroupQ4_0],
+        acts: &[&[BlockQ8]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::prefetch_bytes(ahead);
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
 
-    pub(super) fn dots_expanded_q5_0(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_expanded_q5_0(
+        w: &[Expanded],
+        acts: &[&[BlockQ8]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::prefetch_bytes(ahead);
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
@@ -1140,14 +1178,14 @@ mod tests {
             for g in 0..rows / 8 {
                 let band = &packed.0[g * blocks..(g + 1) * blocks];
                 let (mut fast, mut slow) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
-                G::kernel()(band, &a, &mut fast);
-                dots_portable(band, &a, &mut slow);
+                G::kernel()(band, &a, &mut fast, &[]);
+                dots_portable(band, &a, &mut slow, &[]);
                 for (x, y) in fast.iter().flatten().zip(slow.iter().flatten()) {
                     assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
                 }
                 // A row's result does not depend on the rows it came with.
                 let mut alone = [[0f32; 8]];
-                G::kernel()(band, &a[n - 1..], &mut alone);
+                G::kernel()(band, &a[n - 1..], &mut alone, &[]);
                 assert_eq!(alone[0], fast[n - 1]);
                 // Expanded once for a prompt's rows: the very same results.
                 if let Some(expanded) = G::expanded_kernel() {
@@ -1157,7 +1195,7 @@ mod tests {
                     assert!(x.iter().zip(&simd).all(|(a, b)| a.q == b.q && a.d == b.d));
                     assert_eq!(simd.len(), x.len());
                     let mut same = vec![[0f32; 8]; n];
-                    expanded(&x, &a, &mut same);
+                    expanded(&x, &a, &mut same, &[]);
                     assert_eq!(same, fast);
                 }
             }
@@ -1200,21 +1238,21 @@ mod tests {
             for g in 0..rows / 8 {
                 let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
                 let band = &q8.0[g * blocks..(g + 1) * blocks];
-                avx2::dots_q8_0(band, &acts[..n], &mut want);
-                vnni::dots_q8_0(band, &acts[..n], &mut got);
+                avx2::dots_q8_0(band, &acts[..n], &mut want, &[]);
+                vnni::dots_q8_0(band, &acts[..n], &mut got, &[]);
                 assert_eq!(got, want, "Q8_0, {n} rows, band {g}");
                 let band = &q5.0[g * blocks..(g + 1) * blocks];
-                avx2::dots_q5_0(band, &acts[..n], &mut want);
-                vnni::dots_q5_0(band, &acts[..n], &mut got);
+                avx2::dots_q5_0(band, &acts[..n], &mut want, &[]);
+                vnni::dots_q5_0(band, &acts[..n], &mut got, &[]);
                 assert_eq!(got, want, "Q5_0, {n} rows, band {g}");
                 let q4_band = &q4.0[g * blocks..(g + 1) * blocks];
-                avx2::dots_q4_0(q4_band, &acts[..n], &mut want);
-                vnni::dots_q4_0(q4_band, &acts[..n], &mut got);
+                avx2::dots_q4_0(q4_band, &acts[..n], &mut want, &[]);
+                vnni::dots_q4_0(q4_band, &acts[..n], &mut got, &[]);
                 assert_eq!(got, want, "Q4_0, {n} rows, band {g}");
                 let mut expanded = Vec::new();
                 expand_all(band, &mut expanded);
-                avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want);
-                vnni::dots_expanded(&expanded, &acts[..n], &mut got);
+                avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want, &[]);
+                vnni::dots_expanded(&expanded, &acts[..n], &mut got, &[]);
                 assert_eq!(got, want, "expanded Q5_0, {n} rows, band {g}");
             }
         }
@@ -1246,7 +1284,8 @@ mod tests {
                 let band = g * blocks..(g + 1) * blocks;
                 let mut expanded = Vec::new();
                 expand_all(&q5.0[band.clone()], &mut expanded);
-                let cases: [(&str, Vec<[f32; 8]>, [[f32; LANES]; 8]); 4] = [
+                type Case<'a> = (&'a str, Vec<[f32; 8]>, [[f32; LANES]; 8]);
+                let cases: [Case; 4] = [
                     (
                         "Q8_0",
                         packed(&q8.0[band.clone()], &acts, GroupQ8_0::kernel()),
@@ -1289,7 +1328,7 @@ mod tests {
         let mut expanded = Vec::new();
         expand(band, &mut expanded);
         let mut out = [[0.0; LANES]; 8];
-        kernel(&expanded, lanes, &mut out);
+        kernel(&expanded, lanes, &mut out, &[]);
         out
     }
 
@@ -1299,7 +1338,7 @@ mod tests {
         acts.iter()
             .map(|a| {
                 let mut o = [[0f32; 8]];
-                kernel(band, std::slice::from_ref(a), &mut o);
+                kernel(band, std::slice::from_ref(a), &mut o, &[]);
                 o[0]
             })
             .collect()

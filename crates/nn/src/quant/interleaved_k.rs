@@ -19,7 +19,7 @@
 use std::ops::Range;
 
 use super::interleaved::{band_dots, repack_bands, BandDotsFn};
-use super::{Prepared, QuantRows};
+use super::{OutColumns, Prepared, QuantRows};
 
 /// A GGUF Q4_K block.
 #[derive(Debug, Clone, Copy)]
@@ -125,13 +125,8 @@ pub(super) struct BlockQ8K {
 impl BlockQ8K {
     /// Rounds 256 values to the nearest multiple of `max|x| / 127`.
     fn quantize(x: &[f32]) -> Self {
-        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; 256];
-        for (q, v) in qs.iter_mut().zip(x) {
-            *q = super::blocks32::round_to_i8(v * inv);
-        }
+        let d = super::blocks32::quantize_to_i8(x, &mut qs);
         // At most 32 · 127 in magnitude: fits an i16.
         let sum = |r: &[i8]| r.iter().map(|&q| i16::from(q)).sum::<i16>();
         Self {
@@ -505,7 +500,7 @@ impl GroupK for GroupQ6K {
     }
 }
 
-fn dots_portable<G: GroupK>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+fn dots_portable<G: GroupK>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]], _ahead: &[u8]) {
     for (o, a) in out.iter_mut().zip(acts) {
         *o = [0.0; 8];
         for (g, q) in w.iter().zip(a.iter()) {
@@ -538,11 +533,18 @@ impl<G: GroupK> QuantRows for InterleavedK<G> {
         std::any::TypeId::of::<Vec<BlockQ8K>>()
     }
 
-    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
+    fn dots(
+        &self,
+        rows: Range<usize>,
+        k: usize,
+        _m: usize,
+        input: &Prepared,
+        out: &mut OutColumns<'_>,
+    ) {
         let Some(act) = input.downcast_ref::<Vec<BlockQ8K>>() else {
-            return vec![f32::NAN; m * rows.len()];
+            return out.fill(f32::NAN);
         };
-        band_dots(&self.0, k / 256, rows, act, G::kernel())
+        band_dots(&self.0, k / 256, rows, act, G::kernel(), out)
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {
@@ -576,17 +578,35 @@ mod avx2 {
     use super::super::interleaved::avx2::{dispatch, Band};
     use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K};
 
-    pub(super) fn dots_q4k(w: &[GroupQ4K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q4k(
+        w: &[GroupQ4K],
+        acts: &[&[BlockQ8K]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
         unsafe { dispatch(w, acts, out) }
     }
 
-    pub(super) fn dots_q5k(w: &[GroupQ5K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q5k(
+        w: &[GroupQ5K],
+        acts: &[&[BlockQ8K]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
 
-    pub(super) fn dots_q6k(w: &[GroupQ6K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+    pub(super) fn dots_q6k(
+        w: &[GroupQ6K],
+        acts: &[&[BlockQ8K]],
+        out: &mut [[f32; 8]],
+        ahead: &[u8],
+    ) {
+        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: as above.
         unsafe { dispatch(w, acts, out) }
     }
@@ -1007,6 +1027,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::interleaved::band_bytes;
     use crate::quant::test_random as random;
     use candle_core::quantized::k_quants::{
         BlockQ4K as CandleQ4K, BlockQ5K as CandleQ5K, BlockQ6K as CandleQ6K, GgmlType,
@@ -1077,14 +1098,14 @@ mod tests {
             for g in 0..rows / 8 {
                 let band = &packed.0[g * blocks..(g + 1) * blocks];
                 let (mut fast, mut slow) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
-                G::kernel()(band, &a, &mut fast);
-                dots_portable(band, &a, &mut slow);
+                G::kernel()(band, &a, &mut fast, &[]);
+                dots_portable(band, &a, &mut slow, &[]);
                 for (x, y) in fast.iter().flatten().zip(slow.iter().flatten()) {
                     assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
                 }
                 for r in 0..n {
                     let mut alone = [[0f32; 8]];
-                    G::kernel()(band, &a[r..r + 1], &mut alone);
+                    G::kernel()(band, &a[r..r + 1], &mut alone, &[]);
                     assert_eq!(alone[0], fast[r], "row {r} of {n}");
                 }
             }
@@ -1156,8 +1177,8 @@ mod tests {
                 for g in 0..rows / 8 {
                     let band = &packed.0[g * blocks..(g + 1) * blocks];
                     let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
-                    avx2(band, &acts[..n], &mut want);
-                    G::kernel()(band, &acts[..n], &mut got);
+                    avx2(band, &acts[..n], &mut want, &[]);
+                    G::kernel()(band, &acts[..n], &mut got, band_bytes(band, band.len(), 0));
                     assert_eq!(got, want, "{n} rows, band {g}");
                 }
             }

@@ -71,9 +71,16 @@ trait QuantRows: Send + Sync + std::fmt::Debug {
     /// (the block type does not decide it: Q4_K rows in bands of eight take other
     /// activations than Q4_K rows multiplied by candle).
     fn input_type(&self) -> std::any::TypeId;
-    /// The dot products of matrix rows `rows` with every prepared input row, input row
-    /// major: `out[i * rows.len() + (j - rows.start)]`.
-    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32>;
+    /// The dot products of matrix rows `rows` with every prepared input row, written into
+    /// `out` (the columns `rows` of every input row's output).
+    fn dots(
+        &self,
+        rows: Range<usize>,
+        k: usize,
+        m: usize,
+        input: &Prepared,
+        out: &mut OutColumns<'_>,
+    );
     /// Row `row` (of `k` values) expanded to f32.
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]);
     /// Whether a prompt's many rows are better multiplied by expanding the matrix to f32
@@ -227,9 +234,10 @@ impl QuantMatrix {
                     .map(move |c| (a, c * chunk..((c + 1) * chunk).min(q.rows)))
             })
             .collect();
-        // Each task writes its columns of every input row straight into the outputs, in
-        // parallel (with 16 rows through a 150k-row output head, a serial copy afterwards
-        // was ~5 % of a serving step, and zeroing the outputs first ~2 %).
+        // Each task's kernels write its columns of every input row straight into the
+        // outputs, in parallel (with 16 rows through a 150k-row output head, a serial copy
+        // afterwards was ~5 % of a serving step, zeroing the outputs first ~2 %, and a copy
+        // through each task's own vector ~2 %).
         let mut outs: Vec<Vec<f32>> = mats.iter().map(|_| Vec::new()).collect();
         let targets: Vec<Columns> = outs
             .iter_mut()
@@ -238,8 +246,12 @@ impl QuantMatrix {
             .collect();
         pool::for_each_task(tasks.len(), &|t| {
             let (a, rows) = &tasks[t];
-            let part = mats[*a].data.dots(rows.clone(), k, m, &inputs[which[*a]].1);
-            targets[*a].write(rows, &part);
+            // SAFETY: the tasks' row ranges of one matrix do not overlap.
+            #[allow(unsafe_code)]
+            let mut out = unsafe { targets[*a].part(rows.clone()) };
+            mats[*a]
+                .data
+                .dots(rows.clone(), k, m, &inputs[which[*a]].1, &mut out);
         });
         for (target, out) in targets.into_iter().zip(&mut outs) {
             target.finish(out);
@@ -342,25 +354,20 @@ impl Columns {
         }
     }
 
-    /// Columns `cols` of every row from `part` (input row major, `cols.len()` per row).
-    fn write(&self, cols: &Range<usize>, part: &[f32]) {
-        let len = cols.len();
-        if len == 0 || cols.end > self.n {
-            return;
-        }
-        for (i, src) in part.chunks_exact(len).enumerate() {
-            let at = i * self.n + cols.start;
-            if at + len > self.len {
-                return;
-            }
-            // SAFETY: `at + len ≤ self.len`, inside the reserved buffer; no other task
-            // writes these columns, and nothing reads the buffer until every task is done.
-            #[allow(unsafe_code)]
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(at), len);
-            }
-            self.written
-                .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    /// The columns `cols` of every row, for one task to write.
+    ///
+    /// # Safety
+    /// No two parts given out at the same time may share a column.
+    #[allow(unsafe_code)]
+    unsafe fn part(&self, cols: Range<usize>) -> OutColumns<'_> {
+        let cols = cols.start.min(self.n)..cols.end.min(self.n);
+        OutColumns {
+            ptr: self.ptr,
+            n: self.n,
+            m: self.len / self.n.max(1),
+            cols,
+            written: 0,
+            total: &self.written,
         }
     }
 
@@ -380,6 +387,52 @@ impl Columns {
             }
             out.set_len(self.len);
         }
+    }
+}
+
+/// The columns one task of a product writes, `cols` of each of the `m` input rows' outputs
+/// (`n` values a row), with the count of values written, which `Columns::finish` checks.
+pub(super) struct OutColumns<'a> {
+    ptr: *mut f32,
+    n: usize,
+    m: usize,
+    cols: Range<usize>,
+    written: usize,
+    total: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl OutColumns<'_> {
+    /// Input row `i`'s values from column `cols.start + at` on; values outside the part
+    /// are not written.
+    pub(super) fn set(&mut self, i: usize, at: usize, vals: &[f32]) {
+        if i >= self.m || at + vals.len() > self.cols.len() {
+            debug_assert!(false, "a write outside the task's columns");
+            return;
+        }
+        // SAFETY: inside row `i` of the `m · n` buffer, in this part's columns, which no
+        // other task writes (`Columns::part`); nothing reads the buffer until every task
+        // is done.
+        #[allow(unsafe_code)]
+        unsafe {
+            let to = self.ptr.add(i * self.n + self.cols.start + at);
+            std::ptr::copy_nonoverlapping(vals.as_ptr(), to, vals.len());
+        }
+        self.written += vals.len();
+    }
+
+    /// Every value of the part set to `v` (a product that cannot run: NaN).
+    pub(super) fn fill(&mut self, v: f32) {
+        let row = vec![v; self.cols.len()];
+        for i in 0..self.m {
+            self.set(i, 0, &row);
+        }
+    }
+}
+
+impl Drop for OutColumns<'_> {
+    fn drop(&mut self) {
+        self.total
+            .fetch_add(self.written, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -446,22 +499,25 @@ where
         std::any::TypeId::of::<Vec<T::VecDotType>>()
     }
 
-    fn dots(&self, rows: Range<usize>, k: usize, m: usize, input: &Prepared) -> Vec<f32> {
+    fn dots(
+        &self,
+        rows: Range<usize>,
+        k: usize,
+        m: usize,
+        input: &Prepared,
+        out: &mut OutColumns<'_>,
+    ) {
         let (wb, ab) = (k / T::BLCK_SIZE, k / T::VecDotType::BLCK_SIZE);
         let Some(act) = input.downcast_ref::<Vec<T::VecDotType>>() else {
-            return vec![f32::NAN; m * rows.len()];
+            return out.fill(f32::NAN);
         };
-        let mut out = Vec::with_capacity(m * rows.len());
         for i in 0..m {
-            for j in rows.clone() {
-                out.push(T::vec_dot(
-                    k,
-                    &self.0[j * wb..(j + 1) * wb],
-                    &act[i * ab..(i + 1) * ab],
-                ));
-            }
+            let row: Vec<f32> = rows
+                .clone()
+                .map(|j| T::vec_dot(k, &self.0[j * wb..(j + 1) * wb], &act[i * ab..(i + 1) * ab]))
+                .collect();
+            out.set(i, 0, &row);
         }
-        out
     }
 
     fn row_to_f32(&self, row: usize, k: usize, out: &mut [f32]) {

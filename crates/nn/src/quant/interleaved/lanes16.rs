@@ -23,9 +23,10 @@ pub(in crate::quant) fn band<const SHIFT: u32>(
     w: &[Expanded],
     acts: &[Lanes16],
     out: &mut [[f32; LANES]; 8],
+    ahead: &[u8],
 ) {
     // SAFETY: handed out only where `has_avx512_vnni()`.
-    unsafe { dispatch::<SHIFT>(w, acts, out) }
+    unsafe { dispatch::<SHIFT>(w, acts, out, ahead) }
 }
 
 /// # Safety
@@ -35,13 +36,19 @@ unsafe fn dispatch<const SHIFT: u32>(
     w: &[Expanded],
     acts: &[Lanes16],
     out: &mut [[f32; LANES]; 8],
+    ahead: &[u8],
 ) {
-    // SAFETY: every load and store stays inside `w`, `acts` and `out`; the features per
-    // the caller.
+    // SAFETY: every load and store stays inside `w`, `acts` and `out`, and prefetches only
+    // hint at bytes inside `ahead`; the features per the caller.
     unsafe {
         let mut acc = [_mm512_setzero_ps(); 8];
         let mut scales = [0f32; 8];
-        for (g, a) in w.iter().zip(acts) {
+        // `ahead`'s share per group, in whole cache lines.
+        let share = ahead.len().div_ceil(w.len().max(1)).next_multiple_of(64);
+        for (b, (g, a)) in w.iter().zip(acts).enumerate() {
+            for at in (b * share..((b + 1) * share).min(ahead.len())).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at).cast());
+            }
             _mm256_storeu_ps(
                 scales.as_mut_ptr(),
                 _mm256_cvtph_ps(_mm_loadu_si128(g.d.as_ptr().cast())),

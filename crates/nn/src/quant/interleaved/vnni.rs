@@ -12,22 +12,46 @@ use std::arch::x86_64::*;
 use super::avx2::{self, band_with, broadcast, by_rows, nibbles, Kernel};
 use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
-pub(in crate::quant) fn dots_expanded(w: &[Expanded], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_expanded(
+    w: &[Expanded],
+    acts: &[&[BlockQ8]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
+    super::prefetch_bytes(ahead);
     // SAFETY: handed out only where `has_avx512_vnni()`.
     unsafe { dispatch(w, acts, out) }
 }
 
-pub(in crate::quant) fn dots_q5_0(w: &[GroupQ5_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q5_0(
+    w: &[GroupQ5_0],
+    acts: &[&[BlockQ8]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
+    super::prefetch_bytes(ahead);
     // SAFETY: as above.
     unsafe { dispatch(w, acts, out) }
 }
 
-pub(in crate::quant) fn dots_q4_0(w: &[GroupQ4_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q4_0(
+    w: &[GroupQ4_0],
+    acts: &[&[BlockQ8]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
+    super::prefetch_bytes(ahead);
     // SAFETY: as above.
     unsafe { dispatch(w, acts, out) }
 }
 
-pub(in crate::quant) fn dots_q8_0(w: &[GroupQ8_0], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q8_0(
+    w: &[GroupQ8_0],
+    acts: &[&[BlockQ8]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
+    super::prefetch_bytes(ahead);
     // SAFETY: as above.
     unsafe { dispatch(w, acts, out) }
 }

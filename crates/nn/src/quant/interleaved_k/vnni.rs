@@ -11,38 +11,64 @@ use super::super::interleaved::avx2::{by_rows, Kernel};
 use super::avx2::{add_q6k_offset, broadcast, finish_k4, finish_q6k, scales_k4};
 use super::{BlockQ8K, GroupQ4K, GroupQ5K, GroupQ6K, ScalesK4};
 
-pub(in crate::quant) fn dots_q4k(w: &[GroupQ4K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q4k(
+    w: &[GroupQ4K],
+    acts: &[&[BlockQ8K]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
     // SAFETY: handed out only where `has_avx512_vnni()`.
-    unsafe { dispatch(w, acts, out) }
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
-pub(in crate::quant) fn dots_q5k(w: &[GroupQ5K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q5k(
+    w: &[GroupQ5K],
+    acts: &[&[BlockQ8K]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
     // SAFETY: as above.
-    unsafe { dispatch(w, acts, out) }
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
-pub(in crate::quant) fn dots_q6k(w: &[GroupQ6K], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+pub(in crate::quant) fn dots_q6k(
+    w: &[GroupQ6K],
+    acts: &[&[BlockQ8K]],
+    out: &mut [[f32; 8]],
+    ahead: &[u8],
+) {
     // SAFETY: as above.
-    unsafe { dispatch(w, acts, out) }
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
 /// # Safety
 /// Only where `has_avx512_vnni()`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn dispatch<G: Super>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]]) {
+unsafe fn dispatch<G: Super>(w: &[G], acts: &[&[BlockQ8K]], out: &mut [[f32; 8]], ahead: &[u8]) {
     // SAFETY: the features per the caller.
-    unsafe { by_rows::<_, true>(&Bands(w), acts, out) }
+    unsafe { by_rows::<_, true>(&Bands(w, ahead), acts, out) }
 }
 
-struct Bands<'a, G>(&'a [G]);
+/// A band and the bytes to ask for while it is multiplied (a later band's weights), a
+/// share per super-block: all at once they stalled the products while memory sat idle
+/// between bands (as `lanes16.rs` found for the 32-weight types).
+struct Bands<'a, G>(&'a [G], &'a [u8]);
 
 impl<G: Super> Kernel<BlockQ8K> for Bands<'_, G> {
     #[inline(always)]
     unsafe fn band<const R: usize>(&self, acts: [&[BlockQ8K]; R]) -> [__m256; R] {
-        // SAFETY: as the caller's.
+        let ahead = self.1;
+        let share = ahead
+            .len()
+            .div_ceil(self.0.len().max(1))
+            .next_multiple_of(64);
+        // SAFETY: as the caller's; prefetches only hint at bytes inside `ahead`.
         unsafe {
             let mut acc = [_mm256_setzero_ps(); R];
             for (b, g) in self.0.iter().enumerate() {
+                for at in (b * share..((b + 1) * share).min(ahead.len())).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at).cast());
+                }
                 g.accumulate::<R>(std::array::from_fn(|r| &acts[r][b]), &mut acc);
             }
             acc
