@@ -193,13 +193,7 @@ impl Attention {
             kvs.push(cache.append(k.narrow(2, start, len)?, v.narrow(2, start, len)?)?);
             start += len;
         }
-        Ok(crate::attention_cpu::packed_attention(
-            &q,
-            &kvs,
-            lens,
-            self.cfg.scale as f32,
-            self.cfg.sliding_window,
-        )?)
+        self.attend_caches(&q, &kvs, lens)
     }
 
     /// `attend_packed` without q/k norms, from the contiguous projections: the queries
@@ -255,9 +249,20 @@ impl Attention {
         let q = crate::rotary::rotate_to_heads(qs, cos, sin, nh, d);
         drop(guards);
         let q = Tensor::from_vec(q, (1, nh, total, d), &Device::Cpu)?;
+        self.attend_caches(&q, &kvs, lens)
+    }
+
+    /// The packed sequences' rotated queries `q (1, heads, Σ lens, d)` over their caches'
+    /// keys and values, in one parallel loop.
+    fn attend_caches(
+        &self,
+        q: &Tensor,
+        kvs: &[(Tensor, Tensor)],
+        lens: &[usize],
+    ) -> Result<Tensor> {
         Ok(crate::attention_cpu::packed_attention(
-            &q,
-            &kvs,
+            q,
+            kvs,
             lens,
             self.cfg.scale as f32,
             self.cfg.sliding_window,

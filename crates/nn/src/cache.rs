@@ -1,7 +1,7 @@
 //! The state a forward call continues from: each layer's keys and values, and where the
 //! rows of a left-padded batch really start.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{NnError, Result};
 
@@ -46,20 +46,8 @@ impl KvCache {
             self.v = Some(v.clone());
             return Ok((k, v));
         }
-        let t = k.dim(2)?;
-        let needed = self.len + t;
-        let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
-        if needed > capacity {
-            let new_capacity = needed.max(2 * capacity).max(MIN_CAPACITY);
-            self.k = Some(grow(self.k.as_ref(), &k, self.len, new_capacity)?);
-            self.v = Some(grow(self.v.as_ref(), &v, self.len, new_capacity)?);
-        }
-        let (Some(kb), Some(vb)) = (&self.k, &self.v) else {
-            return Err(NnError::InvalidArgument {
-                param: "kv cache",
-                msg: "buffers missing after growing".into(),
-            });
-        };
+        let needed = self.len + k.dim(2)?;
+        let (kb, vb) = self.buffers(&k, needed)?;
         kb.slice_set(&k.contiguous()?, 2, self.len)?;
         vb.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = needed;
@@ -77,21 +65,9 @@ impl KvCache {
         cos: &[f32],
         sin: &[f32],
     ) -> Result<(Tensor, Tensor)> {
-        let (heads, d, len) = (rows.heads, rows.d, rows.len);
-        let needed = self.len + len;
-        let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
-        if needed > capacity {
-            let new_capacity = needed.max(2 * capacity).max(MIN_CAPACITY);
-            let like = Tensor::zeros((1, heads, 1, d), candle_core::DType::F32, &Device::Cpu)?;
-            self.k = Some(grow(self.k.as_ref(), &like, self.len, new_capacity)?);
-            self.v = Some(grow(self.v.as_ref(), &like, self.len, new_capacity)?);
-        }
-        let (Some(kb), Some(vb)) = (&self.k, &self.v) else {
-            return Err(NnError::InvalidArgument {
-                param: "kv cache",
-                msg: "buffers missing after growing".into(),
-            });
-        };
+        let needed = self.len + rows.len;
+        let like = Tensor::zeros((1, rows.heads, 1, rows.d), DType::F32, &Device::Cpu)?;
+        let (kb, vb) = self.buffers(&like, needed)?;
         kb.inplace_op1(&WriteRows {
             rows: HeadRows {
                 src: rows.src,
@@ -110,6 +86,24 @@ impl KvCache {
         })?;
         self.len = needed;
         Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
+    }
+
+    /// The key and value buffers, grown (doubling) to hold `needed` slots shaped like
+    /// `like`.
+    fn buffers(&mut self, like: &Tensor, needed: usize) -> Result<(Tensor, Tensor)> {
+        let capacity = self.k.as_ref().map_or(0, |b| b.dim(2).unwrap_or(0));
+        if needed > capacity {
+            let new_capacity = needed.max(2 * capacity).max(MIN_CAPACITY);
+            self.k = Some(grow(self.k.as_ref(), like, self.len, new_capacity)?);
+            self.v = Some(grow(self.v.as_ref(), like, self.len, new_capacity)?);
+        }
+        match (&self.k, &self.v) {
+            (Some(kb), Some(vb)) => Ok((kb.clone(), vb.clone())),
+            _ => Err(NnError::InvalidArgument {
+                param: "kv cache",
+                msg: "buffers missing after growing".into(),
+            }),
+        }
     }
 
     /// Forgets the slots from `len` on (rejected draft tokens); the buffers stay.

@@ -420,6 +420,22 @@ impl OutColumns<'_> {
         self.written += vals.len();
     }
 
+    /// `set` of a whole band's eight values: one store.
+    #[inline(always)]
+    pub(super) fn set8(&mut self, i: usize, at: usize, vals: [f32; 8]) {
+        if i >= self.m || at + 8 > self.cols.len() {
+            debug_assert!(false, "a write outside the task's columns");
+            return;
+        }
+        // SAFETY: as in `set`.
+        #[allow(unsafe_code)]
+        unsafe {
+            let to = self.ptr.add(i * self.n + self.cols.start + at);
+            to.cast::<[f32; 8]>().write_unaligned(vals);
+        }
+        self.written += 8;
+    }
+
     /// Every value of the part set to `v` (a product that cannot run: NaN).
     pub(super) fn fill(&mut self, v: f32) {
         let row = vec![v; self.cols.len()];
