@@ -62,7 +62,7 @@ pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8>;
 pub(super) type BandDotsFn<G, A> = fn(&[G], &[&[A]], &mut [[f32; 8]], &[u8]);
 
 /// An interleaved layout of a 32-weight block type.
-pub(super) trait Group: Copy + Send + Sync + std::fmt::Debug + 'static {
+pub(super) trait Group: PlainBytes + Send + Sync + std::fmt::Debug + 'static {
     /// The row-by-row block this groups eight of.
     type Row: Block32;
     /// Block `b` of eight rows.
@@ -582,7 +582,7 @@ fn multiply_bands<'a, A>(
 
 /// Matrix rows `rows` (bands of `nb` groups) times every input row (`nb` blocks each),
 /// into `out`, with a kernel that takes one band and up to eight input rows.
-pub(super) fn band_dots<G, A>(
+pub(super) fn band_dots<G: PlainBytes, A>(
     groups: &[G],
     nb: usize,
     rows: Range<usize>,
@@ -619,7 +619,7 @@ pub(super) fn band_dots<G, A>(
 /// Matrix rows `rows` (bands of `nb` groups) times every input row, input row major, by a
 /// lane kernel: the bands expanded a few at a time (`expand`), each meeting every pass of
 /// 16 input rows (`lanes`, `lay_out`'s) while it is in cache.
-fn lanes_dots<G>(
+fn lanes_dots<G: PlainBytes>(
     groups: &[G],
     nb: usize,
     rows: Range<usize>,
@@ -669,10 +669,28 @@ fn lanes_dots<G>(
     }
 }
 
-/// Band `g`'s bytes (of `nb` groups each).
-pub(super) fn band_bytes<G>(groups: &[G], nb: usize, g: usize) -> &[u8] {
+/// Group types whose values are plain bytes: `#[repr(C)]` records of integers and
+/// halves with no padding (their sizes are asserted to be eight rows' blocks).
+///
+/// # Safety
+/// Only for such types: `band_bytes` views them as bytes.
+#[allow(unsafe_code)]
+pub(super) unsafe trait PlainBytes: Copy {}
+
+// SAFETY: each is `#[repr(C)]` integers with no padding (sizes asserted at their definitions).
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ5_0 {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ4_0 {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ8_0 {}
+
+/// Band `g`'s bytes (of `nb` groups each), to ask for ahead of their use.
+pub(super) fn band_bytes<G: PlainBytes>(groups: &[G], nb: usize, g: usize) -> &[u8] {
     let band = groups.get(g * nb..(g + 1) * nb).unwrap_or(&[]);
-    // SAFETY: the groups are `#[repr(C)]` records of integers, readable as their bytes.
+    // SAFETY: `PlainBytes` types are plain bytes with no padding.
     #[allow(unsafe_code)]
     unsafe {
         std::slice::from_raw_parts(band.as_ptr().cast::<u8>(), std::mem::size_of_val(band))

@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use super::interleaved::{band_dots, repack_bands, BandDotsFn};
+use super::interleaved::{band_dots, repack_bands, BandDotsFn, PlainBytes};
 use super::{OutColumns, Prepared, QuantRows};
 
 /// A GGUF Q4_K block.
@@ -159,6 +159,16 @@ pub(super) struct GroupQ4K {
 }
 const _: () = assert!(std::mem::size_of::<GroupQ4K>() == 8 * std::mem::size_of::<BlockQ4K>());
 
+// SAFETY: `#[repr(C)]` integers with no padding (sizes asserted at their definitions).
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ4K {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ5K {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl PlainBytes for GroupQ6K {}
+
 /// Eight rows' Q5_K super-block: scales as Q4_K's; sub-block `s` in five registers
 /// `qs[160s + 32i ..]`: chunk `i` (`i` < 5) whole in the low five bits, chunks 5–7 spread
 /// over the top three bits as `SPREAD_Q5K` says (5 + 18 operations to expand eight chunks
@@ -288,7 +298,7 @@ const _: () = assert!(std::mem::size_of::<GroupQ6K>() == 8 * std::mem::size_of::
 pub(super) type GroupDotsFn<G> = BandDotsFn<G, BlockQ8K>;
 
 /// An interleaved layout of a 256-weight block type.
-pub(super) trait GroupK: Copy + Send + Sync + std::fmt::Debug + 'static {
+pub(super) trait GroupK: PlainBytes + Send + Sync + std::fmt::Debug + 'static {
     /// The file's block.
     type Row: Copy + Send;
     /// Block `b` of eight rows.
