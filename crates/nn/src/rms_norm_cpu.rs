@@ -56,8 +56,9 @@ impl CustomOp2 for RmsNormInference {
         let scale = (1.0 / d as f64) as f32;
         let eps = self.eps as f32;
         let mut out = vec![0f32; x.len()];
-        crate::quant::for_each_chunk_mut(&mut out, rows_task_len(d, CHUNK), &|i, out| {
-            let start = i * rows_task_len(d, CHUNK);
+        let per = rows_task_len(d, CHUNK);
+        crate::quant::for_each_chunk_mut(&mut out, per, &|i, out| {
+            let start = i * per;
             for (o, row) in out.chunks_mut(d).zip(x[start..].chunks(d)) {
                 let rms = (sum_of_squares(row) * scale + 0.0) * 1.0 + eps;
                 let rms = rms.sqrt();

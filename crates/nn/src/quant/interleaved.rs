@@ -173,6 +173,11 @@ const EXPAND_BANDS: usize = 8;
 /// Bytes of expanded bands at a time, at most (a band of 4864 weights, the MLP's down
 /// projection, is 43 KB: one at a time).
 const EXPAND_BYTES: usize = 72 << 10;
+/// Bands (of `nb` groups) expanded at a time: `EXPAND_BYTES` of them, 1 to `EXPAND_BANDS`.
+fn expanded_at_once(nb: usize) -> usize {
+    (EXPAND_BYTES / (nb * std::mem::size_of::<Expanded>()).max(1)).clamp(1, EXPAND_BANDS)
+}
+
 /// Bytes of packed bands that meet every input row before the next ones, at most.
 const TILE_BYTES: usize = 64 << 10;
 
@@ -249,10 +254,6 @@ impl Group for GroupQ5_0 {
     }
 
     fn expanded_kernel() -> Option<GroupDotsFn<Expanded>> {
-        #[cfg(target_arch = "x86_64")]
-        if super::blocks32::has_avx512_vnni() {
-            return Some(vnni::dots_expanded);
-        }
         #[cfg(target_arch = "x86_64")]
         if super::blocks32::has_avx2() {
             return Some(avx2::dots_expanded_q5_0);
@@ -470,14 +471,14 @@ impl<G: Group> QuantRows for Interleaved<G> {
             return lanes_dots(&self.0, nb, rows, &input.lanes, m, kernel, out);
         }
         let act = &input.rows;
-        // A prompt's many input rows: each task expands its bands once for all of them.
-        let Some(dots) = G::expanded_kernel().filter(|_| m > packed_max_rows()) else {
+        // More rows than one pass (a prompt, on CPUs without the lane kernels): each task
+        // expands its bands once for all of them.
+        let Some(dots) = G::expanded_kernel().filter(|_| m > rows_per_pass()) else {
             return band_dots(&self.0, nb, rows, act, G::kernel(), out);
         };
         let inputs: Vec<&[BlockQ8]> = act.chunks(nb).collect();
         let bands = rows.start / 8..rows.end.div_ceil(8);
-        let at_once =
-            (EXPAND_BYTES / (nb * std::mem::size_of::<Expanded>()).max(1)).clamp(1, EXPAND_BANDS);
+        let at_once = expanded_at_once(nb);
         let mut buf: Vec<Expanded> = Vec::with_capacity(at_once * nb);
         for first in bands.clone().step_by(at_once) {
             let some = first..(first + at_once).min(bands.end);
@@ -493,14 +494,7 @@ impl<G: Group> QuantRows for Interleaved<G> {
                     let at = (g - some.start) * nb;
                     dots(&buf[at..at + nb], acts, res, ahead)
                 },
-                |g| {
-                    let a = g + at_once;
-                    if a < bands.end {
-                        band_bytes(&self.0, nb, a)
-                    } else {
-                        &[]
-                    }
-                },
+                |g| band_bytes(&self.0, nb, g + at_once, bands.end),
             );
         }
     }
@@ -534,17 +528,6 @@ fn rows_per_pass() -> usize {
     4
 }
 
-/// Input rows up to which the packed kernel runs rather than expanding the bands first:
-/// with VNNI, a 16-sequence decode step (two passes) was faster packed; the AVX2 kernels,
-/// whose packed decoding costs more next to their products, expand beyond one pass.
-fn packed_max_rows() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if super::blocks32::has_avx512_vnni() {
-        return 16;
-    }
-    4
-}
-
 /// Bands `bands` of the matrix times every input row, into `out` (the columns of `rows`):
 /// up to `rows_per_pass()` input rows per kernel call, each group's
 /// weights expanded once for them; the input rows outside, so that with a prompt's many
@@ -570,11 +553,7 @@ fn multiply_bands<'a, A>(
             band_dots(g, group, &mut res[..group.len()], next);
             for (r, vals) in res[..group.len()].iter().enumerate() {
                 let at = 8 * g + lanes.start - rows.start;
-                if lanes == (0..8) {
-                    out.set8(c * per_pass + r, at, *vals);
-                } else {
-                    out.set(c * per_pass + r, at, &vals[lanes.clone()]);
-                }
+                out.set_band(c * per_pass + r, at, *vals, lanes.clone());
             }
         }
     }
@@ -604,14 +583,7 @@ pub(super) fn band_dots<G: PlainBytes, A>(
             &inputs,
             out,
             |g, acts, res, ahead| dots(&groups[g * nb..(g + 1) * nb], acts, res, ahead),
-            |g| {
-                let a = g + at_once;
-                if a < bands.end {
-                    band_bytes(groups, nb, a)
-                } else {
-                    &[]
-                }
-            },
+            |g| band_bytes(groups, nb, g + at_once, bands.end),
         );
     }
 }
@@ -630,8 +602,7 @@ fn lanes_dots<G: PlainBytes>(
 ) {
     let bands = rows.start / 8..rows.end.div_ceil(8);
     let passes = m.div_ceil(LANES);
-    let at_once =
-        (EXPAND_BYTES / (nb * std::mem::size_of::<Expanded>()).max(1)).clamp(1, EXPAND_BANDS);
+    let at_once = expanded_at_once(nb);
     let mut buf: Vec<Expanded> = Vec::with_capacity(at_once * nb);
     let mut res = [[0f32; LANES]; 8];
     for first in bands.clone().step_by(at_once) {
@@ -645,9 +616,11 @@ fn lanes_dots<G: PlainBytes>(
                 // The next tile's bands come from memory while this one's products run, a
                 // few cache lines per group (16 input rows make the products, not memory,
                 // the bound; asking for a whole band at once stalls the products).
-                let ahead = Some(g + at_once)
-                    .filter(|&a| p == 0 && a < bands.end)
-                    .map_or(&[][..], |a| band_bytes(groups, nb, a));
+                let ahead = if p == 0 {
+                    band_bytes(groups, nb, g + at_once, bands.end)
+                } else {
+                    &[]
+                };
                 let at = (g - some.start) * nb;
                 kernel(&buf[at..at + nb], acts, &mut res, ahead);
                 // The lanes of this band inside `rows` (all eight unless `rows` is
@@ -655,14 +628,7 @@ fn lanes_dots<G: PlainBytes>(
                 let lanes = rows.start.max(8 * g) - 8 * g..rows.end.min(8 * g + 8) - 8 * g;
                 let at = 8 * g + lanes.start - rows.start;
                 for (r, i) in (p * LANES..p * LANES + n).enumerate() {
-                    let vals: [f32; 8] = std::array::from_fn(|j| res[j][r]);
-                    // A whole band is one store (a call to memcpy per band and row was ~8 %
-                    // of a 16-sequence serving step).
-                    if lanes == (0..8) {
-                        out.set8(i, at, vals);
-                    } else {
-                        out.set(i, at, &vals[lanes.clone()]);
-                    }
+                    out.set_band(i, at, std::array::from_fn(|j| res[j][r]), lanes.clone());
                 }
             }
         }
@@ -687,9 +653,13 @@ unsafe impl PlainBytes for GroupQ4_0 {}
 #[allow(unsafe_code)]
 unsafe impl PlainBytes for GroupQ8_0 {}
 
-/// Band `g`'s bytes (of `nb` groups each), to ask for ahead of their use.
-pub(super) fn band_bytes<G: PlainBytes>(groups: &[G], nb: usize, g: usize) -> &[u8] {
-    let band = groups.get(g * nb..(g + 1) * nb).unwrap_or(&[]);
+/// Band `g`'s bytes (of `nb` groups each), to ask for ahead of their use; none at or past
+/// band `end` (another task's).
+pub(super) fn band_bytes<G: PlainBytes>(groups: &[G], nb: usize, g: usize, end: usize) -> &[u8] {
+    let band = groups
+        .get(g * nb..(g + 1) * nb)
+        .filter(|_| g < end)
+        .unwrap_or(&[]);
     // SAFETY: `PlainBytes` types are plain bytes with no padding.
     #[allow(unsafe_code)]
     unsafe {
@@ -753,9 +723,8 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::prefetch_bytes(ahead);
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     pub(super) fn dots_q8_0(
@@ -764,9 +733,8 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::prefetch_bytes(ahead);
         // SAFETY: as above.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     pub(super) fn dots_q4_0(
@@ -775,9 +743,8 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::prefetch_bytes(ahead);
         // SAFETY: as above.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     pub(super) fn dots_expanded_q5_0(
@@ -786,9 +753,8 @@ pub(super) mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::prefetch_bytes(ahead);
         // SAFETY: as above.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     /// `GroupQ5_0::expand` of every group, with the packed kernel's instructions.
@@ -880,6 +846,8 @@ pub(super) mod avx2 {
     /// rows come together, so a token's logits do not depend on the batch it is verified
     /// in (speculative decoding keeps greedy output identical).
     ///
+    /// `ahead` is asked for all at once before the band's products.
+    ///
     /// # Safety
     /// Only on CPUs with AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -887,7 +855,9 @@ pub(super) mod avx2 {
         w: &[G],
         acts: &[&[A]],
         out: &mut [[f32; 8]],
+        ahead: &[u8],
     ) {
+        super::prefetch_bytes(ahead);
         // SAFETY: AVX2, FMA and F16C per the caller.
         unsafe { by_rows::<_, false>(&Bands(w), acts, out) }
     }
@@ -1277,11 +1247,6 @@ mod tests {
                 avx2::dots_q4_0(q4_band, &acts[..n], &mut want, &[]);
                 vnni::dots_q4_0(q4_band, &acts[..n], &mut got, &[]);
                 assert_eq!(got, want, "Q4_0, {n} rows, band {g}");
-                let mut expanded = Vec::new();
-                expand_all(band, &mut expanded);
-                avx2::dots_expanded_q5_0(&expanded, &acts[..n], &mut want, &[]);
-                vnni::dots_expanded(&expanded, &acts[..n], &mut got, &[]);
-                assert_eq!(got, want, "expanded Q5_0, {n} rows, band {g}");
             }
         }
     }
@@ -1331,7 +1296,7 @@ mod tests {
                     ),
                     (
                         "expanded Q5_0",
-                        packed(&expanded, &acts, vnni::dots_expanded),
+                        packed(&expanded, &acts, avx2::dots_expanded_q5_0),
                         by_lanes(&q5.0[band.clone()], &lanes),
                     ),
                 ];

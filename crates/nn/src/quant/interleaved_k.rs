@@ -594,9 +594,8 @@ mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: `kernel()` hands this out only when the CPU has AVX2, FMA and F16C.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     pub(super) fn dots_q5k(
@@ -605,9 +604,8 @@ mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: as above.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     pub(super) fn dots_q6k(
@@ -616,9 +614,8 @@ mod avx2 {
         out: &mut [[f32; 8]],
         ahead: &[u8],
     ) {
-        super::super::interleaved::prefetch_bytes(ahead);
         // SAFETY: as above.
-        unsafe { dispatch(w, acts, out) }
+        unsafe { dispatch(w, acts, out, ahead) }
     }
 
     impl<G: Super> Band<BlockQ8K> for G {
@@ -1188,7 +1185,12 @@ mod tests {
                     let band = &packed.0[g * blocks..(g + 1) * blocks];
                     let (mut want, mut got) = (vec![[0f32; 8]; n], vec![[0f32; 8]; n]);
                     avx2(band, &acts[..n], &mut want, &[]);
-                    G::kernel()(band, &acts[..n], &mut got, band_bytes(band, band.len(), 0));
+                    G::kernel()(
+                        band,
+                        &acts[..n],
+                        &mut got,
+                        band_bytes(band, band.len(), 0, 1),
+                    );
                     assert_eq!(got, want, "{n} rows, band {g}");
                 }
             }

@@ -10,18 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{self, band_with, broadcast, by_rows, nibbles, Kernel};
-use super::{BlockQ8, Expanded, GroupQ4_0, GroupQ5_0, GroupQ8_0};
-
-pub(in crate::quant) fn dots_expanded(
-    w: &[Expanded],
-    acts: &[&[BlockQ8]],
-    out: &mut [[f32; 8]],
-    ahead: &[u8],
-) {
-    super::prefetch_bytes(ahead);
-    // SAFETY: handed out only where `has_avx512_vnni()`.
-    unsafe { dispatch(w, acts, out) }
-}
+use super::{BlockQ8, GroupQ4_0, GroupQ5_0, GroupQ8_0};
 
 pub(in crate::quant) fn dots_q5_0(
     w: &[GroupQ5_0],
@@ -29,9 +18,8 @@ pub(in crate::quant) fn dots_q5_0(
     out: &mut [[f32; 8]],
     ahead: &[u8],
 ) {
-    super::prefetch_bytes(ahead);
-    // SAFETY: as above.
-    unsafe { dispatch(w, acts, out) }
+    // SAFETY: handed out only where `has_avx512_vnni()`.
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
 pub(in crate::quant) fn dots_q4_0(
@@ -40,9 +28,8 @@ pub(in crate::quant) fn dots_q4_0(
     out: &mut [[f32; 8]],
     ahead: &[u8],
 ) {
-    super::prefetch_bytes(ahead);
     // SAFETY: as above.
-    unsafe { dispatch(w, acts, out) }
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
 pub(in crate::quant) fn dots_q8_0(
@@ -51,15 +38,15 @@ pub(in crate::quant) fn dots_q8_0(
     out: &mut [[f32; 8]],
     ahead: &[u8],
 ) {
-    super::prefetch_bytes(ahead);
     // SAFETY: as above.
-    unsafe { dispatch(w, acts, out) }
+    unsafe { dispatch(w, acts, out, ahead) }
 }
 
 /// # Safety
 /// Only where `has_avx512_vnni()`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]]) {
+unsafe fn dispatch<G: Chunks>(w: &[G], acts: &[&[BlockQ8]], out: &mut [[f32; 8]], ahead: &[u8]) {
+    super::prefetch_bytes(ahead);
     // SAFETY: the features per the caller.
     unsafe { by_rows::<_, true>(&Bands(w), acts, out) }
 }
@@ -80,20 +67,6 @@ trait Chunks: avx2::Chunks {
     /// # Safety
     /// Only where `has_avx512_vnni()` (inlined into `dispatch`).
     unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R];
-}
-
-impl Chunks for Expanded {
-    #[inline(always)]
-    unsafe fn dots<const R: usize>(&self, acts: [&BlockQ8; R]) -> [__m256i; R] {
-        // SAFETY: loads inside `q`; the features per the contract.
-        unsafe {
-            // Σ q·a − 16 Σ a = Σ (q − 16)·a, as the AVX2 kernel.
-            let start = std::array::from_fn(|r| _mm256_set1_epi32(-acts[r].sum16()));
-            unsigned_dots(acts, start, |c| {
-                _mm256_load_si256(self.q[c].as_ptr().cast())
-            })
-        }
-    }
 }
 
 impl Chunks for GroupQ5_0 {
