@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use ferro_core::{GgufFile, HubOptions, ModelSource};
-use ferro_nn::{Cache, Caches, LoraSpec, Parameters, TargetModules, Weights};
+use ferro_nn::{Cache, Caches, LoraSpec, MatmulPrecision, Parameters, TargetModules, Weights};
 
 use crate::config::{Architecture, CausalLmConfig};
 use crate::error::{ModelError, Result};
@@ -39,6 +39,9 @@ pub struct LoadOptions {
     /// `from_pretrained(..., hidden_dropout_prob=0.0)` (e.g. dropout off for a reference
     /// run); `save_pretrained` writes them back.
     pub config_overrides: serde_json::Map<String, serde_json::Value>,
+    /// How dense f32 linear layers multiply for inference (`MatmulPrecision`; PyTorch's
+    /// `torch.set_float32_matmul_precision`): `Highest` (f32, the default) or `High`.
+    pub matmul_precision: MatmulPrecision,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +56,7 @@ impl Default for LoadOptions {
             trainable: false,
             lora: None,
             config_overrides: serde_json::Map::new(),
+            matmul_precision: MatmulPrecision::Highest,
         }
     }
 }
@@ -178,7 +182,8 @@ impl AutoModelForCausalLM {
             .map(|p| read_json(&p))
             .transpose()?;
         let files = safetensors_files(source)?;
-        let mut weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?;
+        let mut weights = Weights::from_safetensors(&files, &opts.device, opts.dtype)?
+            .with_matmul_precision(opts.matmul_precision);
         if let Some(dtype) = opts.quantize {
             weights = weights.with_quantize(dtype)?;
         }

@@ -19,5 +19,6 @@ pub use bert::{
 };
 pub use config::{Architecture, CausalLmConfig, Gemma3Params};
 pub use error::{ModelError, Result};
+pub use ferro_nn::MatmulPrecision;
 pub use from_config::InitScheme;
 pub use quantize::{quantize_to_gguf, QuantizeOptions, QuantizeReport};

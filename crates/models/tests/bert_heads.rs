@@ -176,3 +176,96 @@ fn a_head_the_checkpoint_lacks_is_a_clear_error() {
         .to_string();
     assert!(err.contains("qa_outputs"), "{err}");
 }
+
+/// The states of a padded batch computed without its padding (`forward_unpadded`: every
+/// per-token layer on the tokens only) are `forward`'s at the tokens, zeros at the padding;
+/// with 16-bit products (`MatmulPrecision::High`) they stay close to f32's.
+#[test]
+fn unpadded_states_equal_padded_ones() {
+    let g = goldens();
+    for name in ["bert-seq-cls", "roberta-seq-cls", "distilbert-seq-cls"] {
+        // The model's single inputs, right-padded into one batch with its pad token.
+        let rows: Vec<Vec<u32>> = g["heads"][name]["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|case| {
+                ids(case, "input_ids")
+                    .squeeze(0)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        let pad = if name.starts_with("roberta") { 1 } else { 0 };
+        let t = rows.iter().map(Vec::len).max().unwrap();
+        let b = rows.len();
+        assert!(
+            b > 1 && rows.iter().any(|r| r.len() < t),
+            "{name}: inputs of one length"
+        );
+        let padded_ids: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(pad)).take(t))
+            .collect();
+        let mask_rows: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| (0..t).map(|j| u32::from(j < r.len())))
+            .collect();
+        let input_ids = Tensor::from_vec(padded_ids, (b, t), &Device::Cpu).unwrap();
+        let types = input_ids.zeros_like().unwrap();
+        let mask = Tensor::from_vec(mask_rows, (b, t), &Device::Cpu).unwrap();
+        let keep: Vec<f32> = mask
+            .flatten_all()
+            .unwrap()
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(keep.contains(&0.0), "{name}: the batch has no padding");
+        let states = |precision| {
+            let opts = LoadOptions {
+                matmul_precision: precision,
+                ..LoadOptions::default()
+            };
+            let m = BertForSequenceClassification::from_source(&source(name), &opts).unwrap();
+            let padded = m.bert.forward(&input_ids, &types, &mask).unwrap();
+            let unpadded = m.bert.forward_unpadded(&input_ids, &types, &mask).unwrap();
+            assert_eq!(padded.dims(), unpadded.dims());
+            let h = padded.dim(2).unwrap();
+            let rows =
+                |t: &Tensor| -> Vec<Vec<f32>> { t.flatten_to(1).unwrap().to_vec2().unwrap() };
+            let (p, u) = (rows(&padded), rows(&unpadded));
+            for (i, &k) in keep.iter().enumerate() {
+                if k == 0.0 {
+                    assert_eq!(u[i], vec![0.0; h], "{name}: padding position {i}");
+                } else {
+                    let worst = p[i]
+                        .iter()
+                        .zip(&u[i])
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst < 1e-5,
+                        "{name} {precision:?}: token {i} differs by {worst}"
+                    );
+                }
+            }
+            u
+        };
+        let f32_states = states(ferro_models::MatmulPrecision::Highest);
+        let int16_states = states(ferro_models::MatmulPrecision::High);
+        let worst = f32_states
+            .iter()
+            .flatten()
+            .zip(int16_states.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // LayerNorm outputs of size ~1: 14-bit operands keep them within ~1e-3.
+        assert!(
+            worst < 2e-3,
+            "{name}: 16-bit products differ from f32 by {worst}"
+        );
+        eprintln!("{name}: 16-bit products within {worst} of f32");
+    }
+}

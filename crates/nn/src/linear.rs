@@ -10,6 +10,7 @@ use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
 use crate::frozen_matmul::{GgmlMatMul, QTensorMatMul};
+use crate::int16_matmul::Int16Weight;
 use crate::lora::LoraAdapter;
 use crate::quant::QuantMatrix;
 use crate::weights::Weights;
@@ -24,12 +25,46 @@ pub enum LinearWeight {
     Ggml(Arc<QuantMatrix>),
 }
 
+/// How dense f32 products run for inference, as PyTorch's
+/// `torch.set_float32_matmul_precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulPrecision {
+    /// f32 products.
+    #[default]
+    Highest,
+    /// 16-bit integer products with f32 scales (`crate::int16_matmul`), about twice as
+    /// fast: each operand keeps 14 bits of its block's (input) or row's (weight) largest
+    /// value. For inference on CPUs with AVX-512 VNNI, in layers whose dense f32 weight is
+    /// neither trainable nor adapted (LoRA); f32 everywhere else.
+    High,
+}
+
+impl MatmulPrecision {
+    /// `highest` or `high` (PyTorch's names).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "highest" => Some(Self::Highest),
+            "high" => Some(Self::High),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Highest => "highest",
+            Self::High => "high",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
     matmul: LinearImpl,
     bias: Option<Tensor>,
     lora: Option<LoraAdapter>,
+    /// The weight as 16-bit integers, when `MatmulPrecision::High` applies to the layer.
+    int16: Option<Arc<Int16Weight>>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,12 +86,51 @@ impl Linear {
             matmul,
             bias,
             lora: None,
+            int16: None,
         })
+    }
+
+    /// Sets how the layer's products run for inference (`MatmulPrecision`). `High` takes
+    /// effect only where it applies (see there); `matmul_precision` says whether it did.
+    pub fn set_matmul_precision(&mut self, precision: MatmulPrecision) -> Result<()> {
+        self.int16 = None;
+        if precision == MatmulPrecision::Highest
+            || !crate::int16_matmul::supported()
+            || self.lora.is_some()
+        {
+            return Ok(());
+        }
+        let LinearWeight::Dense(w) = &self.weight else {
+            return Ok(());
+        };
+        if w.dtype() != DType::F32 || !w.device().is_cpu() || w.is_variable() || w.rank() != 2 {
+            return Ok(());
+        }
+        let (n, k) = w.dims2()?;
+        let bias = match &self.bias {
+            Some(b) if b.dtype() != DType::F32 || b.is_variable() => return Ok(()),
+            Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        self.int16 = Some(Arc::new(Int16Weight::new(&values, n, k, bias.as_deref())));
+        Ok(())
+    }
+
+    /// How the layer's products run for inference.
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        if self.int16.is_some() {
+            MatmulPrecision::High
+        } else {
+            MatmulPrecision::Highest
+        }
     }
 
     /// The layer with a LoRA adapter added to its output.
     pub fn with_lora(mut self, lora: LoraAdapter) -> Self {
         self.lora = Some(lora);
+        // An adapted layer runs in f32 (its base products are what the adapter learns on).
+        self.int16 = None;
         self
     }
 
@@ -120,7 +194,8 @@ impl Linear {
         } else {
             None
         };
-        let layer = Self::new(weight, bias)?;
+        let mut layer = Self::new(weight, bias)?;
+        layer.set_matmul_precision(w.matmul_precision)?;
         Ok(
             match w.lora_adapter(module, in_features, out_features, is_output)? {
                 Some(a) => layer.with_lora(a),
@@ -224,6 +299,9 @@ impl Linear {
 
     /// `x (..., in) -> (..., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.int16_forward(x, None)? {
+            return Ok(y);
+        }
         if let (Some(dtype), LinearImpl::Dense(l)) =
             (crate::autocast::autocast_dtype(), &self.matmul)
         {
@@ -259,6 +337,47 @@ impl Linear {
         };
         let y = self.add_bias(y)?;
         self.add_lora(x, y)
+    }
+}
+
+impl Linear {
+    /// `forward(x) + residual` (a residual connection), the sum made as the outputs are
+    /// stored where the layer runs 16-bit products.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.int16_forward(x, Some(residual))? {
+            return Ok(y);
+        }
+        Ok((self.forward(x)? + residual)?)
+    }
+
+    /// The product on the 16-bit weights (plus `residual`), when they apply to `x` (no
+    /// gradients, f32 on the CPU, no autocast).
+    fn int16_forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let Some(q) = &self.int16 else {
+            return Ok(None);
+        };
+        if x.track_op()
+            || x.dtype() != DType::F32
+            || !x.device().is_cpu()
+            || crate::autocast::autocast_dtype().is_some()
+            || residual.is_some_and(|r| {
+                r.track_op() || r.dtype() != DType::F32 || r.dims() != out_dims(x, q.rows())
+            })
+        {
+            return Ok(None);
+        }
+        let (k, m) = row_shape(x);
+        if k != q.cols() {
+            return Err(crate::error::NnError::InvalidArgument {
+                param: "x",
+                msg: format!("last dimension {k}, the weight takes {}", q.cols()),
+            });
+        }
+        let y = with_f32_values(x, |input| match residual {
+            Some(r) => with_f32_values(r, |res| q.forward_add(input, m, Some(res))),
+            None => Ok(q.forward(input, m)),
+        })??;
+        Ok(Some(rows_like(y, x, q.rows())?))
     }
 }
 

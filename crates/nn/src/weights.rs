@@ -59,6 +59,8 @@ pub struct Weights {
     pub dequantize: bool,
     /// Quantize dense matrices to this block type when loading (`--quantize`).
     quantize: Option<GgmlDType>,
+    /// How linear layers' dense products run for inference (set on each as it loads).
+    pub matmul_precision: crate::linear::MatmulPrecision,
     /// Quantized matrices already read, by GGUF name (a tied embedding is read once).
     shared: std::sync::Mutex<HashMap<String, Arc<QuantMatrix>>>,
     /// Loading for training: dense tensors become `Var`s, listed here.
@@ -183,6 +185,7 @@ impl Weights {
             dtype,
             dequantize,
             quantize: None,
+            matmul_precision: Default::default(),
             shared: Default::default(),
             parameters: None,
             lora: None,
@@ -224,6 +227,12 @@ impl Weights {
         }
         self.quantize = Some(dtype);
         Ok(self)
+    }
+
+    /// Linear layers loaded from here run their dense products at `precision`.
+    pub fn with_matmul_precision(mut self, precision: crate::linear::MatmulPrecision) -> Self {
+        self.matmul_precision = precision;
+        self
     }
 
     /// Whether the weights come from a GGUF (llama.cpp conventions, e.g. Gemma's norms).

@@ -17,8 +17,13 @@ pub struct FeatureExtractionPipeline {
 impl FeatureExtractionPipeline {
     /// Any BERT-family checkpoint (a bare encoder or one inside a task model).
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = resolve(model)?;
-        let m = BertModel::from_source(&source, &LoadOptions::default())?;
+        let m = BertModel::from_source(&source, opts)?;
         Ok(Self {
             max_length: max_length(&tokenizer, m.config.max_tokens()),
             model: m,

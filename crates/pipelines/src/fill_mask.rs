@@ -27,8 +27,13 @@ pub struct FillMaskPipeline {
 
 impl FillMaskPipeline {
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = crate::inputs::resolve(model)?;
-        let m = BertForMaskedLM::from_source(&source, &LoadOptions::default())?;
+        let m = BertForMaskedLM::from_source(&source, opts)?;
         let mask_id = ["[MASK]", "<mask>"]
             .iter()
             .find_map(|t| tokenizer.token_to_id(t))

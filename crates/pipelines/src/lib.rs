@@ -18,7 +18,7 @@ pub mod zero_shot;
 pub use error::{PipelineError, Result};
 pub use feature_extraction::FeatureExtractionPipeline;
 pub use fill_mask::{FillMaskPipeline, FillMaskResult};
-pub use pipeline::{pipeline, Pipeline, Task};
+pub use pipeline::{pipeline, pipeline_with, Pipeline, Task};
 pub use question_answering::{Answer, QaOptions, QuestionAnsweringPipeline};
 pub use semantic_search::{Hit, SemanticSearch};
 pub use sentence_embeddings::{Pooling, SentenceTransformer};

@@ -3,6 +3,7 @@
 //! each output is shaped as transformers returns it, so a JSONL file of inputs becomes a
 //! JSONL file of answers. The typed pipelines behind it can also be used directly.
 
+use ferro_models::LoadOptions;
 use serde_json::{Map, Value};
 
 use crate::error::{PipelineError, Result};
@@ -54,6 +55,16 @@ impl Task {
             })?,
         };
         Ok(task)
+    }
+
+    /// What `pipeline` loads the task's model with: the defaults, but
+    /// `MatmulPrecision::High` for sentence embeddings, whose accuracy contract (cosine
+    /// 0.99999 to sentence-transformers) it keeps (`SentenceTransformer::from_pretrained`).
+    pub fn default_load_options(self) -> LoadOptions {
+        match self {
+            Task::SentenceEmbeddings => SentenceTransformer::default_load_options(),
+            _ => LoadOptions::default(),
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -123,31 +134,37 @@ pub enum Pipeline {
 }
 
 /// transformers' `pipeline(task, model=...)`: the model (folder, file or Hub id) loaded
-/// for `task`.
+/// for `task` with the task's `Task::default_load_options`.
 pub fn pipeline(task: &str, model: &str) -> Result<Pipeline> {
+    let task = Task::from_name(task)?;
+    pipeline_with(task.name(), model, &task.default_load_options())
+}
+
+/// `pipeline` with the model loaded with `opts` (transformers' `model_kwargs`).
+pub fn pipeline_with(task: &str, model: &str, opts: &LoadOptions) -> Result<Pipeline> {
     Ok(match Task::from_name(task)? {
-        Task::FeatureExtraction => {
-            Pipeline::FeatureExtraction(FeatureExtractionPipeline::from_pretrained(model)?)
-        }
-        Task::SentenceEmbeddings => {
-            Pipeline::SentenceEmbeddings(SentenceTransformer::from_pretrained(model)?)
-        }
-        Task::TextClassification => {
-            Pipeline::TextClassification(TextClassificationPipeline::from_pretrained(model)?)
-        }
-        Task::TokenClassification => {
-            Pipeline::TokenClassification(TokenClassificationPipeline::from_pretrained(model)?)
-        }
-        Task::QuestionAnswering => {
-            Pipeline::QuestionAnswering(QuestionAnsweringPipeline::from_pretrained(model)?)
-        }
-        Task::FillMask => Pipeline::FillMask(FillMaskPipeline::from_pretrained(model)?),
-        Task::ZeroShotClassification => Pipeline::ZeroShotClassification(
-            ZeroShotClassificationPipeline::from_pretrained(model)?,
+        Task::FeatureExtraction => Pipeline::FeatureExtraction(
+            FeatureExtractionPipeline::from_pretrained_with(model, opts)?,
         ),
-        Task::TextGeneration => {
-            Pipeline::TextGeneration(Box::new(TextGenerationPipeline::from_pretrained(model)?))
+        Task::SentenceEmbeddings => {
+            Pipeline::SentenceEmbeddings(SentenceTransformer::from_pretrained_with(model, opts)?)
         }
+        Task::TextClassification => Pipeline::TextClassification(
+            TextClassificationPipeline::from_pretrained_with(model, opts)?,
+        ),
+        Task::TokenClassification => Pipeline::TokenClassification(
+            TokenClassificationPipeline::from_pretrained_with(model, opts)?,
+        ),
+        Task::QuestionAnswering => Pipeline::QuestionAnswering(
+            QuestionAnsweringPipeline::from_pretrained_with(model, opts)?,
+        ),
+        Task::FillMask => Pipeline::FillMask(FillMaskPipeline::from_pretrained_with(model, opts)?),
+        Task::ZeroShotClassification => Pipeline::ZeroShotClassification(
+            ZeroShotClassificationPipeline::from_pretrained_with(model, opts)?,
+        ),
+        Task::TextGeneration => Pipeline::TextGeneration(Box::new(
+            TextGenerationPipeline::from_pretrained_with(model, opts)?,
+        )),
     })
 }
 

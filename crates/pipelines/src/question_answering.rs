@@ -65,8 +65,13 @@ pub struct QuestionAnsweringPipeline {
 impl QuestionAnsweringPipeline {
     /// A question-answering checkpoint (folder or Hub id) and its tokenizer.
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = resolve(model)?;
-        let m = BertForQuestionAnswering::from_source(&source, &LoadOptions::default())?;
+        let m = BertForQuestionAnswering::from_source(&source, opts)?;
         let positions = m.bert.config.max_tokens();
         Ok(Self {
             model: m,

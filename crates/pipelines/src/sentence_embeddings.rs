@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor, D};
-use ferro_models::{BertModel, LoadOptions};
+use ferro_models::{BertModel, LoadOptions, MatmulPrecision};
 use ferro_tokenizers::Tokenizer;
 use serde_json::Value;
 
@@ -115,10 +115,27 @@ fn read_json(path: &Path) -> Result<Value> {
 
 impl SentenceTransformer {
     /// A folder or Hub id with a sentence-transformers layout (or a bare BERT checkpoint:
-    /// mean pooling, no normalization, as sentence-transformers does then).
+    /// mean pooling, no normalization, as sentence-transformers does then), loaded with
+    /// `default_load_options`.
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &Self::default_load_options())
+    }
+
+    /// What `from_pretrained` loads with: `MatmulPrecision::High`, whose embeddings
+    /// stay within cosine 0.99999 of f32 (tested against sentence-transformers' on
+    /// all-MiniLM-L6-v2; 1 − 1.1e-6 at worst) at about 1.5 × the speed where the CPU
+    /// has AVX-512 VNNI. `Highest` gives f32 products.
+    pub fn default_load_options() -> LoadOptions {
+        LoadOptions {
+            matmul_precision: MatmulPrecision::High,
+            ..LoadOptions::default()
+        }
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = crate::inputs::resolve(model)?;
-        let bert = BertModel::from_source(&source, &LoadOptions::default())?;
+        let bert = BertModel::from_source(&source, opts)?;
         let (mut pooling, mut normalize) = (Pooling::mean(), false);
         if let Some(modules_path) = source.optional_file("modules.json")? {
             let modules = read_json(&modules_path)?;
@@ -160,6 +177,11 @@ impl SentenceTransformer {
             normalize,
             max_seq_length,
         })
+    }
+
+    /// How the encoder's linear layers run (`High` only where the CPU supports it).
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        self.model.matmul_precision()
     }
 
     pub fn max_seq_length(&self) -> usize {
@@ -212,9 +234,9 @@ impl SentenceTransformer {
         // RoBERTa-based models number positions by the pad token, so pad with that one.
         let pad = self.tokenizer.pad_token_id().unwrap_or(0);
         let b = crate::inputs::PaddedBatch::new(batch, None, pad, &self.model.device)?;
-        let states = self
-            .model
-            .forward(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
+        let states =
+            self.model
+                .forward_unpadded(&b.input_ids, &b.token_type_ids, &b.attention_mask)?;
         let mut pooled = self.pooling.apply(&states, &b.attention_mask)?;
         if self.normalize {
             let norm = pooled

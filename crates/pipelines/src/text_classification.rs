@@ -63,8 +63,13 @@ pub struct TextClassificationPipeline {
 impl TextClassificationPipeline {
     /// A sequence-classification checkpoint (folder or Hub id) and its tokenizer.
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = resolve(model)?;
-        let m = BertForSequenceClassification::from_source(&source, &LoadOptions::default())?;
+        let m = BertForSequenceClassification::from_source(&source, opts)?;
         let mut labels = m.bert.config.labels()?;
         if labels.is_empty() {
             // transformers names unnamed classes LABEL_i.

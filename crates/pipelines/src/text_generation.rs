@@ -30,9 +30,14 @@ pub struct TextGenerationPipeline {
 impl TextGenerationPipeline {
     /// A causal LM (folder, .gguf file or Hub id) and its tokenizer.
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         Ok(Self {
             tokenizer: AutoTokenizer::from_pretrained(model)?,
-            model: AutoModelForCausalLM::from_pretrained(model, &LoadOptions::default())?,
+            model: AutoModelForCausalLM::from_pretrained(model, opts)?,
         })
     }
 

@@ -103,8 +103,13 @@ fn join_tokens(tokenizer: &Tokenizer, tokens: &[&str]) -> String {
 
 impl TokenClassificationPipeline {
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = resolve(model)?;
-        let m = BertForTokenClassification::from_source(&source, &LoadOptions::default())?;
+        let m = BertForTokenClassification::from_source(&source, opts)?;
         let labels = m.bert.config.labels()?;
         if labels.is_empty() {
             return Err(PipelineError::InvalidArgument {

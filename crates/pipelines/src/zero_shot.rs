@@ -38,8 +38,13 @@ pub struct ZeroShotClassificationPipeline {
 impl ZeroShotClassificationPipeline {
     /// An NLI checkpoint: its id2label must name an `entailment` class.
     pub fn from_pretrained(model: &str) -> Result<Self> {
+        Self::from_pretrained_with(model, &LoadOptions::default())
+    }
+
+    /// The same, loaded with `opts` (transformers' `model_kwargs`).
+    pub fn from_pretrained_with(model: &str, opts: &LoadOptions) -> Result<Self> {
         let (source, tokenizer) = crate::inputs::resolve(model)?;
-        let m = BertForSequenceClassification::from_source(&source, &LoadOptions::default())?;
+        let m = BertForSequenceClassification::from_source(&source, opts)?;
         let labels = m.bert.config.labels()?;
         let entailment = labels
             .iter()

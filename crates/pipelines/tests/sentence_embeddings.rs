@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use ferro_core::PackagedModel;
+use ferro_models::{LoadOptions, MatmulPrecision};
 use ferro_pipelines::{FeatureExtractionPipeline, SentenceTransformer};
 use serde_json::Value;
 
@@ -16,10 +17,18 @@ fn reference() -> Value {
 }
 
 fn model() -> SentenceTransformer {
+    model_at(SentenceTransformer::default_load_options().matmul_precision)
+}
+
+fn model_at(precision: MatmulPrecision) -> SentenceTransformer {
     let dir = PackagedModel::AllMiniLmL6V2
         .require()
         .unwrap_or_else(|e| panic!("{e}"));
-    SentenceTransformer::from_pretrained(dir.to_str().unwrap()).unwrap()
+    let opts = LoadOptions {
+        matmul_precision: precision,
+        ..LoadOptions::default()
+    };
+    SentenceTransformer::from_pretrained_with(dir.to_str().unwrap(), &opts).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -43,8 +52,26 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn embeddings_equal_sentence_transformers() {
+    // By default 16-bit products where the CPU has AVX-512 VNNI; f32 products on request.
+    assert_eq!(
+        SentenceTransformer::default_load_options().matmul_precision,
+        MatmulPrecision::High
+    );
+    for precision in [MatmulPrecision::High, MatmulPrecision::Highest] {
+        let model = model_at(precision);
+        let expected = if ferro_nn::int16_matmul::supported() {
+            precision
+        } else {
+            MatmulPrecision::Highest
+        };
+        assert_eq!(model.matmul_precision(), expected);
+        eprintln!("matmul precision {precision:?} (runs as {expected:?})");
+        embeddings_of(&model);
+    }
+}
+
+fn embeddings_of(model: &SentenceTransformer) {
     let refs = reference();
-    let model = model();
     assert_eq!(model.max_seq_length(), 256);
     let sentences: Vec<&Value> = refs["sentences"].as_array().unwrap().iter().collect();
     assert_eq!(sentences.len(), 50);
@@ -133,7 +160,8 @@ fn bad_input_is_refused_or_handled() {
 
 /// Semantic search over the 50 sentences ranks the same passages as sentence-transformers'
 /// `util.semantic_search`, scores within 1e-4 (tests/fixtures/encoders/semantic_search.json,
-/// made by scripts/make_semantic_search_refs.py).
+/// made by scripts/make_semantic_search_refs.py), with f32 products (16-bit ones move
+/// scores by up to ~1e-3).
 #[test]
 fn semantic_search_equals_sentence_transformers() {
     use ferro_pipelines::SemanticSearch;
@@ -147,7 +175,8 @@ fn semantic_search_equals_sentence_transformers() {
     )
     .unwrap();
     let top_k = want["top_k"].as_u64().unwrap() as usize;
-    let search = SemanticSearch::new(model(), corpus.clone(), 32).unwrap();
+    let search =
+        SemanticSearch::new(model_at(MatmulPrecision::Highest), corpus.clone(), 32).unwrap();
     for q in want["queries"].as_array().unwrap() {
         let hits = search.search(q["query"].as_str().unwrap(), top_k).unwrap();
         let expected = q["hits"].as_array().unwrap();

@@ -12,7 +12,7 @@ mod blocks32;
 mod dense;
 mod interleaved;
 mod interleaved_k;
-mod pool;
+pub(crate) mod pool;
 mod quantize;
 
 use candle_core::quantized::k_quants::{
