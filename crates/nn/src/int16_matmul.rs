@@ -254,18 +254,47 @@ impl Int16Weight {
 
     /// MR quantized rows times panel `t`, stored (plus the residual) where `to` says.
     fn tile(&self, panel: &[i16], q: &[i16], s: &[f32], t: usize, to: TileOut, fast: bool) {
-        let scale = &self.scale[t * TILE..(t + 1) * TILE];
-        let bias = &self.bias[t * TILE..(t + 1) * TILE];
-        assert!(to.fits(), "a tile's outputs outside their buffer");
+        let inp = TileIn {
+            panel,
+            q,
+            s,
+            kp: self.kp,
+            scale: &self.scale[t * TILE..(t + 1) * TILE],
+            bias: &self.bias[t * TILE..(t + 1) * TILE],
+        };
+        assert!(
+            inp.fits() && to.fits(),
+            "a tile's operands or outputs outside their buffers"
+        );
         #[cfg(target_arch = "x86_64")]
         if fast {
-            // SAFETY: the features were checked (`fast`); the slices are the sizes `avx512`
-            // reads (MR rows of `kp`, a panel of `kp · TILE`, MR rows of scales) and `to`
-            // holds what it writes (`fits`).
+            // SAFETY: the features were checked (`fast`), the buffers just now.
             #[allow(unsafe_code)]
-            return unsafe { avx512::tile(panel, q, s, self.kp, scale, bias, to) };
+            return unsafe { avx512::tile(&inp, to) };
         }
-        tile_portable(panel, q, s, self.kp, scale, bias, to)
+        tile_portable(&inp, to)
+    }
+}
+
+/// What a tile reads: MR quantized input rows of `kp` (`q`) and their block scales (`s`),
+/// a panel of `kp · TILE` integers, and the panel's TILE weight scales and biases.
+#[derive(Clone, Copy)]
+struct TileIn<'a> {
+    panel: &'a [i16],
+    q: &'a [i16],
+    s: &'a [f32],
+    kp: usize,
+    scale: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl TileIn<'_> {
+    fn fits(&self) -> bool {
+        self.q.len() >= MR * self.kp
+            && self.panel.len() >= self.kp * TILE
+            && self.s.len() >= MR * (self.kp / BLOCK)
+            && self.scale.len() >= TILE
+            && self.bias.len() >= TILE
     }
 }
 
@@ -315,29 +344,21 @@ fn quantize_row_portable(x: &[f32], q: &mut [i16], s: &mut [f32]) {
 /// The kernel's arithmetic in plain Rust, step for step (exact integer sums per block, then
 /// `acc += sum · scale` per block in order, then `acc · weight scale + bias`, each fused as
 /// the vector code does).
-fn tile_portable(
-    panel: &[i16],
-    q: &[i16],
-    s: &[f32],
-    kp: usize,
-    scale: &[f32],
-    bias: &[f32],
-    to: TileOut,
-) {
-    let blocks = kp / BLOCK;
+fn tile_portable(inp: &TileIn, to: TileOut) {
+    let (kp, blocks) = (inp.kp, inp.kp / BLOCK);
     for r in 0..to.rows {
-        let xr = &q[r * kp..(r + 1) * kp];
+        let xr = &inp.q[r * kp..(r + 1) * kp];
         for c in 0..to.cols {
             let mut acc = 0f32;
             for b in 0..blocks {
                 let mut sum = 0i32;
-                for i in b * BLOCK..(b + 1) * BLOCK {
-                    let w = panel[(i / 2) * 2 * TILE + c * 2 + i % 2];
-                    sum += i32::from(xr[i]) * i32::from(w);
+                for (i, &xi) in xr.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
+                    let w = inp.panel[(i / 2) * 2 * TILE + c * 2 + i % 2];
+                    sum += i32::from(xi) * i32::from(w);
                 }
-                acc = (sum as f32).mul_add(s[r * blocks + b], acc);
+                acc = (sum as f32).mul_add(inp.s[r * blocks + b], acc);
             }
-            let v = acc.mul_add(scale[c], bias[c]);
+            let v = acc.mul_add(inp.scale[c], inp.bias[c]);
             let at = r * to.stride + c;
             to.out[at] = match to.residual {
                 Some(res) => v + res[at],
@@ -352,24 +373,21 @@ fn tile_portable(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{TileOut, BLOCK, LIMIT, MR, TILE};
+    use super::{TileIn, TileOut, BLOCK, LIMIT, MR, TILE};
 
     /// # Safety
-    /// AVX-512 F/BW/VNNI and FMA; `q` holds MR rows of `kp`, `panel` `kp · TILE` values,
-    /// `s` MR rows of `kp / BLOCK` scales, `scale` and `bias` TILE values; `to.fits()`.
+    /// AVX-512 F/BW/VNNI and FMA; `inp.fits()` and `to.fits()`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    pub(super) unsafe fn tile(
-        panel: &[i16],
-        q: &[i16],
-        s: &[f32],
-        kp: usize,
-        scale: &[f32],
-        bias: &[f32],
-        to: TileOut,
-    ) {
-        debug_assert!(q.len() >= MR * kp && panel.len() >= kp * TILE);
+    pub(super) unsafe fn tile(inp: &TileIn, to: TileOut) {
+        let TileIn {
+            panel,
+            q,
+            s,
+            kp,
+            scale,
+            bias,
+        } = *inp;
         let blocks = kp / BLOCK;
-        debug_assert!(s.len() >= MR * blocks && scale.len() >= TILE && bias.len() >= TILE);
         // SAFETY: per the contract above, every read is inside the slices.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 3]; MR];
