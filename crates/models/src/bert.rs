@@ -517,15 +517,22 @@ impl Packing {
     /// `None` unless every mask row is ones then zeros (right padding) and some are zeros.
     fn new(mask: &Tensor) -> Result<Option<Self>> {
         let (b, t) = mask.dims2()?;
-        let rows = mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let mut keep = Vec::new();
-        let (mut spread, mut spread_zeroed) =
-            (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-        for (i, row) in rows.iter().enumerate() {
+        let mut lens = Vec::with_capacity(b);
+        for row in mask.to_dtype(DType::U32)?.to_vec2::<u32>()? {
             let len = row.iter().take_while(|&&m| m != 0).count();
             if row[len..].iter().any(|&m| m != 0) {
                 return Ok(None);
             }
+            lens.push(len);
+        }
+        let tokens: usize = lens.iter().sum();
+        if tokens == b * t || tokens == 0 {
+            return Ok(None);
+        }
+        let mut keep = Vec::with_capacity(tokens);
+        let (mut spread, mut spread_zeroed) =
+            (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+        for (i, &len) in lens.iter().enumerate() {
             for j in 0..t {
                 if j < len {
                     spread.push(keep.len() as u32);
@@ -533,16 +540,9 @@ impl Packing {
                     keep.push((i * t + j) as u32);
                 } else {
                     spread.push(0);
-                    spread_zeroed.push(u32::MAX);
+                    spread_zeroed.push(tokens as u32);
                 }
             }
-        }
-        if keep.len() == b * t || keep.is_empty() {
-            return Ok(None);
-        }
-        let tokens = keep.len() as u32;
-        for s in &mut spread_zeroed {
-            *s = (*s).min(tokens);
         }
         let dev = mask.device();
         Ok(Some(Self {

@@ -6,7 +6,7 @@
 //! f32 and contiguous only; `Linear` uses it for f32 CPU tensors and `broadcast_add`
 //! otherwise.
 
-use crate::cpu_op::{f32_slice, op_error, rows_task_len};
+use crate::cpu_op::{f32_slice, op_error, rows_and_vectors, rows_task_len};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 /// Values per task: large enough that scheduling is noise.
@@ -28,17 +28,12 @@ impl CustomOp2 for BiasAdd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, b) = (
-            f32_slice("bias-add", s1, l1)?,
-            f32_slice("bias-add", s2, l2)?,
-        );
-        let d = b.len();
-        if d == 0 || l1.dims().last() != Some(&d) {
-            return Err(op_error(
-                "bias-add",
-                "the bias must have the output's last dimension",
-            ));
-        }
+        let (y, [b], d) = rows_and_vectors(
+            "bias-add",
+            (s1, l1),
+            [(s2, l2)],
+            "the bias must have the output's last dimension",
+        )?;
         let mut out = y.to_vec();
         crate::quant::for_each_chunk_mut(&mut out, rows_task_len(d, CHUNK), &|_, out| {
             for row in out.chunks_mut(d) {

@@ -15,7 +15,7 @@
 use crate::quant::pool;
 
 /// Values per input scale; also the integer sums' length.
-pub(crate) const BLOCK: usize = 32;
+const BLOCK: usize = 32;
 /// The largest integer either operand takes (14 bits).
 const LIMIT: f32 = 8191.0;
 /// Output columns per panel: three 16-lane registers.
@@ -27,11 +27,46 @@ const MR: usize = 4;
 const MAX_TASK_ROWS: usize = 64;
 
 thread_local! {
-    /// A task's quantized input rows and their scales, kept for the thread's next task
-    /// (allocating and zeroing them per task was ~3 % of an embedding run).
-    static TASK_ROWS: std::cell::RefCell<(Vec<i16>, Vec<f32>)> = const {
-        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    /// A task's quantized input rows, kept for the thread's next task (allocating and
+    /// zeroing them per task was ~3 % of an embedding run).
+    static TASK_ROWS: std::cell::RefCell<QuantizedRows> = const {
+        std::cell::RefCell::new(QuantizedRows { q: Vec::new(), s: Vec::new() })
     };
+}
+
+/// Input rows as the kernel reads them: `kp` integers a row (`q`) and a scale per block
+/// (`s`), in whole passes of MR rows.
+struct QuantizedRows {
+    q: Vec<i16>,
+    s: Vec<f32>,
+}
+
+impl QuantizedRows {
+    /// `count` rows of `k` values → `count` rounded up to MR rows of `kp` integers. Every
+    /// value the kernel reads is written: each row's integers and scales, the zeros past
+    /// `k`, and the rows padding the last pass.
+    fn fill(&mut self, x: &[f32], count: usize, k: usize, kp: usize, fast: bool) {
+        let padded = count.next_multiple_of(MR);
+        let blocks = kp / BLOCK;
+        if self.q.len() < padded * kp {
+            self.q.resize(padded * kp, 0);
+        }
+        if self.s.len() < padded * blocks {
+            self.s.resize(padded * blocks, 0.0);
+        }
+        for r in 0..count {
+            let row = &mut self.q[r * kp..(r + 1) * kp];
+            row[k..].fill(0);
+            quantize_row(
+                &x[r * k..(r + 1) * k],
+                row,
+                &mut self.s[r * blocks..(r + 1) * blocks],
+                fast,
+            );
+        }
+        self.q[count * kp..padded * kp].fill(0);
+        self.s[count * blocks..padded * blocks].fill(0.0);
+    }
 }
 
 /// Whether this CPU runs the 16-bit products (AVX-512 with BW and VNNI).
@@ -187,69 +222,35 @@ impl Int16Weight {
         residual: Option<&[f32]>,
         fast: bool,
     ) {
-        TASK_ROWS.with_borrow_mut(|(q, s)| {
-            self.quantized_rows_into(x, count, out, residual, q, s, fast)
-        });
-    }
-
-    /// `rows_into` with the thread's buffers for the quantized rows.
-    #[allow(clippy::too_many_arguments)]
-    fn quantized_rows_into(
-        &self,
-        x: &[f32],
-        count: usize,
-        out: &mut [f32],
-        residual: Option<&[f32]>,
-        q: &mut Vec<i16>,
-        s: &mut Vec<f32>,
-        fast: bool,
-    ) {
-        let padded = count.next_multiple_of(MR);
-        let blocks = self.kp / BLOCK;
-        // Every value the kernel reads is written below: a row's integers and scales, the
-        // zeros past `k`, and the rows padding the last pass.
-        if q.len() < padded * self.kp {
-            q.resize(padded * self.kp, 0);
-        }
-        if s.len() < padded * blocks {
-            s.resize(padded * blocks, 0.0);
-        }
-        for r in 0..count {
-            let row = &mut q[r * self.kp..(r + 1) * self.kp];
-            row[self.k..].fill(0);
-            quantize_row(
-                &x[r * self.k..(r + 1) * self.k],
-                row,
-                &mut s[r * blocks..(r + 1) * blocks],
-                fast,
-            );
-        }
-        q[count * self.kp..padded * self.kp].fill(0);
-        s[count * blocks..padded * blocks].fill(0.0);
-        for t in 0..self.scale.len() / TILE {
-            let panel = &self.panels[t * TILE * self.kp..(t + 1) * TILE * self.kp];
-            let col = t * TILE;
-            let cols = TILE.min(self.n - col);
-            // `r0 < count`: `padded` is `count` rounded up to MR.
-            for r0 in (0..padded).step_by(MR) {
-                let at = r0 * self.n + col;
-                let to = TileOut {
-                    out: &mut out[at..],
-                    residual: residual.map(|r| &r[at..]),
-                    stride: self.n,
-                    rows: MR.min(count - r0),
-                    cols,
-                };
-                self.tile(
-                    panel,
-                    &q[r0 * self.kp..(r0 + MR) * self.kp],
-                    &s[r0 * blocks..(r0 + MR) * blocks],
-                    t,
-                    to,
-                    fast,
-                );
+        TASK_ROWS.with_borrow_mut(|rows| {
+            rows.fill(x, count, self.k, self.kp, fast);
+            let (q, s) = (&rows.q, &rows.s);
+            let blocks = self.kp / BLOCK;
+            for t in 0..self.scale.len() / TILE {
+                let panel = &self.panels[t * TILE * self.kp..(t + 1) * TILE * self.kp];
+                let col = t * TILE;
+                let cols = TILE.min(self.n - col);
+                // `r0 < count`: the passes cover `count` rounded up to MR.
+                for r0 in (0..count).step_by(MR) {
+                    let at = r0 * self.n + col;
+                    let to = TileOut {
+                        out: &mut out[at..],
+                        residual: residual.map(|r| &r[at..]),
+                        stride: self.n,
+                        rows: MR.min(count - r0),
+                        cols,
+                    };
+                    self.tile(
+                        panel,
+                        &q[r0 * self.kp..(r0 + MR) * self.kp],
+                        &s[r0 * blocks..(r0 + MR) * blocks],
+                        t,
+                        to,
+                        fast,
+                    );
+                }
             }
-        }
+        });
     }
 
     /// MR quantized rows times panel `t`, stored (plus the residual) where `to` says.
@@ -321,7 +322,7 @@ impl TileOut<'_> {
 
 /// One input row → integers and per-block scales (`q`, `s` sized for the padded row; the
 /// padding stays zero). `fast`: `supported()`.
-pub(crate) fn quantize_row(x: &[f32], q: &mut [i16], s: &mut [f32], fast: bool) {
+fn quantize_row(x: &[f32], q: &mut [i16], s: &mut [f32], fast: bool) {
     #[cfg(target_arch = "x86_64")]
     if fast && x.len().is_multiple_of(BLOCK) {
         // SAFETY: features checked; `q` holds `x.len()` values, `s` one per block.

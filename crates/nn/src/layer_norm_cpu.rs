@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use crate::cpu_op::{f32_slice, op_error, rows_task_len};
+use crate::cpu_op::{f32_slice, op_error, rows_and_vectors, rows_task_len};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 /// Values per task: large enough that scheduling is noise.
@@ -48,18 +48,12 @@ impl CustomOp3 for LayerNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (
-            f32_slice("layer-norm", s1, l1)?,
-            f32_slice("layer-norm", s2, l2)?,
-            f32_slice("layer-norm", s3, l3)?,
-        );
-        let d = l1.dims().last().copied().unwrap_or(0);
-        if d == 0 || w.len() != d || b.len() != d {
-            return Err(op_error(
-                "layer-norm",
-                "weight and bias must have the input's last dimension",
-            ));
-        }
+        let (x, [w, b], d) = rows_and_vectors(
+            "layer-norm",
+            (s1, l1),
+            [(s2, l2), (s3, l3)],
+            "weight and bias must have the input's last dimension",
+        )?;
         let (eps, center) = (self.eps, self.center);
         let mut y = vec![0f32; x.len()];
         let per = rows_task_len(d, CHUNK);

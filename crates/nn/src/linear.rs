@@ -40,13 +40,11 @@ pub enum MatmulPrecision {
 }
 
 impl MatmulPrecision {
+    pub const ALL: [Self; 2] = [Self::Highest, Self::High];
+
     /// `highest` or `high` (PyTorch's names).
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "highest" => Some(Self::Highest),
-            "high" => Some(Self::High),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -366,13 +364,7 @@ impl Linear {
         {
             return Ok(None);
         }
-        let (k, m) = row_shape(x);
-        if k != q.cols() {
-            return Err(crate::error::NnError::InvalidArgument {
-                param: "x",
-                msg: format!("last dimension {k}, the weight takes {}", q.cols()),
-            });
-        }
+        let m = rows_taking(x, q.cols())?;
         let y = with_f32_values(x, |input| match residual {
             Some(r) => with_f32_values(r, |res| q.forward_add(input, m, Some(res))),
             None => Ok(q.forward(input, m)),
@@ -383,13 +375,7 @@ impl Linear {
 
 /// `x (..., in) -> (..., out)` with our kernels (f32 in and out).
 fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
-    let (k, m) = row_shape(x);
-    if k != q.cols() {
-        return Err(crate::error::NnError::InvalidArgument {
-            param: "x",
-            msg: format!("last dimension {k}, the weight takes {}", q.cols()),
-        });
-    }
+    let m = rows_taking(x, q.cols())?;
     let y = with_f32_values(x, |input| {
         if q.prefers_dense(m) {
             // A prompt: expand the weights once and run an f32 GEMM over all its rows.
@@ -405,6 +391,19 @@ fn quant_forward(q: &QuantMatrix, x: &Tensor) -> Result<Tensor> {
 fn row_shape(x: &Tensor) -> (usize, usize) {
     let k = x.dims().last().copied().unwrap_or(0);
     (k, x.elem_count() / k.max(1))
+}
+
+/// The number of rows of `x (..., k)` for a weight taking `cols` inputs; an error when
+/// `k` is not `cols`.
+fn rows_taking(x: &Tensor, cols: usize) -> Result<usize> {
+    let (k, m) = row_shape(x);
+    if k != cols {
+        return Err(crate::error::NnError::InvalidArgument {
+            param: "x",
+            msg: format!("last dimension {k}, the weight takes {cols}"),
+        });
+    }
+    Ok(m)
 }
 
 /// `f` of `x`'s values in f32, row-major, for our kernels: borrowed where `x` is a

@@ -7,7 +7,7 @@
 //! f32, contiguous, on CPUs with AVX2 (candle's own sum takes another order elsewhere, and
 //! `RmsNorm` keeps the composite form there).
 
-use crate::cpu_op::{f32_slice, op_error, rows_task_len};
+use crate::cpu_op::{rows_and_vectors, rows_task_len};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 
 /// Values per task: large enough that scheduling is noise.
@@ -41,17 +41,12 @@ impl CustomOp2 for RmsNormInference {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w) = (
-            f32_slice("rms-norm", s1, l1)?,
-            f32_slice("rms-norm", s2, l2)?,
-        );
-        let d = w.len();
-        if d == 0 || l1.dims().last() != Some(&d) {
-            return Err(op_error(
-                "rms-norm",
-                "the weight must have the input's last dimension",
-            ));
-        }
+        let (x, [w], d) = rows_and_vectors(
+            "rms-norm",
+            (s1, l1),
+            [(s2, l2)],
+            "the weight must have the input's last dimension",
+        )?;
         // As candle's `mean_keepdim` (a sum times 1/d) and `+ eps` (an affine op) round.
         let scale = (1.0 / d as f64) as f32;
         let eps = self.eps as f32;

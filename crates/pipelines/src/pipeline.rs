@@ -137,12 +137,16 @@ pub enum Pipeline {
 /// for `task` with the task's `Task::default_load_options`.
 pub fn pipeline(task: &str, model: &str) -> Result<Pipeline> {
     let task = Task::from_name(task)?;
-    pipeline_with(task.name(), model, &task.default_load_options())
+    load(task, model, &task.default_load_options())
 }
 
 /// `pipeline` with the model loaded with `opts` (transformers' `model_kwargs`).
 pub fn pipeline_with(task: &str, model: &str, opts: &LoadOptions) -> Result<Pipeline> {
-    Ok(match Task::from_name(task)? {
+    load(Task::from_name(task)?, model, opts)
+}
+
+fn load(task: Task, model: &str, opts: &LoadOptions) -> Result<Pipeline> {
+    Ok(match task {
         Task::FeatureExtraction => Pipeline::FeatureExtraction(
             FeatureExtractionPipeline::from_pretrained_with(model, opts)?,
         ),

@@ -35,8 +35,8 @@ pub struct Args {
     /// (f32) or `high` (16-bit integer products, ~2 × faster on CPUs with AVX-512 VNNI;
     /// embeddings within cosine 0.99999 of f32, scores within ~1e-3) [default: high for
     /// sentence-embeddings, highest for the other tasks].
-    #[arg(long, value_parser = ["highest", "high"])]
-    matmul_precision: Option<String>,
+    #[arg(long, value_parser = parse_matmul_precision)]
+    matmul_precision: Option<MatmulPrecision>,
     /// Inputs per batch (sentence-embeddings and semantic-search embed them together).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -333,12 +333,15 @@ fn read_inputs(path: &Path) -> Result<Vec<Value>> {
 
 /// The task's load options with `--matmul-precision` over them.
 fn load_options(args: &Args, mut opts: LoadOptions) -> LoadOptions {
-    if let Some(p) = args
-        .matmul_precision
-        .as_deref()
-        .and_then(MatmulPrecision::from_name)
-    {
+    if let Some(p) = args.matmul_precision {
         opts.matmul_precision = p;
     }
     opts
+}
+
+fn parse_matmul_precision(name: &str) -> std::result::Result<MatmulPrecision, String> {
+    MatmulPrecision::from_name(name).ok_or_else(|| {
+        let names = MatmulPrecision::ALL.map(MatmulPrecision::name);
+        format!("`{name}` is not one of {}", names.join(", "))
+    })
 }
